@@ -1,0 +1,136 @@
+"""Keras adapters for the schedule families: the only module of `lrsearch.schedules` that
+imports Keras.
+
+`to_keras` returns Keras' own schedule where one computes exactly the family's formula
+(time_decay, exponential, linear, polynomial, cosine): it then deserializes anywhere, without
+lrsearch installed. Every other family is exported as `FamilySchedule`, which evaluates the
+family's own `schedule()` with keras.ops in float64 and casts the result to float32; it is
+registered as `lrsearch>FamilySchedule`, so deserializing it needs `import lrsearch.schedules.keras`
+first.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import keras
+from keras import ops
+
+from lrsearch.errors import ScheduleError
+from lrsearch.schedules import validate
+from lrsearch.schedules.adaptive import ReduceOnPlateau
+from lrsearch.schedules.base import Family, Timeline
+
+Schedules = keras.optimizers.schedules
+
+
+@keras.saving.register_keras_serializable(package="lrsearch", name="FamilySchedule")
+class FamilySchedule(Schedules.LearningRateSchedule):
+    """A family's `schedule()` (or `momentum()` when quantity="momentum") as a Keras schedule."""
+
+    def __init__(self, family: str, params: Mapping[str, Any], steps_per_epoch: int,
+                 epochs: int, quantity: str = "lr") -> None:
+        super().__init__()
+        if quantity not in ("lr", "momentum"):
+            raise ScheduleError(f"Argument `quantity` must be lr or momentum. "
+                                f"Received: quantity={quantity!r}", field="quantity")
+        self._family, self._timeline = validate(family, params, steps_per_epoch=steps_per_epoch,
+                                                epochs=epochs)
+        self.quantity = quantity
+
+    def __call__(self, step: Any) -> Any:
+        s = ops.cast(step, "float64")
+        if self.quantity == "momentum":
+            value = self._family.momentum(s, self._timeline, ops)
+            if value is None:
+                raise ScheduleError(f"{self._family.name} does not schedule momentum.")
+        else:
+            value = self._family.schedule(s, self._timeline, ops)
+        return ops.cast(value, "float32")
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "family": self._family.name,
+            "params": self._family.params(),
+            "steps_per_epoch": self._timeline.steps_per_epoch,
+            "epochs": self._timeline.epochs,
+            "quantity": self.quantity,
+        }
+
+
+def _native_time_decay(f: Any, t: Timeline) -> Any:
+    return Schedules.InverseTimeDecay(f.lr0, t.steps_per_epoch, f.decay_rate,
+                                      staircase=f.per_epoch)
+
+
+def _native_exponential(f: Any, t: Timeline) -> Any:
+    return Schedules.ExponentialDecay(f.lr0, t.steps_per_epoch, math.exp(-f.k),
+                                      staircase=f.per_epoch)
+
+
+def _native_polynomial(f: Any, t: Timeline) -> Any:
+    power = getattr(f, "power", 1.0)
+    return Schedules.PolynomialDecay(f.lr0, t.total_steps, f.end_lr, power=power)
+
+
+def _native_cosine(f: Any, t: Timeline) -> Any:
+    W = t.steps(f.warmup_epochs)
+    if W == 0:
+        return Schedules.CosineDecay(f.peak_lr, t.total_steps, alpha=f.alpha)
+    return Schedules.CosineDecay(f.warmup_start_lr, t.total_steps - W, alpha=f.alpha,
+                                 warmup_target=f.peak_lr, warmup_steps=W)
+
+
+# Families whose formula a Keras schedule computes exactly (checked against Keras in the tests).
+NATIVE: dict[str, Callable[[Any, Timeline], Any]] = {
+    "time_decay": _native_time_decay,
+    "exponential": _native_exponential,
+    "linear": _native_polynomial,
+    "polynomial": _native_polynomial,
+    "cosine": _native_cosine,
+}
+
+
+def to_keras(
+    name: str, params: Mapping[str, Any] | None, *, steps_per_epoch: int, epochs: int
+) -> Any:
+    """A LearningRateSchedule whose value at step s equals `curve(...)[s]`."""
+    family, timeline = validate(name, params, steps_per_epoch=steps_per_epoch, epochs=epochs)
+    if family.adaptive:
+        raise ScheduleError(
+            f"{name} is adaptive: its LR reacts to metrics, so it is not a step schedule. "
+            "Train with a float learning rate and `keras_callbacks(...)`.", field="family")
+    native = NATIVE.get(name)
+    if native is not None:
+        return native(family, timeline)
+    return FamilySchedule(name, family.params(), steps_per_epoch, epochs)
+
+
+def momentum_schedule(family: Family, timeline: Timeline) -> FamilySchedule | None:
+    """A schedule of the momentum for families that cycle it, else None."""
+    steps = ops.convert_to_tensor([0.0], dtype="float64")
+    if family.momentum(steps, timeline, ops) is None:
+        return None
+    return FamilySchedule(family.name, family.params(), timeline.steps_per_epoch,
+                          timeline.epochs, quantity="momentum")
+
+
+def keras_callbacks(family: Family) -> list[keras.callbacks.Callback]:
+    """Callbacks an adaptive family needs (Keras' own ReduceLROnPlateau for reduce_on_plateau)."""
+    if isinstance(family, ReduceOnPlateau):
+        mode = "max" if "accuracy" in family.monitor else "min"
+        return [keras.callbacks.ReduceLROnPlateau(
+            monitor=family.monitor, factor=family.factor, patience=family.patience,
+            min_delta=family.min_delta, cooldown=family.cooldown, min_lr=family.min_lr,
+            mode=mode, verbose=0)]
+    return []
+
+
+def learning_rate_for(family: Family, timeline: Timeline) -> Any:
+    """What to pass as the optimizer's learning_rate: a schedule, or lr0 for adaptive families."""
+    if family.adaptive:
+        return float(family.params()["lr0"])
+    return to_keras(family.name, family.params(), steps_per_epoch=timeline.steps_per_epoch,
+                    epochs=timeline.epochs)
