@@ -2,8 +2,8 @@
 
 A family is a frozen dataclass: its fields are its parameters, each declared once with
 `param(...)` (default, hard bounds, default search range, description). The class's
-`schedule` method is the pure formula. The API schema, the stored JSON, the Optuna search space and the
-Keras adapter all derive from that one declaration.
+`schedule` method is the pure formula. The API schema, the stored JSON, the Optuna search
+space and the Keras adapter all derive from that one declaration.
 
 Conventions (shared by every family):
 - `s` is the 0-based optimizer step; the first batch of training uses s = 0, as in Keras.
@@ -69,6 +69,7 @@ class ParamMeta:
     search: SearchRange | None = None  # None: not searched by default (stays at its default)
     below: str | None = None  # this parameter must be < the named one (checked and sampled so)
     role: Role | None = None
+    lt_epochs: bool = False  # a duration in epochs that must be shorter than the training
 
 
 def param(
@@ -83,9 +84,10 @@ def param(
     search: SearchRange | None = None,
     below: str | None = None,
     role: Role | None = None,
+    lt_epochs: bool = False,
 ) -> Any:
     """Declare a family parameter (a dataclass field carrying its ParamMeta)."""
-    meta = ParamMeta(description, gt, ge, lt, le, choices, search, below, role)
+    meta = ParamMeta(description, gt, ge, lt, le, choices, search, below, role, lt_epochs)
     if default is _MISSING:
         return field(metadata={"param": meta})
     return field(default=default, metadata={"param": meta})
@@ -116,13 +118,14 @@ class ParamSpec:
             "choices": list(m.choices) if m.choices else None,
             "search": search,
             "below": m.below,
+            "shorter_than_training": m.lt_epochs,
             "description": m.description,
         }
 
 
 def round_half_up(x: float) -> int:
     """round(x) with halves going up (Python's round() goes to even: round(2.5) == 2)."""
-    return int(math.floor(x + 0.5))
+    return math.floor(x + 0.5)
 
 
 @dataclass(frozen=True)
@@ -189,7 +192,17 @@ class Family:
         """Cross-parameter checks that need no training length (override when needed)."""
 
     def check(self, t: Timeline) -> None:
-        """Checks that need the training length, e.g. warm-up shorter than training."""
+        """Checks that need the training length: declared durations (`lt_epochs`) must be
+        shorter than the training, then the family's own `check_timeline`."""
+        for spec in param_specs(type(self)):
+            value = getattr(self, spec.name)
+            if spec.meta.lt_epochs and t.steps(value) >= t.total_steps:
+                raise self.fail(spec.name, "must be < `epochs`",
+                                **{spec.name: value, "epochs": t.epochs})
+        self.check_timeline(t)
+
+    def check_timeline(self, t: Timeline) -> None:
+        """Family-specific checks that need the training length (override when needed)."""
 
     def schedule(self, s: Any, t: Timeline, xp: Any) -> Any:
         """The learning rate at steps `s` (float64 array or tensor): the family's formula."""
@@ -220,12 +233,6 @@ class Family:
             raise self.fail(argument, f"must span at least one step ({t.steps_per_epoch} "
                             "steps per epoch)", **{argument: value,
                                                    "steps_per_epoch": t.steps_per_epoch})
-
-    def require_shorter(self, argument: str, value: float, t: Timeline) -> None:
-        """A duration in epochs must be shorter than the training (as whole steps)."""
-        if t.steps(value) >= t.total_steps:
-            raise self.fail(argument, "must be < `epochs`", **{argument: value,
-                                                               "epochs": t.epochs})
 
 
 def _kind_of(annotation: Any) -> tuple[Kind, bool]:

@@ -32,12 +32,9 @@ class Cosine(Family):
     alpha: float = param(0.0, description="Final LR as a fraction of peak_lr.", ge=0.0, lt=1.0,
                          search=ALPHA)
     warmup_epochs: float = param(0.0, description="Length of the linear warm-up.", ge=0.0,
-                                 search=SearchRange(0.0, 0.2, per_epochs=True))
+                                 search=SearchRange(0.0, 0.2, per_epochs=True), lt_epochs=True)
     warmup_start_lr: float = param(0.0, description="LR at step 0 when warming up.", ge=0.0,
                                    below="peak_lr")
-
-    def check(self, t: Timeline) -> None:
-        self.require_shorter("warmup_epochs", self.warmup_epochs, t)
 
     def schedule(self, s: Any, t: Timeline, xp: Any) -> Any:
         W = t.steps(self.warmup_epochs)
@@ -70,7 +67,7 @@ class CosineRestarts(Family):
     alpha: float = param(0.0, description="Minimum LR as a fraction of lr0.", ge=0.0, lt=1.0,
                          search=ALPHA)
 
-    def check(self, t: Timeline) -> None:
+    def check_timeline(self, t: Timeline) -> None:
         self.require_steps("first_cycle_epochs", t.steps(self.first_cycle_epochs), t,
                            self.first_cycle_epochs)
 

@@ -45,7 +45,7 @@ class OneCycle(Family):
                                  below="max_momentum")
     max_momentum: float = param(0.95, description="Momentum at the LR ends.", gt=0.0, lt=1.0)
 
-    def check(self, t: Timeline) -> None:
+    def check_timeline(self, t: Timeline) -> None:
         ends = self.phase_ends(t)
         previous = 0.0
         for end in ends:
@@ -115,7 +115,7 @@ class Cyclical(Family):
         down = up if down_epochs is None else t.steps(down_epochs)
         return up, down
 
-    def check(self, t: Timeline) -> None:
+    def check_timeline(self, t: Timeline) -> None:
         up, down = self.sizes(t)
         self.require_steps("step_size_up_epochs", up, t, self.step_size_up_epochs)
         if self.step_size_down_epochs is not None:

@@ -27,7 +27,7 @@ Schedules = keras.optimizers.schedules
 
 
 @keras.saving.register_keras_serializable(package="lrsearch", name="FamilySchedule")
-class FamilySchedule(Schedules.LearningRateSchedule):
+class FamilySchedule(keras.optimizers.schedules.LearningRateSchedule):
     """A family's `schedule()` (or `momentum()` when quantity="momentum") as a Keras schedule."""
 
     def __init__(self, family: str, params: Mapping[str, Any], steps_per_epoch: int,

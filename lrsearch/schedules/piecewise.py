@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +34,7 @@ class Piecewise(Family):
         if len(v) != len(b) + 1:
             raise self.fail("values", "must have one more entry than `boundaries_epochs`",
                             values=list(v), boundaries_epochs=list(b))
-        if any(later <= earlier for earlier, later in zip(b, b[1:], strict=False)):
+        if any(later <= earlier for earlier, later in itertools.pairwise(b)):
             raise self.fail("boundaries_epochs", "must be strictly increasing",
                             boundaries_epochs=list(b))
 
@@ -41,9 +42,9 @@ class Piecewise(Family):
         """Knot positions in steps, starting with 0."""
         return [0, *(t.steps(b) for b in self.boundaries_epochs)]
 
-    def check(self, t: Timeline) -> None:
+    def check_timeline(self, t: Timeline) -> None:
         knots = self.knots(t)
-        if any(later <= earlier for earlier, later in zip(knots, knots[1:], strict=False)):
+        if any(later <= earlier for earlier, later in itertools.pairwise(knots)):
             raise self.fail("boundaries_epochs", "must fall on distinct steps after step 0 "
                             f"with {t.steps_per_epoch} steps per epoch",
                             boundaries_epochs=list(self.boundaries_epochs))

@@ -31,12 +31,9 @@ class Triangle(Family):
                "else peak_lr + (end_lr - peak_lr) * (s - W) / (S - W)")
     peak_lr: float = rate_param(0.1, "LR at the top of the triangle.", role="peak")
     warmup_epochs: float = param(1.0, description="Length of the rising side.", ge=0.0,
-                                 search=SearchRange(0.0, 0.3, per_epochs=True))
+                                 search=SearchRange(0.0, 0.3, per_epochs=True), lt_epochs=True)
     start_lr: float = param(0.0, description="LR at step 0.", ge=0.0, below="peak_lr")
     end_lr: float = param(0.0, description="LR reached at s = S.", ge=0.0, below="peak_lr")
-
-    def check(self, t: Timeline) -> None:
-        self.require_shorter("warmup_epochs", self.warmup_epochs, t)
 
     def schedule(self, s: Any, t: Timeline, xp: Any) -> Any:
         W = t.steps(self.warmup_epochs)
@@ -115,7 +112,7 @@ class RampupExp(Family):
     exp_decay: float = param(0.8, description="Factor per epoch of the decay phase.", gt=0.0,
                              le=1.0, search=SearchRange(0.5, 0.99))
 
-    def check(self, t: Timeline) -> None:
+    def check_timeline(self, t: Timeline) -> None:
         if self.rampup_epochs + self.sustain_epochs >= t.epochs:
             raise self.fail("sustain_epochs", "plus `rampup_epochs` must be < `epochs`",
                             rampup_epochs=self.rampup_epochs, sustain_epochs=self.sustain_epochs,
