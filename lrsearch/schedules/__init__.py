@@ -37,9 +37,24 @@ __all__ = [
     "validate",
 ]
 
-_ORDER = ["constant", "time_decay", "step_decay", "exponential", "hold_exponential", "linear",
-          "polynomial", "cosine", "cosine_restarts", "triangle", "one_cycle", "rampup_exp",
-          "cyclical", "wsd", "piecewise", "reduce_on_plateau"]
+_ORDER = [
+    "constant",
+    "time_decay",
+    "step_decay",
+    "exponential",
+    "hold_exponential",
+    "linear",
+    "polynomial",
+    "cosine",
+    "cosine_restarts",
+    "triangle",
+    "one_cycle",
+    "rampup_exp",
+    "cyclical",
+    "wsd",
+    "piecewise",
+    "reduce_on_plateau",
+]
 
 
 def names() -> list[str]:

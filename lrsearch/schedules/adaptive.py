@@ -21,17 +21,29 @@ class ReduceOnPlateau(Family):
     formula = "lr0, times factor after each plateau of `patience` epochs (adaptive)"
     adaptive = True
     lr0: float = rate_param(0.1, "Initial learning rate.")
-    factor: float = param(0.1, description="Multiplier applied on a plateau.", gt=0.0, lt=1.0,
-                          search=SearchRange(0.1, 0.7))
-    patience: int = param(5, description="Epochs without improvement before reducing.", ge=0,
-                          search=SearchRange(0.05, 0.3, per_epochs=True))
-    min_delta: float = param(1e-4, description="Smallest change that counts as improvement.",
-                             ge=0.0)
+    factor: float = param(
+        0.1,
+        description="Multiplier applied on a plateau.",
+        gt=0.0,
+        lt=1.0,
+        search=SearchRange(0.1, 0.7),
+    )
+    patience: int = param(
+        5,
+        description="Epochs without improvement before reducing.",
+        ge=0,
+        search=SearchRange(0.05, 0.3, per_epochs=True),
+    )
+    min_delta: float = param(
+        1e-4, description="Smallest change that counts as improvement.", ge=0.0
+    )
     cooldown: int = param(0, description="Epochs to wait after a reduction.", ge=0)
-    min_lr: float = param(0.0, description="The LR never goes below this.", ge=0.0,
-                          below="lr0")
-    monitor: str = param("val_loss", description="Metric watched for plateaus.",
-                         choices=("val_loss", "loss", "val_accuracy", "accuracy"))
+    min_lr: float = param(0.0, description="The LR never goes below this.", ge=0.0, below="lr0")
+    monitor: str = param(
+        "val_loss",
+        description="Metric watched for plateaus.",
+        choices=("val_loss", "loss", "val_accuracy", "accuracy"),
+    )
 
     def schedule(self, s: Any, t: Timeline, xp: Any) -> Any:
         return s * 0.0 + self.lr0

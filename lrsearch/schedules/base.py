@@ -197,8 +197,9 @@ class Family:
         for spec in param_specs(type(self)):
             value = getattr(self, spec.name)
             if spec.meta.lt_epochs and t.steps(value) >= t.total_steps:
-                raise self.fail(spec.name, "must be < `epochs`",
-                                **{spec.name: value, "epochs": t.epochs})
+                raise self.fail(
+                    spec.name, "must be < `epochs`", **{spec.name: value, "epochs": t.epochs}
+                )
         self.check_timeline(t)
 
     def check_timeline(self, t: Timeline) -> None:
@@ -230,9 +231,11 @@ class Family:
     def require_steps(self, argument: str, steps: int, t: Timeline, value: float) -> None:
         """A duration converted to steps must be at least one step."""
         if steps < 1:
-            raise self.fail(argument, f"must span at least one step ({t.steps_per_epoch} "
-                            "steps per epoch)", **{argument: value,
-                                                   "steps_per_epoch": t.steps_per_epoch})
+            raise self.fail(
+                argument,
+                f"must span at least one step ({t.steps_per_epoch} steps per epoch)",
+                **{argument: value, "steps_per_epoch": t.steps_per_epoch},
+            )
 
 
 def _kind_of(annotation: Any) -> tuple[Kind, bool]:
@@ -267,8 +270,16 @@ def param_specs(cls: type[Family]) -> tuple[ParamSpec, ...]:
     for f in dataclasses.fields(cls):
         kind, nullable = _kind_of(hints[f.name])
         required = f.default is dataclasses.MISSING
-        specs.append(ParamSpec(f.name, kind, None if required else f.default, required,
-                               nullable, f.metadata["param"]))
+        specs.append(
+            ParamSpec(
+                f.name,
+                kind,
+                None if required else f.default,
+                required,
+                nullable,
+                f.metadata["param"],
+            )
+        )
     result = tuple(specs)
     type.__setattr__(cls, "_lrsearch_specs", result)
     return result
@@ -321,8 +332,12 @@ def _check_number(
     else:
         value = float(value)
     m = spec.meta
-    for bound, ok, op in ((m.gt, lambda b: value > b, ">"), (m.ge, lambda b: value >= b, ">="),
-                          (m.lt, lambda b: value < b, "<"), (m.le, lambda b: value <= b, "<=")):
+    for bound, ok, op in (
+        (m.gt, lambda b: value > b, ">"),
+        (m.ge, lambda b: value >= b, ">="),
+        (m.lt, lambda b: value < b, "<"),
+        (m.le, lambda b: value <= b, "<="),
+    ):
         if bound is not None and not ok(bound):
             raise bad(f"must be {op} {bound}")
     return typing.cast(float | int, value)

@@ -26,23 +26,33 @@ class Cosine(Family):
     (W = 0: `CosineDecay(peak_lr, S, alpha)`)."""
 
     name = "cosine"
-    formula = ("s < W: warmup_start_lr + (peak_lr - warmup_start_lr) * s / W; else "
-               "peak_lr * ((1 - alpha) * (1 + cos(pi * min(s - W, S - W) / (S - W))) / 2 + alpha)")
+    formula = (
+        "s < W: warmup_start_lr + (peak_lr - warmup_start_lr) * s / W; else "
+        "peak_lr * ((1 - alpha) * (1 + cos(pi * min(s - W, S - W) / (S - W))) / 2 + alpha)"
+    )
     peak_lr: float = rate_param(0.1, "LR at the end of the warm-up.", role="peak")
-    alpha: float = param(0.0, description="Final LR as a fraction of peak_lr.", ge=0.0, lt=1.0,
-                         search=ALPHA)
-    warmup_epochs: float = param(0.0, description="Length of the linear warm-up.", ge=0.0,
-                                 search=SearchRange(0.0, 0.2, per_epochs=True), lt_epochs=True)
-    warmup_start_lr: float = param(0.0, description="LR at step 0 when warming up.", ge=0.0,
-                                   below="peak_lr")
+    alpha: float = param(
+        0.0, description="Final LR as a fraction of peak_lr.", ge=0.0, lt=1.0, search=ALPHA
+    )
+    warmup_epochs: float = param(
+        0.0,
+        description="Length of the linear warm-up.",
+        ge=0.0,
+        search=SearchRange(0.0, 0.2, per_epochs=True),
+        lt_epochs=True,
+    )
+    warmup_start_lr: float = param(
+        0.0, description="LR at step 0 when warming up.", ge=0.0, below="peak_lr"
+    )
 
     def schedule(self, s: Any, t: Timeline, xp: Any) -> Any:
         W = t.steps(self.warmup_epochs)
         D = float(t.total_steps - W)
         warm = linear_ramp(self.warmup_start_lr, self.peak_lr, s, max(W, 1))
         done = xp.minimum(xp.maximum(s - W, 0.0), D) / D
-        decay = self.peak_lr * ((1.0 - self.alpha) * 0.5 * (1.0 + xp.cos(math.pi * done))
-                                + self.alpha)
+        decay = self.peak_lr * (
+            (1.0 - self.alpha) * 0.5 * (1.0 + xp.cos(math.pi * done)) + self.alpha
+        )
         return xp.where(s < W, warm, decay)
 
 
@@ -55,21 +65,38 @@ class CosineRestarts(Family):
     is the snapshot-ensemble schedule lr0 / 2 * (cos(pi * (s mod F) / F) + 1)."""
 
     name = "cosine_restarts"
-    formula = ("f = s / F; i = restart index, x = fraction of cycle i done; "
-               "lr0 * ((1 - alpha) * m_mul**i * (1 + cos(pi * x)) / 2 + alpha)")
+    formula = (
+        "f = s / F; i = restart index, x = fraction of cycle i done; "
+        "lr0 * ((1 - alpha) * m_mul**i * (1 + cos(pi * x)) / 2 + alpha)"
+    )
     lr0: float = rate_param(0.1, "LR at the start of the first cycle.", role="peak")
-    first_cycle_epochs: float = param(10.0, description="Length of the first cycle.", gt=0.0,
-                                      search=SearchRange(0.1, 0.5, per_epochs=True))
-    t_mul: float = param(2.0, description="Each cycle is t_mul times longer than the last.",
-                         ge=1.0, search=SearchRange(1.0, 3.0))
-    m_mul: float = param(1.0, description="Each cycle starts m_mul times lower.", gt=0.0,
-                         le=1.0, search=SearchRange(0.5, 1.0))
-    alpha: float = param(0.0, description="Minimum LR as a fraction of lr0.", ge=0.0, lt=1.0,
-                         search=ALPHA)
+    first_cycle_epochs: float = param(
+        10.0,
+        description="Length of the first cycle.",
+        gt=0.0,
+        search=SearchRange(0.1, 0.5, per_epochs=True),
+    )
+    t_mul: float = param(
+        2.0,
+        description="Each cycle is t_mul times longer than the last.",
+        ge=1.0,
+        search=SearchRange(1.0, 3.0),
+    )
+    m_mul: float = param(
+        1.0,
+        description="Each cycle starts m_mul times lower.",
+        gt=0.0,
+        le=1.0,
+        search=SearchRange(0.5, 1.0),
+    )
+    alpha: float = param(
+        0.0, description="Minimum LR as a fraction of lr0.", ge=0.0, lt=1.0, search=ALPHA
+    )
 
     def check_timeline(self, t: Timeline) -> None:
-        self.require_steps("first_cycle_epochs", t.steps(self.first_cycle_epochs), t,
-                           self.first_cycle_epochs)
+        self.require_steps(
+            "first_cycle_epochs", t.steps(self.first_cycle_epochs), t, self.first_cycle_epochs
+        )
 
     def restart_index(self, f: Any, xp: Any) -> tuple[Any, Any]:
         """(i, x): the cycle index and the fraction of it done, at f = s / F cycles-of-F."""

@@ -41,8 +41,9 @@ class TimeDecay(Family):
     name = "time_decay"
     formula = "lr0 / (1 + k * e)"
     lr0: float = rate_param(0.1, "Initial learning rate.")
-    decay_rate: float = param(0.01, description="k: decay per epoch.", ge=0.0,
-                              search=SearchRange(1e-4, 1.0, log=True))
+    decay_rate: float = param(
+        0.01, description="k: decay per epoch.", ge=0.0, search=SearchRange(1e-4, 1.0, log=True)
+    )
     per_epoch: bool = param(True, description="Change the LR only at epoch boundaries.")
 
     def schedule(self, s: Any, t: Timeline, xp: Any) -> Any:
@@ -58,10 +59,19 @@ class StepDecay(Family):
     name = "step_decay"
     formula = "lr0 * drop ** floor(e / epochs_drop)"
     lr0: float = rate_param(0.1, "Initial learning rate.")
-    drop: float = param(0.5, description="Factor applied at each drop.", gt=0.0, lt=1.0,
-                        search=SearchRange(0.1, 0.9))
-    epochs_drop: int = param(10, description="Epochs between drops.", ge=1,
-                             search=SearchRange(0.05, 0.5, per_epochs=True))
+    drop: float = param(
+        0.5,
+        description="Factor applied at each drop.",
+        gt=0.0,
+        lt=1.0,
+        search=SearchRange(0.1, 0.9),
+    )
+    epochs_drop: int = param(
+        10,
+        description="Epochs between drops.",
+        ge=1,
+        search=SearchRange(0.05, 0.5, per_epochs=True),
+    )
 
     def schedule(self, s: Any, t: Timeline, xp: Any) -> Any:
         drops = xp.floor(t.epoch(s, xp) / self.epochs_drop)
@@ -76,8 +86,12 @@ class Exponential(Family):
     name = "exponential"
     formula = "lr0 * exp(-k * e)"
     lr0: float = rate_param(0.1, "Initial learning rate.")
-    k: float = param(0.1, description="Decay constant per epoch.", ge=0.0,
-                     search=SearchRange(1e-3, 1.0, log=True))
+    k: float = param(
+        0.1,
+        description="Decay constant per epoch.",
+        ge=0.0,
+        search=SearchRange(1e-3, 1.0, log=True),
+    )
     per_epoch: bool = param(True, description="Change the LR only at epoch boundaries.")
 
     def schedule(self, s: Any, t: Timeline, xp: Any) -> Any:
@@ -93,10 +107,18 @@ class HoldExponential(Family):
     name = "hold_exponential"
     formula = "lr0 if e < hold_epochs else lr0 * exp(-k * (e - hold_epochs))"
     lr0: float = rate_param(0.1, "Initial learning rate.")
-    hold_epochs: int = param(10, description="Epochs at lr0 before the decay starts.", ge=0,
-                             search=SearchRange(0.0, 0.5, per_epochs=True))
-    k: float = param(0.1, description="Decay constant per epoch.", ge=0.0,
-                     search=SearchRange(1e-3, 1.0, log=True))
+    hold_epochs: int = param(
+        10,
+        description="Epochs at lr0 before the decay starts.",
+        ge=0,
+        search=SearchRange(0.0, 0.5, per_epochs=True),
+    )
+    k: float = param(
+        0.1,
+        description="Decay constant per epoch.",
+        ge=0.0,
+        search=SearchRange(1e-3, 1.0, log=True),
+    )
 
     def schedule(self, s: Any, t: Timeline, xp: Any) -> Any:
         decayed = xp.maximum(t.epoch(s, xp) - self.hold_epochs, 0.0)
@@ -117,10 +139,15 @@ class Polynomial(Family):
     name = "polynomial"
     formula = "(lr0 - end_lr) * (1 - min(s, S) / S) ** power + end_lr"
     lr0: float = rate_param(0.1, "Initial learning rate.")
-    end_lr: float = param(0.0, description="LR reached at the end of training.", ge=0.0,
-                          below="lr0")
-    power: float = param(2.0, description="Exponent of the decay (1 is linear).", gt=0.0,
-                         search=SearchRange(0.5, 5.0))
+    end_lr: float = param(
+        0.0, description="LR reached at the end of training.", ge=0.0, below="lr0"
+    )
+    power: float = param(
+        2.0,
+        description="Exponent of the decay (1 is linear).",
+        gt=0.0,
+        search=SearchRange(0.5, 5.0),
+    )
 
     def schedule(self, s: Any, t: Timeline, xp: Any) -> Any:
         return polynomial_lr(self.lr0, self.end_lr, self.power, s, t, xp)
@@ -134,8 +161,9 @@ class Linear(Family):
     name = "linear"
     formula = "(lr0 - end_lr) * (1 - min(s, S) / S) + end_lr"
     lr0: float = rate_param(0.1, "Initial learning rate.")
-    end_lr: float = param(0.0, description="LR reached at the end of training.", ge=0.0,
-                          below="lr0")
+    end_lr: float = param(
+        0.0, description="LR reached at the end of training.", ge=0.0, below="lr0"
+    )
 
     def schedule(self, s: Any, t: Timeline, xp: Any) -> Any:
         return polynomial_lr(self.lr0, self.end_lr, 1.0, s, t, xp)

@@ -30,14 +30,23 @@ Schedules = keras.optimizers.schedules
 class FamilySchedule(keras.optimizers.schedules.LearningRateSchedule):
     """A family's `schedule()` (or `momentum()` when quantity="momentum") as a Keras schedule."""
 
-    def __init__(self, family: str, params: Mapping[str, Any], steps_per_epoch: int,
-                 epochs: int, quantity: str = "lr") -> None:
+    def __init__(
+        self,
+        family: str,
+        params: Mapping[str, Any],
+        steps_per_epoch: int,
+        epochs: int,
+        quantity: str = "lr",
+    ) -> None:
         super().__init__()
         if quantity not in ("lr", "momentum"):
-            raise ScheduleError(f"Argument `quantity` must be lr or momentum. "
-                                f"Received: quantity={quantity!r}", field="quantity")
-        self._family, self._timeline = validate(family, params, steps_per_epoch=steps_per_epoch,
-                                                epochs=epochs)
+            raise ScheduleError(
+                f"Argument `quantity` must be lr or momentum. Received: quantity={quantity!r}",
+                field="quantity",
+            )
+        self._family, self._timeline = validate(
+            family, params, steps_per_epoch=steps_per_epoch, epochs=epochs
+        )
         self.quantity = quantity
 
     def __call__(self, step: Any) -> Any:
@@ -61,13 +70,13 @@ class FamilySchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def _native_time_decay(f: Any, t: Timeline) -> Any:
-    return Schedules.InverseTimeDecay(f.lr0, t.steps_per_epoch, f.decay_rate,
-                                      staircase=f.per_epoch)
+    return Schedules.InverseTimeDecay(f.lr0, t.steps_per_epoch, f.decay_rate, staircase=f.per_epoch)
 
 
 def _native_exponential(f: Any, t: Timeline) -> Any:
-    return Schedules.ExponentialDecay(f.lr0, t.steps_per_epoch, math.exp(-f.k),
-                                      staircase=f.per_epoch)
+    return Schedules.ExponentialDecay(
+        f.lr0, t.steps_per_epoch, math.exp(-f.k), staircase=f.per_epoch
+    )
 
 
 def _native_polynomial(f: Any, t: Timeline) -> Any:
@@ -79,8 +88,9 @@ def _native_cosine(f: Any, t: Timeline) -> Any:
     W = t.steps(f.warmup_epochs)
     if W == 0:
         return Schedules.CosineDecay(f.peak_lr, t.total_steps, alpha=f.alpha)
-    return Schedules.CosineDecay(f.warmup_start_lr, t.total_steps - W, alpha=f.alpha,
-                                 warmup_target=f.peak_lr, warmup_steps=W)
+    return Schedules.CosineDecay(
+        f.warmup_start_lr, t.total_steps - W, alpha=f.alpha, warmup_target=f.peak_lr, warmup_steps=W
+    )
 
 
 # Families whose formula a Keras schedule computes exactly (checked against Keras in the tests).
@@ -101,7 +111,9 @@ def to_keras(
     if family.adaptive:
         raise ScheduleError(
             f"{name} is adaptive: its LR reacts to metrics, so it is not a step schedule. "
-            "Train with a float learning rate and `keras_callbacks(...)`.", field="family")
+            "Train with a float learning rate and `keras_callbacks(...)`.",
+            field="family",
+        )
     native = NATIVE.get(name)
     if native is not None:
         return native(family, timeline)
@@ -113,18 +125,27 @@ def momentum_schedule(family: Family, timeline: Timeline) -> FamilySchedule | No
     steps = ops.convert_to_tensor([0.0], dtype="float64")
     if family.momentum(steps, timeline, ops) is None:
         return None
-    return FamilySchedule(family.name, family.params(), timeline.steps_per_epoch,
-                          timeline.epochs, quantity="momentum")
+    return FamilySchedule(
+        family.name, family.params(), timeline.steps_per_epoch, timeline.epochs, quantity="momentum"
+    )
 
 
 def keras_callbacks(family: Family) -> list[keras.callbacks.Callback]:
     """Callbacks an adaptive family needs (Keras' own ReduceLROnPlateau for reduce_on_plateau)."""
     if isinstance(family, ReduceOnPlateau):
         mode = "max" if "accuracy" in family.monitor else "min"
-        return [keras.callbacks.ReduceLROnPlateau(
-            monitor=family.monitor, factor=family.factor, patience=family.patience,
-            min_delta=family.min_delta, cooldown=family.cooldown, min_lr=family.min_lr,
-            mode=mode, verbose=0)]
+        return [
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=family.monitor,
+                factor=family.factor,
+                patience=family.patience,
+                min_delta=family.min_delta,
+                cooldown=family.cooldown,
+                min_lr=family.min_lr,
+                mode=mode,
+                verbose=0,
+            )
+        ]
     return []
 
 
@@ -132,5 +153,9 @@ def learning_rate_for(family: Family, timeline: Timeline) -> Any:
     """What to pass as the optimizer's learning_rate: a schedule, or lr0 for adaptive families."""
     if family.adaptive:
         return float(family.params()["lr0"])
-    return to_keras(family.name, family.params(), steps_per_epoch=timeline.steps_per_epoch,
-                    epochs=timeline.epochs)
+    return to_keras(
+        family.name,
+        family.params(),
+        steps_per_epoch=timeline.steps_per_epoch,
+        epochs=timeline.epochs,
+    )

@@ -21,22 +21,31 @@ class Piecewise(Family):
     """
 
     name = "piecewise"
-    formula = ("constant: v_i for B_i <= s < B_(i+1) (B_0 = 0); linear: "
-               "v_i + (v_(i+1) - v_i) * (s - B_i) / (B_(i+1) - B_i) between knots, v_n after")
-    boundaries_epochs: tuple[float, ...] = param(description="Epochs where the LR changes "
-                                                 "(strictly increasing, > 0).", gt=0.0)
+    formula = (
+        "constant: v_i for B_i <= s < B_(i+1) (B_0 = 0); linear: "
+        "v_i + (v_(i+1) - v_i) * (s - B_i) / (B_(i+1) - B_i) between knots, v_n after"
+    )
+    boundaries_epochs: tuple[float, ...] = param(
+        description="Epochs where the LR changes (strictly increasing, > 0).", gt=0.0
+    )
     values: tuple[float, ...] = param(description="LRs: one more than boundaries.", gt=0.0)
-    interpolation: str = param("constant", description="Steps or straight lines.",
-                               choices=("constant", "linear"))
+    interpolation: str = param(
+        "constant", description="Steps or straight lines.", choices=("constant", "linear")
+    )
 
     def check_params(self) -> None:
         b, v = self.boundaries_epochs, self.values
         if len(v) != len(b) + 1:
-            raise self.fail("values", "must have one more entry than `boundaries_epochs`",
-                            values=list(v), boundaries_epochs=list(b))
+            raise self.fail(
+                "values",
+                "must have one more entry than `boundaries_epochs`",
+                values=list(v),
+                boundaries_epochs=list(b),
+            )
         if any(later <= earlier for earlier, later in itertools.pairwise(b)):
-            raise self.fail("boundaries_epochs", "must be strictly increasing",
-                            boundaries_epochs=list(b))
+            raise self.fail(
+                "boundaries_epochs", "must be strictly increasing", boundaries_epochs=list(b)
+            )
 
     def knots(self, t: Timeline) -> list[int]:
         """Knot positions in steps, starting with 0."""
@@ -45,12 +54,19 @@ class Piecewise(Family):
     def check_timeline(self, t: Timeline) -> None:
         knots = self.knots(t)
         if any(later <= earlier for earlier, later in itertools.pairwise(knots)):
-            raise self.fail("boundaries_epochs", "must fall on distinct steps after step 0 "
-                            f"with {t.steps_per_epoch} steps per epoch",
-                            boundaries_epochs=list(self.boundaries_epochs))
+            raise self.fail(
+                "boundaries_epochs",
+                "must fall on distinct steps after step 0 "
+                f"with {t.steps_per_epoch} steps per epoch",
+                boundaries_epochs=list(self.boundaries_epochs),
+            )
         if knots[-1] >= t.total_steps:
-            raise self.fail("boundaries_epochs", "must all be < `epochs`",
-                            boundaries_epochs=list(self.boundaries_epochs), epochs=t.epochs)
+            raise self.fail(
+                "boundaries_epochs",
+                "must all be < `epochs`",
+                boundaries_epochs=list(self.boundaries_epochs),
+                epochs=t.epochs,
+            )
 
     def schedule(self, s: Any, t: Timeline, xp: Any) -> Any:
         knots, v = self.knots(t), self.values

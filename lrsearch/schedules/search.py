@@ -32,7 +32,6 @@ from lrsearch.schedules.base import (
 FAMILY_PARAM = "family"
 
 
-
 @dataclass(frozen=True)
 class Fixed:
     value: Any
@@ -62,14 +61,18 @@ def _error(family: str, name: str, message: str) -> ScheduleError:
     return ScheduleError(f"{_field(family, name)}: {message}", field=_field(family, name))
 
 
-def _default_dimension(family: str, p: ParamSpec, epochs: int | None) -> Dimension:
+def _default_dimension(family: str, p: ParamSpec, epochs: int) -> Dimension:
     m = p.meta
     if m.choices is not None and p.default is not None:
         return Choice(m.choices)
     if m.search is None:
         if p.required:
-            raise _error(family, p.name, "has no default search range; give it as "
-                         "{\"value\": ...} or {\"low\": ..., \"high\": ...}")
+            raise _error(
+                family,
+                p.name,
+                "has no default search range; give it as "
+                '{"value": ...} or {"low": ..., "high": ...}',
+            )
         return Fixed(p.default)
     low, high = m.search.resolve(epochs)
     if p.kind == "int":
@@ -82,8 +85,9 @@ def _default_dimension(family: str, p: ParamSpec, epochs: int | None) -> Dimensi
 
 def _override(family: str, p: ParamSpec, raw: Any) -> Dimension:
     if not isinstance(raw, Mapping):
-        raise _error(family, p.name, f"must be an object with low/high, value or choices. "
-                     f"Received: {raw!r}")
+        raise _error(
+            family, p.name, f"must be an object with low/high, value or choices. Received: {raw!r}"
+        )
     keys = set(raw)
     if keys == {"value"}:
         try:
@@ -94,8 +98,12 @@ def _override(family: str, p: ParamSpec, raw: Any) -> Dimension:
         return _choices(family, p, raw["choices"])
     if keys in ({"low", "high"}, {"low", "high", "log"}):
         return _range(family, p, raw["low"], raw["high"], raw.get("log", False))
-    raise _error(family, p.name, "must have exactly `value`, `choices`, or `low` and `high` "
-                 f"(and optionally `log`). Received keys: {sorted(keys)}")
+    raise _error(
+        family,
+        p.name,
+        "must have exactly `value`, `choices`, or `low` and `high` "
+        f"(and optionally `log`). Received keys: {sorted(keys)}",
+    )
 
 
 def _choices(family: str, p: ParamSpec, raw: Any) -> Choice:
@@ -129,7 +137,7 @@ def _range(family: str, p: ParamSpec, low: Any, high: Any, log: Any) -> Range:
 
 
 def space(
-    family: str, overrides: Mapping[str, Any] | None = None, *, epochs: int | None = None
+    family: str, overrides: Mapping[str, Any] | None = None, *, epochs: int
 ) -> dict[str, Dimension]:
     """The resolved search space of one family: a Dimension per parameter."""
     cls = registry.get(family)
@@ -137,17 +145,27 @@ def space(
     overrides = dict(overrides or {})
     for key in overrides:
         if key not in specs:
-            raise _error(family, key, f"unknown parameter `{key}` of `{family}`. Known "
-                         f"parameters: {', '.join(specs)}")
-    dims = {name: (_override(family, p, overrides[name]) if name in overrides
-                   else _default_dimension(family, p, epochs)) for name, p in specs.items()}
+            raise _error(
+                family,
+                key,
+                f"unknown parameter `{key}` of `{family}`. Known parameters: {', '.join(specs)}",
+            )
+    dims = {
+        name: (
+            _override(family, p, overrides[name])
+            if name in overrides
+            else _default_dimension(family, p, epochs)
+        )
+        for name, p in specs.items()
+    }
     for name, p in specs.items():
-        if p.meta.lt_epochs and epochs is not None:
+        if p.meta.lt_epochs:
             d = dims[name]
             top = d.value if isinstance(d, Fixed) else d.high if isinstance(d, Range) else None
             if top is not None and top >= epochs:
-                raise _error(family, name, f"must be < `epochs`. Received: {name}={top!r}, "
-                             f"epochs={epochs}")
+                raise _error(
+                    family, name, f"must be < `epochs`. Received: {name}={top!r}, epochs={epochs}"
+                )
         if p.meta.below is not None:
             _check_order(family, name, dims[name], p.meta.below, dims[p.meta.below])
     return dims
@@ -157,14 +175,19 @@ def _lowest(d: Dimension) -> Any:
     return d.value if isinstance(d, Fixed) else d.low if isinstance(d, Range) else None
 
 
-def _check_order(family: str, name: str, lower: Dimension, upper_name: str,
-                 upper: Dimension) -> None:
+def _check_order(
+    family: str, name: str, lower: Dimension, upper_name: str, upper: Dimension
+) -> None:
     lo, up = _lowest(lower), _lowest(upper)
     if lo is None or up is None:
         return
     if not lo < up:
-        raise _error(family, name, f"must be able to stay < `{upper_name}`: its lowest value "
-                     f"{lo!r} must be < the lowest {upper_name} {up!r}")
+        raise _error(
+            family,
+            name,
+            f"must be able to stay < `{upper_name}`: its lowest value "
+            f"{lo!r} must be < the lowest {upper_name} {up!r}",
+        )
 
 
 def _sample(trial: Any, name: str, d: Dimension, cap: float | None) -> Any:
@@ -179,8 +202,13 @@ def _sample(trial: Any, name: str, d: Dimension, cap: float | None) -> Any:
 
 
 def suggest(
-    trial: Any, family: str, overrides: Mapping[str, Any] | None = None, *,
-    epochs: int | None = None, steps_per_epoch: int | None = None, prefix: str = "",
+    trial: Any,
+    family: str,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    epochs: int,
+    steps_per_epoch: int | None = None,
+    prefix: str = "",
 ) -> dict[str, Any]:
     """Sample one family's parameters on an Optuna trial; returns every parameter's value.
 
@@ -197,7 +225,7 @@ def suggest(
         values[name] = _sample(trial, prefix + name, dims[name], cap)
     params = {name: values[name] for name in dims}
     # Cross-parameter and training-length checks: a clear error instead of a bad trial.
-    if epochs is not None and steps_per_epoch is not None:
+    if steps_per_epoch is not None:
         validate(family, params, steps_per_epoch=steps_per_epoch, epochs=epochs)
     else:
         make(family, params)
@@ -205,16 +233,28 @@ def suggest(
 
 
 def suggest_any(
-    trial: Any, families: Sequence[str], overrides: Mapping[str, Mapping[str, Any]] | None = None,
-    *, epochs: int | None = None, steps_per_epoch: int | None = None,
+    trial: Any,
+    families: Sequence[str],
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    epochs: int,
+    steps_per_epoch: int | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """Cross-family search: the family is a categorical choice, and each family's parameters are
     conditional on it (named `family.param` so that two families never share a distribution)."""
     overrides = dict(overrides or {})
     for name in overrides:
         if name not in families:
-            raise ScheduleError(f"search_space: `{name}` is not one of the study's families "
-                                f"{list(families)}", field=f"search_space.{name}")
+            raise ScheduleError(
+                f"search_space: `{name}` is not one of the study's families {list(families)}",
+                field=f"search_space.{name}",
+            )
     family = trial.suggest_categorical(FAMILY_PARAM, list(families))
-    return family, suggest(trial, family, overrides.get(family), epochs=epochs,
-                           steps_per_epoch=steps_per_epoch, prefix=f"{family}.")
+    return family, suggest(
+        trial,
+        family,
+        overrides.get(family),
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        prefix=f"{family}.",
+    )
