@@ -52,3 +52,7 @@ class TrainingCancelled(LRSearchError):
     def __init__(self, epoch: int) -> None:
         super().__init__(f"Training cancelled after epoch {epoch}.")
         self.epoch = epoch
+
+
+class RangeTestError(LRSearchError):
+    """Bad range-test settings (min_lr, max_lr, num_iter, mode, ...)."""

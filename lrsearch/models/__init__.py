@@ -1,0 +1,98 @@
+"""Models by name, shaped from the dataset (input shape, number of classes).
+
+The registry is plain data (the API lists it without TensorFlow); `build()` imports the
+architecture's module, which imports Keras. Every model ends in a softmax over the classes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from lrsearch.errors import ModelError
+
+
+@dataclass(frozen=True)
+class ModelParam:
+    name: str
+    default: Any
+    description: str
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    description: str
+    module: str  # lrsearch.models.<module> defines build(input_shape, num_classes, **params)
+    params: tuple[ModelParam, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description,
+                "parameters": [{"name": p.name, "default": p.default,
+                                "description": p.description} for p in self.params]}
+
+
+SPECS: dict[str, ModelSpec] = {s.name: s for s in (
+    ModelSpec("mlp", "Dense layers on the flattened input (seed 004 uses hidden=[9, 9, 9]).",
+              "mlp", (ModelParam("hidden", [64], "Units of each hidden layer."),
+                      ModelParam("activation", "relu", "relu, tanh, elu or gelu."),
+                      ModelParam("dropout", 0.0, "Dropout after each hidden layer, in [0, 1)."))),
+    ModelSpec("small_cnn", "Seed 000's network: Conv(4)-Conv(8)-MaxPool-Dropout-Dense(16)-"
+              "Dropout-Dense; 25,546 parameters on 32x32x3 with 2 classes.", "small_cnn",
+              (ModelParam("dropout_conv", 0.25, "Dropout after the pooling layer."),
+               ModelParam("dropout_dense", 0.5, "Dropout after the hidden dense layer."))),
+    ModelSpec("resnet20", "The CIFAR ResNet-20 of He et al. (2016): 3 stages of 3 basic blocks, "
+              "16/32/64 filters, batch norm (about 0.27 M parameters).", "resnet",
+              (ModelParam("weight_decay", 1e-4, "L2 penalty on the convolution kernels."),)),
+    ModelSpec("resnet50", "keras.applications.ResNet50 with weights=None (seed 001); inputs of "
+              "at least 32x32 with 3 channels.", "resnet50"),
+)}
+
+
+def names() -> list[str]:
+    return list(SPECS)
+
+
+def spec(name: str) -> ModelSpec:
+    if name not in SPECS:
+        raise ModelError(f"Unknown model `{name}`. Known models: {', '.join(SPECS)}",
+                         field="model")
+    return SPECS[name]
+
+
+def resolve_params(name: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Defaults filled in; unknown parameters raise."""
+    s = spec(name)
+    known = {p.name: p.default for p in s.params}
+    for key in params or {}:
+        if key not in known:
+            raise ModelError(f"{name}: unknown parameter `{key}`. Known parameters: "
+                             f"{', '.join(known) or 'none'}", field=f"model.params.{key}")
+    return {**known, **dict(params or {})}
+
+
+def require_image(name: str, input_shape: tuple[int, ...], min_side: int,
+                  channels: int | None = None) -> None:
+    """Image models need (height, width, channels) inputs of a minimum size."""
+    ok = len(input_shape) == 3 and min(input_shape[:2]) >= min_side
+    if ok and channels is not None:
+        ok = input_shape[2] == channels
+    if not ok:
+        need = f"(height, width, {channels or 'channels'}) images of at least {min_side}x{min_side}"
+        raise ModelError(f"Model `{name}` needs {need}. Received input shape "
+                         f"{tuple(input_shape)}", field="model")
+
+
+def build(name: str, params: Mapping[str, Any] | None, input_shape: tuple[int, ...],
+          num_classes: int) -> Any:
+    """A fresh, uncompiled keras.Model for the dataset's shape."""
+    s = spec(name)
+    resolved = resolve_params(name, params)
+    if num_classes < 2 or math.prod(input_shape) < 1:
+        raise ModelError(f"Model `{name}` needs >= 2 classes and a non-empty input. Received "
+                         f"num_classes={num_classes}, input_shape={input_shape}", field="model")
+    module = importlib.import_module(f"lrsearch.models.{s.module}")
+    return module.build(tuple(input_shape), num_classes, **resolved)
