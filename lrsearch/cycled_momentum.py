@@ -34,8 +34,8 @@ class CycledMomentumSGD(keras.optimizers.SGD):
             self.assign_add(variable, m)
 
 
-def _with_scheduled_beta_1(base: type) -> type:
-    class CycledBeta1(base):  # type: ignore[misc, valid-type]
+def _with_scheduled_beta_1(base: Any) -> type:
+    class CycledBeta1(base):
         """Adam-family optimizer whose beta_1 at step s is momentum_schedule(s)."""
 
         def __init__(self, momentum_schedule: Any, **kwargs: Any) -> None:
@@ -45,7 +45,7 @@ def _with_scheduled_beta_1(base: type) -> type:
 
         def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
             # Adam's update only does arithmetic with beta_1, so a tensor works in its place.
-            fixed = self.beta_1
+            fixed: Any = getattr(self, "beta_1")  # noqa: B009 (typed as Any on purpose)
             self.beta_1 = ops.cast(self.momentum_schedule(self.iterations), variable.dtype)
             try:
                 super().update_step(gradient, variable, learning_rate)

@@ -40,7 +40,7 @@ def split(x: np.ndarray, y: np.ndarray, val_fraction: float, seed: int
         raise DatasetError(f"Argument `val_fraction` must be in (0, 1). Received: "
                            f"val_fraction={val_fraction!r}", field="val_fraction")
     order = np.random.default_rng(seed).permutation(len(x))
-    n_val = max(1, int(round(val_fraction * len(x))))
+    n_val = max(1, round(val_fraction * len(x)))
     val, train = order[:n_val], order[n_val:]
     return x[train], y[train], x[val], y[val]
 

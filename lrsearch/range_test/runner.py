@@ -67,7 +67,8 @@ def lr_find(model: keras.Model, x: np.ndarray, y: np.ndarray, settings: SweepSet
     """Sweep the ladder on a compiled model; with `validation` (a fixed subset) the curve is its
     loss after each step instead of the training batch's. Weights are restored afterwards."""
     opt = model.optimizer
-    if opt is None or isinstance(opt._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+    schedule_type = keras.optimizers.schedules.LearningRateSchedule
+    if opt is None or isinstance(opt._learning_rate, schedule_type):
         raise RangeTestError("The range test needs a compiled model whose optimizer has a float "
                              "learning rate, not a schedule.", field="optimizer")
     if not opt.built:

@@ -58,7 +58,8 @@ def _longest_decreasing_span(losses: np.ndarray) -> tuple[int, int]:
     return int(first[last]), last
 
 
-def suggest(lrs: Sequence[float], smoothed: Sequence[float], diverged: bool = False
+def suggest(lrs: Sequence[float] | np.ndarray, smoothed: Sequence[float] | np.ndarray,
+            diverged: bool = False
             ) -> Suggestions:
     """Suggestions from one sweep: the ladder's LRs and the smoothed losses (same length)."""
     lr = np.asarray(lrs, dtype=np.float64)

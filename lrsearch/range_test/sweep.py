@@ -61,10 +61,7 @@ def ladder(min_lr: float, max_lr: float, num_iter: int, mode: Mode = "exp") -> n
     """
     SweepSettings(min_lr, max_lr, num_iter, mode)
     i = np.arange(num_iter, dtype=np.float64) / (num_iter - 1)
-    if mode == "exp":
-        out = min_lr * (max_lr / min_lr) ** i
-    else:
-        out = min_lr + (max_lr - min_lr) * i
+    out = min_lr * (max_lr / min_lr) ** i if mode == "exp" else min_lr + (max_lr - min_lr) * i
     out[0], out[-1] = min_lr, max_lr  # exact endpoints, whatever the rounding
     return out
 
