@@ -61,11 +61,11 @@ def _y(key: str, y: np.ndarray, n: int) -> np.ndarray:
 
 
 def _read(path: Path) -> dict[str, np.ndarray]:
+    # np.load would take any non-zip file for a pickle or .npy: check the container first.
+    if not zipfile.is_zipfile(path):
+        raise DatasetError("Not a valid .npz file: it is not a zip archive", field="file")
     try:
         with np.load(path, allow_pickle=False) as f:
-            if not isinstance(f, np.lib.npyio.NpzFile):
-                raise DatasetError("The file is a single .npy array, not an .npz archive",
-                                   field="file")
             keys = set(f.files)
             unknown = keys - KEYS
             if unknown:
