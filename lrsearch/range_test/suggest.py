@@ -40,8 +40,12 @@ class Suggestions:
 
     @property
     def center(self) -> float | None:
-        """The LR the family bounds are built around: valley, else steepest."""
-        return self.valley if self.valley is not None else self.steepest
+        """The LR the family bounds are built around: the geometric mean of valley and steepest
+        (either alone when the other is missing). Valley lands low when the loss has a long,
+        slowly falling start; steepest lands high, close to the blow-up; their log-midpoint is
+        the robust middle."""
+        found = [v for v in (self.valley, self.steepest) if v is not None]
+        return math.prod(found) ** (1.0 / len(found)) if found else None
 
 
 def _longest_decreasing_span(losses: np.ndarray) -> tuple[int, int]:

@@ -112,7 +112,7 @@ def test_missing_keras_file_names_the_file_and_where(tmp_path: Path, monkeypatch
 
 
 def test_unknown_dataset_lists_the_builtins(tmp_path: Path) -> None:
-    with pytest.raises(DatasetError, match="Unknown dataset `nope`.*digits"):
+    with pytest.raises(DatasetError, match=r"Unknown dataset `nope`.*digits"):
         datasets.load("nope", data_dir=tmp_path)
 
 
@@ -168,7 +168,7 @@ def test_pickled_object_arrays_are_refused(tmp_path: Path) -> None:
 def test_garbage_file_is_not_an_npz(tmp_path: Path) -> None:
     path = tmp_path / "junk.npz"
     path.write_bytes(b"not a zip at all")
-    with pytest.raises(DatasetError, match="Not a valid .npz"):
+    with pytest.raises(DatasetError, match=r"Not a valid \.npz"):
         datasets.load_npz(path, "junk")
 
 

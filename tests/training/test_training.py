@@ -119,5 +119,5 @@ def test_bad_optimizer_parameter_and_legacy_decay() -> None:
         optimizers.resolve_params("sgd", {"decay": 0.01})
     with pytest.raises(TrainingError, match="Known optimizers"):
         optimizers.resolve_params("lion", {})
-    with pytest.raises(TrainingError, match="momentum=1.5"):
+    with pytest.raises(TrainingError, match=r"momentum=1\.5"):
         optimizers.resolve_params("momentum", {"momentum": 1.5})
