@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check lrsearch service worker tests bench
+	$(BIN)/ruff check lrsearch service worker tests
 	$(BIN)/mypy
 
 clean:
