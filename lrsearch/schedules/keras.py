@@ -1,18 +1,15 @@
 """Keras adapters for the schedule families: the only module of `lrsearch.schedules` that
 imports Keras.
 
-`to_keras` returns Keras' own schedule where one computes exactly the family's formula
-(time_decay, exponential, linear, polynomial, cosine): it then deserializes anywhere, without
-lrsearch installed. Every other family is exported as `FamilySchedule`, which evaluates the
-family's own `schedule()` with keras.ops in float64 and casts the result to float32; it is
-registered as `lrsearch>FamilySchedule`, so deserializing it needs `import lrsearch.schedules.keras`
-first.
+`to_keras` deserializes the export of `lrsearch.schedules.export`: Keras' own schedule where
+one computes exactly the family's formula, else `FamilySchedule`, which evaluates the family's
+own `schedule()` with keras.ops in float64 and casts the result to float32. FamilySchedule is
+registered as `lrsearch>FamilySchedule`: deserializing it needs this module imported.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import keras
@@ -22,6 +19,7 @@ from lrsearch.errors import ScheduleError
 from lrsearch.schedules import validate
 from lrsearch.schedules.adaptive import ReduceOnPlateau
 from lrsearch.schedules.base import Family, Timeline
+from lrsearch.schedules.export import keras_config
 
 Schedules = keras.optimizers.schedules
 
@@ -69,55 +67,13 @@ class FamilySchedule(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
-def _native_time_decay(f: Any, t: Timeline) -> Any:
-    return Schedules.InverseTimeDecay(f.lr0, t.steps_per_epoch, f.decay_rate, staircase=f.per_epoch)
-
-
-def _native_exponential(f: Any, t: Timeline) -> Any:
-    return Schedules.ExponentialDecay(
-        f.lr0, t.steps_per_epoch, math.exp(-f.k), staircase=f.per_epoch
-    )
-
-
-def _native_polynomial(f: Any, t: Timeline) -> Any:
-    power = getattr(f, "power", 1.0)
-    return Schedules.PolynomialDecay(f.lr0, t.total_steps, f.end_lr, power=power)
-
-
-def _native_cosine(f: Any, t: Timeline) -> Any:
-    W = t.steps(f.warmup_epochs)
-    if W == 0:
-        return Schedules.CosineDecay(f.peak_lr, t.total_steps, alpha=f.alpha)
-    return Schedules.CosineDecay(
-        f.warmup_start_lr, t.total_steps - W, alpha=f.alpha, warmup_target=f.peak_lr, warmup_steps=W
-    )
-
-
-# Families whose formula a Keras schedule computes exactly (checked against Keras in the tests).
-NATIVE: dict[str, Callable[[Any, Timeline], Any]] = {
-    "time_decay": _native_time_decay,
-    "exponential": _native_exponential,
-    "linear": _native_polynomial,
-    "polynomial": _native_polynomial,
-    "cosine": _native_cosine,
-}
-
-
 def to_keras(
     name: str, params: Mapping[str, Any] | None, *, steps_per_epoch: int, epochs: int
 ) -> Any:
-    """A LearningRateSchedule whose value at step s equals `curve(...)[s]`."""
-    family, timeline = validate(name, params, steps_per_epoch=steps_per_epoch, epochs=epochs)
-    if family.adaptive:
-        raise ScheduleError(
-            f"{name} is adaptive: its LR reacts to metrics, so it is not a step schedule. "
-            "Train with a float learning rate and `keras_callbacks(...)`.",
-            field="family",
-        )
-    native = NATIVE.get(name)
-    if native is not None:
-        return native(family, timeline)
-    return FamilySchedule(name, family.params(), steps_per_epoch, epochs)
+    """A LearningRateSchedule whose value at step s equals `curve(...)[s]`: the deserialized
+    `export.keras_config` (Keras' own class where one is exact, else FamilySchedule)."""
+    config = keras_config(name, params, steps_per_epoch=steps_per_epoch, epochs=epochs)
+    return Schedules.deserialize(config)
 
 
 def momentum_schedule(family: Family, timeline: Timeline) -> FamilySchedule | None:

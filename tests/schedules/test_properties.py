@@ -86,3 +86,17 @@ def test_every_spec_is_plain_json(family: str) -> None:
     data = spec(family)
     assert json.loads(json.dumps(data)) == data
     assert data["parameters"] and data["formula"]
+
+
+@pytest.mark.parametrize("family", STEP_FAMILIES)
+def test_pure_export_is_what_keras_serializes_and_the_snippet_runs(family: str) -> None:
+    from lrsearch.schedules.export import keras_config, python_snippet
+
+    params = DEFAULTS.get(family, {})
+    config = keras_config(family, params, steps_per_epoch=3, epochs=8)
+    schedule = to_keras(family, params, steps_per_epoch=3, epochs=8)
+    assert keras.optimizers.schedules.serialize(schedule) == config
+    namespace: dict[str, Any] = {}
+    exec(python_snippet(family, params, steps_per_epoch=3, epochs=8), namespace)
+    lrs = curve(family, params, steps_per_epoch=3, epochs=8)
+    assert_matches(keras_values(namespace["schedule"], len(lrs)), lrs)
