@@ -9,7 +9,7 @@ becomes `lrsearch>FamilySchedule`, which needs `import lrsearch.schedules.keras`
 
 from __future__ import annotations
 
-import json
+import pprint
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -91,7 +91,7 @@ def python_snippet(name: str, params: Mapping[str, Any] | None, *, steps_per_epo
     lines = ["import keras"]
     if config["module"] != KERAS_MODULE:
         lines.append("import lrsearch.schedules.keras  # registers lrsearch>FamilySchedule")
-    lines += [f"config = {json.dumps(config)}",
+    lines += [f"config = {pprint.pformat(config, sort_dicts=False, width=88)}",
               "schedule = keras.optimizers.schedules.deserialize(config)",
               "optimizer = keras.optimizers.SGD(learning_rate=schedule)  # or any optimizer",
               f"# laid out for {steps_per_epoch} steps per epoch and {epochs} epochs"]
