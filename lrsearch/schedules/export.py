@@ -9,8 +9,8 @@ becomes `lrsearch>FamilySchedule`, which needs `import lrsearch.schedules.keras`
 
 from __future__ import annotations
 
-import pprint
 import math
+import pprint
 from collections.abc import Callable, Mapping
 from typing import Any
 
