@@ -1,4 +1,5 @@
-"""The `lrsearch` command line (library commands; the service commands join it later).
+"""The `lrsearch` command line: the library's commands (the service adds its own, see
+service/cli.py, which is the installed entry point).
 
     lrsearch schedules                 list the families
     lrsearch schedules show NAME       parameters, bounds, search ranges, formula (JSON)
@@ -17,7 +18,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from lrsearch.errors import LRSearchError
@@ -138,7 +139,11 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=1)
 
 
-def parser() -> argparse.ArgumentParser:
+Extend = Callable[[Any], None]
+
+
+def parser(extend: Extend | None = None) -> argparse.ArgumentParser:
+    """The library commands; `extend(subparsers)` adds more (the service's commands)."""
     root = argparse.ArgumentParser(prog="lrsearch", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = root.add_subparsers(dest="command", required=True)
@@ -166,13 +171,16 @@ def parser() -> argparse.ArgumentParser:
     _common(p)
     _sweep_args(p)
     p.set_defaults(func=cmd_demo)
+    if extend is not None:
+        extend(sub)
     return root
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, extend: Extend | None = None) -> int:
+    root = parser(extend)
+    args = root.parse_args(argv)
     if args.command == "schedules" and args.action == "show" and args.name is None:
-        parser().error("schedules show needs a family name")
+        root.error("schedules show needs a family name")
     try:
         args.func(args)
     except LRSearchError as e:

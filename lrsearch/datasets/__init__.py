@@ -15,16 +15,43 @@ from lrsearch.datasets.base import SOURCES, Dataset
 from lrsearch.datasets.uploaded import check_name, load_npz, upload_path
 from lrsearch.errors import DatasetError
 
-__all__ = ["Dataset", "builtin_names", "describe", "load", "load_npz", "upload_path"]
+__all__ = [
+    "SOURCES",
+    "Dataset",
+    "builtin_names",
+    "check_available",
+    "describe",
+    "load",
+    "load_npz",
+    "upload_path",
+]
 
 
 def builtin_names() -> list[str]:
     return list(SOURCES)
 
 
-def describe() -> list[dict[str, str]]:
-    """Name and description of every built-in dataset."""
-    return [{"name": s.name, "description": s.description} for s in SOURCES.values()]
+def describe(data_dir: str | Path | None = None) -> list[dict[str, object]]:
+    """Every built-in dataset, and whether its files are present (nothing is loaded)."""
+    out = []
+    for s in SOURCES.values():
+        try:
+            check_available(s.name, data_dir=data_dir)
+            available = True
+        except DatasetError:
+            available = False
+        out.append({**s.info(), "available": available})
+    return out
+
+
+def check_available(name: str, *, data_dir: str | Path | None = None) -> None:
+    """Raise DatasetError (naming the file and folders) when a built-in dataset's files are
+    missing; cheap: looks for the files without reading them."""
+    if name not in SOURCES:
+        raise DatasetError(f"Unknown dataset `{name}`. Built-in datasets: {', '.join(SOURCES)}",
+                           field="dataset")
+    folder = None if data_dir is None else Path(data_dir).expanduser().resolve()
+    keras_cache.check_available(name, SOURCES[name].files, folder)
 
 
 def load(name: str, *, data_dir: str | Path | None = None, val_fraction: float = 0.2,

@@ -45,27 +45,39 @@ def split(x: np.ndarray, y: np.ndarray, val_fraction: float, seed: int
     return x[train], y[train], x[val], y[val]
 
 
+Loader = Callable[[Path | None, float, int], Dataset]
+
+
 @dataclass(frozen=True)
 class Source:
-    """A named dataset: `load(data_dir, val_fraction, seed)` builds it."""
+    """A named dataset: `load(data_dir, val_fraction, seed)` builds it. `input_shape` and
+    `num_classes` are known without loading; `files` are the on-disk names it needs (any one),
+    so availability can be checked cheaply."""
 
     name: str
     description: str
-    load: Callable[[Path | None, float, int], Dataset]
+    input_shape: tuple[int, ...]
+    num_classes: int
+    load: Loader
+    files: tuple[str, ...] = ()
+
+    def info(self) -> dict[str, object]:
+        return {"name": self.name, "builtin": True, "description": self.description,
+                "input_shape": list(self.input_shape), "num_classes": self.num_classes,
+                "files": list(self.files)}
 
 
 SOURCES: dict[str, Source] = {}
 
 
-def source(name: str, description: str) -> Callable[[Callable[[Path | None, float, int], Dataset]],
-                                                     Callable[[Path | None, float, int], Dataset]]:
+def source(name: str, description: str, input_shape: tuple[int, ...], num_classes: int,
+           files: tuple[str, ...] = ()) -> Callable[[Loader], Loader]:
     """Decorator: register a loader under a stable name (duplicates raise)."""
 
-    def wrap(fn: Callable[[Path | None, float, int], Dataset]
-             ) -> Callable[[Path | None, float, int], Dataset]:
+    def wrap(fn: Loader) -> Loader:
         if name in SOURCES:
             raise ValueError(f"dataset {name!r} is already registered")
-        SOURCES[name] = Source(name, description, fn)
+        SOURCES[name] = Source(name, description, input_shape, num_classes, fn, files)
         return fn
 
     return wrap

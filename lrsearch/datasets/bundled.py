@@ -9,7 +9,8 @@ import numpy as np
 from lrsearch.datasets.base import Dataset, source, split
 
 
-@source("digits", "scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes).")
+@source("digits", "scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes).",
+        (8, 8, 1), 10)
 def digits(data_dir: Path | None, val_fraction: float, seed: int) -> Dataset:
     from sklearn.datasets import load_digits
 
@@ -20,7 +21,7 @@ def digits(data_dir: Path | None, val_fraction: float, seed: int) -> Dataset:
 
 
 @source("synthetic_argmax", "Seed 004's toy task: 3 uniform features, label = argmax "
-        "(1,000 train and 200 validation samples, generated from the seed).")
+        "(1,000 train and 200 validation samples, generated from the seed).", (3,), 3)
 def synthetic_argmax(data_dir: Path | None, val_fraction: float, seed: int) -> Dataset:
     rng = np.random.default_rng(seed)
     x = rng.random((1200, 3)).astype(np.float32)

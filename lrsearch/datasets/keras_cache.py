@@ -24,6 +24,8 @@ ORIGINS = {
     "fashion-mnist": "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
     "cifar-10-python.tar.gz": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
 }
+CIFAR_FILES = ("cifar-10-python.tar.gz", "cifar-10-batches-py",
+               "cifar-10-batches-py_extracted/cifar-10-batches-py")
 FASHION_FILES = ("train-labels-idx1-ubyte.gz", "train-images-idx3-ubyte.gz",
                  "t10k-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz")
 
@@ -44,6 +46,12 @@ def find(data_dir: Path | None, *candidates: str) -> Path | None:
     return None
 
 
+def check_available(dataset: str, files: tuple[str, ...], data_dir: Path | None) -> None:
+    """Raise the missing-file error unless one of `files` is present (nothing is read)."""
+    if files and find(data_dir, *files) is None:
+        raise missing(dataset, files[0], data_dir)
+
+
 def missing(dataset: str, needed: str, data_dir: Path | None) -> DatasetError:
     where = ", ".join(str(d) for d in search_dirs(data_dir))
     return DatasetError(
@@ -58,7 +66,8 @@ def images(x: np.ndarray) -> np.ndarray:
     return x[..., None] if x.ndim == 3 else x
 
 
-@source("mnist", "MNIST handwritten digits, 28x28 grey (needs mnist.npz offline).")
+@source("mnist", "MNIST handwritten digits, 28x28 grey (needs mnist.npz offline).",
+        (28, 28, 1), 10, ("mnist.npz",))
 def mnist(data_dir: Path | None, val_fraction: float, seed: int) -> Dataset:
     path = find(data_dir, "mnist.npz")
     if path is None:
@@ -73,7 +82,8 @@ def _idx(path: Path, offset: int) -> np.ndarray:
         return np.frombuffer(f.read(), np.uint8, offset=offset)
 
 
-@source("fashion_mnist", "Fashion-MNIST, 28x28 grey (needs the fashion-mnist/ folder offline).")
+@source("fashion_mnist", "Fashion-MNIST, 28x28 grey (needs the fashion-mnist/ folder offline).",
+        (28, 28, 1), 10, ("fashion-mnist",))
 def fashion_mnist(data_dir: Path | None, val_fraction: float, seed: int) -> Dataset:
     folder = find(data_dir, "fashion-mnist")
     if folder is None or not all((folder / f).exists() for f in FASHION_FILES):
@@ -124,14 +134,15 @@ def _cifar(data_dir: Path | None) -> tuple[np.ndarray, ...]:
     return x_train, y_train, x_test, y_test
 
 
-@source("cifar10", "CIFAR-10, 32x32 colour, 10 classes (needs cifar-10-python.tar.gz offline).")
+@source("cifar10", "CIFAR-10, 32x32 colour, 10 classes (needs cifar-10-python.tar.gz offline).",
+        (32, 32, 3), 10, CIFAR_FILES)
 def cifar10(data_dir: Path | None, val_fraction: float, seed: int) -> Dataset:
     x_train, y_train, x_test, y_test = _cifar(data_dir)
     return Dataset("cifar10", images(x_train), y_train, images(x_test), y_test, num_classes=10)
 
 
 @source("cifar10_cats_dogs", "Seed 000's binary task: CIFAR-10 cats (class 3 -> 0) against "
-        "dogs (class 5 -> 1).")
+        "dogs (class 5 -> 1).", (32, 32, 3), 2, CIFAR_FILES)
 def cifar10_cats_dogs(data_dir: Path | None, val_fraction: float, seed: int) -> Dataset:
     x_train, y_train, x_test, y_test = _cifar(data_dir)
 

@@ -28,6 +28,8 @@ class ModelSpec:
     description: str
     module: str  # lrsearch.models.<module> defines build(input_shape, num_classes, **params)
     params: tuple[ModelParam, ...] = ()
+    min_side: int | None = None  # image models: smallest height/width they accept
+    channels: int | None = None  # image models that need a fixed channel count
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description,
@@ -43,12 +45,14 @@ SPECS: dict[str, ModelSpec] = {s.name: s for s in (
     ModelSpec("small_cnn", "Seed 000's network: Conv(4)-Conv(8)-MaxPool-Dropout-Dense(16)-"
               "Dropout-Dense; 25,546 parameters on 32x32x3 with 2 classes.", "small_cnn",
               (ModelParam("dropout_conv", 0.25, "Dropout after the pooling layer."),
-               ModelParam("dropout_dense", 0.5, "Dropout after the hidden dense layer."))),
+               ModelParam("dropout_dense", 0.5, "Dropout after the hidden dense layer.")),
+              min_side=6),
     ModelSpec("resnet20", "The CIFAR ResNet-20 of He et al. (2016): 3 stages of 3 basic blocks, "
               "16/32/64 filters, batch norm (about 0.27 M parameters).", "resnet",
-              (ModelParam("weight_decay", 1e-4, "L2 penalty on the convolution kernels."),)),
+              (ModelParam("weight_decay", 1e-4, "L2 penalty on the convolution kernels."),),
+              min_side=8),
     ModelSpec("resnet50", "keras.applications.ResNet50 with weights=None (seed 001); inputs of "
-              "at least 32x32 with 3 channels.", "resnet50"),
+              "at least 32x32 with 3 channels.", "resnet50", min_side=32, channels=3),
 )}
 
 
@@ -74,14 +78,18 @@ def resolve_params(name: str, params: Mapping[str, Any] | None) -> dict[str, Any
     return {**known, **dict(params or {})}
 
 
-def require_image(name: str, input_shape: tuple[int, ...], min_side: int,
-                  channels: int | None = None) -> None:
-    """Image models need (height, width, channels) inputs of a minimum size."""
-    ok = len(input_shape) == 3 and min(input_shape[:2]) >= min_side
-    if ok and channels is not None:
-        ok = input_shape[2] == channels
+def check_input(name: str, input_shape: tuple[int, ...]) -> None:
+    """Image models need (height, width, channels) inputs of a minimum size (pure: the API
+    checks a study's model against its dataset before anything is stored)."""
+    s = spec(name)
+    if s.min_side is None:
+        return
+    ok = len(input_shape) == 3 and min(input_shape[:2]) >= s.min_side
+    if ok and s.channels is not None:
+        ok = input_shape[2] == s.channels
     if not ok:
-        need = f"(height, width, {channels or 'channels'}) images of at least {min_side}x{min_side}"
+        side = f"{s.min_side}x{s.min_side}"
+        need = f"(height, width, {s.channels or 'channels'}) images of at least {side}"
         raise ModelError(f"Model `{name}` needs {need}. Received input shape "
                          f"{tuple(input_shape)}", field="model")
 
@@ -94,5 +102,6 @@ def build(name: str, params: Mapping[str, Any] | None, input_shape: tuple[int, .
     if num_classes < 2 or math.prod(input_shape) < 1:
         raise ModelError(f"Model `{name}` needs >= 2 classes and a non-empty input. Received "
                          f"num_classes={num_classes}, input_shape={input_shape}", field="model")
+    check_input(name, tuple(input_shape))
     module = importlib.import_module(f"lrsearch.models.{s.module}")
     return module.build(tuple(input_shape), num_classes, **resolved)

@@ -8,7 +8,6 @@ import keras
 from keras import layers
 
 from lrsearch.errors import ModelError
-from lrsearch.models import require_image
 
 
 def _conv(filters: int, stride: int, l2: float) -> layers.Conv2D:
@@ -27,7 +26,6 @@ def _block(x: keras.KerasTensor, filters: int, stride: int, l2: float) -> keras.
 
 
 def build(input_shape: tuple[int, ...], num_classes: int, *, weight_decay: float) -> keras.Model:
-    require_image("resnet20", input_shape, min_side=8)
     if not isinstance(weight_decay, int | float) or weight_decay < 0:
         raise ModelError(f"resnet20: argument `weight_decay` must be >= 0. Received: "
                          f"weight_decay={weight_decay!r}", field="model.params.weight_decay")

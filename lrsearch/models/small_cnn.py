@@ -5,12 +5,10 @@ from __future__ import annotations
 import keras
 
 from lrsearch.errors import ModelError
-from lrsearch.models import require_image
 
 
 def build(input_shape: tuple[int, ...], num_classes: int, *, dropout_conv: float,
           dropout_dense: float) -> keras.Model:
-    require_image("small_cnn", input_shape, min_side=6)
     for name, value in (("dropout_conv", dropout_conv), ("dropout_dense", dropout_dense)):
         if not isinstance(value, int | float) or not 0 <= value < 1:
             raise ModelError(f"small_cnn: argument `{name}` must be in [0, 1). Received: "

@@ -1,0 +1,75 @@
+"""What can be asked for: schedule families (with a preview), models, optimizers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter
+from pydantic import Field
+
+from lrsearch import models, optimizers, schedules
+from lrsearch.schedules.base import registry
+from service.deps import SettingsDep
+from service.errors import Invalid
+from service.schemas import Strict
+
+router = APIRouter(prefix="/v1", tags=["catalog"])
+
+
+class PreviewRequest(Strict):
+    params: dict[str, Any] = Field(default_factory=dict)
+    epochs: int = Field(ge=1)
+    steps_per_epoch: int = Field(ge=1)
+    points: int = Field(default=1000, ge=2, le=100_000)
+
+
+def downsample(n: int, points: int) -> np.ndarray:
+    """At most `points` step indices spread over 0..n-1, always keeping the first and last."""
+    if n <= points:
+        return np.arange(n)
+    return np.unique(np.round(np.linspace(0, n - 1, points)).astype(int))
+
+
+@router.get("/schedules")
+def list_schedules() -> list[dict[str, Any]]:
+    """Every schedule family with its parameters, bounds, default search ranges and formula."""
+    return [schedules.spec(name) for name in schedules.names()]
+
+
+@router.get("/schedules/{family}")
+def get_schedule(family: str) -> dict[str, Any]:
+    """One schedule family."""
+    if family not in registry.names():
+        from service.errors import NotFound
+
+        raise NotFound(f"Unknown schedule family `{family}`. Known families: "
+                       f"{', '.join(schedules.names())}", field="family")
+    return schedules.spec(family)
+
+
+@router.post("/schedules/{family}/preview")
+def preview(family: str, body: PreviewRequest, settings: SettingsDep) -> dict[str, Any]:
+    """The LR per step of a family's parameters, downsampled to at most `points` steps."""
+    steps = body.epochs * body.steps_per_epoch
+    if steps > settings.max_preview_steps:
+        raise Invalid(f"epochs * steps_per_epoch must be <= {settings.max_preview_steps}. "
+                      f"Received: {steps}", field="steps_per_epoch")
+    lrs = schedules.curve(family, body.params, steps_per_epoch=body.steps_per_epoch,
+                          epochs=body.epochs)
+    idx = downsample(len(lrs), body.points)
+    return {"family": family, "adaptive": registry.get(family).adaptive,
+            "step": idx.tolist(), "epoch": (idx / body.steps_per_epoch).tolist(),
+            "lr": lrs[idx].tolist()}
+
+
+@router.get("/models")
+def list_models() -> list[dict[str, Any]]:
+    """Model architectures and their parameters."""
+    return [models.spec(name).as_dict() for name in models.names()]
+
+
+@router.get("/optimizers")
+def list_optimizers() -> list[dict[str, Any]]:
+    """Optimizers and their parameters."""
+    return optimizers.describe()

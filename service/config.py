@@ -1,0 +1,41 @@
+"""Settings: the only place that reads the environment (prefix LRSEARCH_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+OPTUNA_SCHEMA = "optuna"
+
+
+class Settings(BaseSettings):
+    """Every setting, with its environment variable LRSEARCH_<NAME>."""
+
+    model_config = SettingsConfigDict(env_prefix="LRSEARCH_", extra="ignore")
+
+    database_url: str = "sqlite:///.lrsearch/lrsearch.db"
+    optuna_storage: str | None = None
+    data_dir: Path = Path(".lrsearch/data")
+    max_epochs: int = 1000
+    max_trials: int = 10_000
+    max_batch_size: int = 65_536
+    max_num_iter: int = 10_000
+    max_repeats: int = 20
+    max_preview_steps: int = 1_000_000
+    max_body_bytes: int = 1_000_000
+    max_upload_bytes: int = 256_000_000
+    page_size_max: int = 500
+
+    def optuna_url(self) -> str:
+        """Optuna's storage: given, or derived so Optuna's tables never mix with ours:
+        SQLite -> optuna.db beside our file; PostgreSQL -> the same database, schema `optuna`."""
+        if self.optuna_storage:
+            return self.optuna_storage
+        url = make_url(self.database_url)
+        if url.get_backend_name() == "sqlite":
+            folder = Path(url.database or ".").parent
+            return str(url.set(database=str(folder / "optuna.db")))
+        options = f"-csearch_path={OPTUNA_SCHEMA}"
+        return url.update_query_dict({"options": options}).render_as_string(hide_password=False)

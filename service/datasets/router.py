@@ -1,0 +1,40 @@
+"""Datasets: the built-in ones and the tenant's uploads."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, UploadFile
+
+from service.datasets import ops
+from service.deps import SessionDep, SettingsDep, TenantDep
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+
+
+@router.get("")
+def list_datasets(session: SessionDep, settings: SettingsDep, tenant: TenantDep
+                  ) -> list[dict[str, Any]]:
+    """Built-in datasets (with whether their files are present) and uploaded ones."""
+    return ops.list_all(session, settings, tenant)
+
+
+@router.post("", status_code=201)
+def upload_dataset(session: SessionDep, settings: SettingsDep, tenant: TenantDep,
+                   name: Annotated[str, Form(max_length=64)],
+                   file: Annotated[UploadFile, File()]) -> dict[str, Any]:
+    """Upload an .npz (x_train, y_train, optional x_val, y_val); validated before it is kept."""
+    return ops.upload(session, settings, tenant, name, file.file).info()
+
+
+@router.get("/{name}")
+def get_dataset(name: str, session: SessionDep, settings: SettingsDep, tenant: TenantDep
+                ) -> dict[str, Any]:
+    """One dataset."""
+    return ops.get(session, settings, tenant, name)
+
+
+@router.delete("/{name}", status_code=204)
+def delete_dataset(name: str, session: SessionDep, tenant: TenantDep) -> None:
+    """Delete an uploaded dataset that no unfinished study uses."""
+    ops.delete(session, tenant, name)

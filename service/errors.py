@@ -1,0 +1,75 @@
+"""One exception hierarchy and one response shape: {"type": ..., "detail": ...}.
+
+The same condition always gives the same status: 404 unknown id, 409 state conflict,
+413 body too large, 422 invalid input (library errors included; `field` names the culprit).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from lrsearch.errors import LRSearchError
+
+
+class APIError(Exception):
+    status = 500
+    type = "error"
+
+    def __init__(self, detail: str, *, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+
+
+class NotFound(APIError):
+    status, type = 404, "not_found"
+
+
+class Conflict(APIError):
+    status, type = 409, "conflict"
+
+
+class Invalid(APIError):
+    status, type = 422, "invalid"
+
+
+class TooLarge(APIError):
+    status, type = 413, "too_large"
+
+
+def body(type_: str, detail: str, **extra: Any) -> dict[str, Any]:
+    return {"type": type_, "detail": detail, **{k: v for k, v in extra.items() if v is not None}}
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc if part != "body")
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every error into the one shape."""
+
+    @app.exception_handler(APIError)
+    async def api_error(_: Request, exc: APIError) -> JSONResponse:
+        return JSONResponse(body(exc.type, exc.detail, field=exc.field), status_code=exc.status)
+
+    @app.exception_handler(LRSearchError)
+    async def library_error(_: Request, exc: LRSearchError) -> JSONResponse:
+        return JSONResponse(body("invalid", str(exc), field=exc.field), status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+                  for e in exc.errors()]
+        detail = "; ".join(f"{_loc(e['loc']) or 'body'}: {e['msg']}" for e in errors)
+        return JSONResponse(body("validation_error", detail, errors=errors), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+            exc.status_code, "http_error")
+        return JSONResponse(body(kind, str(exc.detail)), status_code=exc.status_code)

@@ -1,0 +1,111 @@
+"""The FastAPI application. `create_app(settings)` builds it; the engine is made in the lifespan,
+never at import time. This process never imports TensorFlow."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service import errors, migrations
+from service.catalog.router import router as catalog_router
+from service.config import Settings
+from service.datasets.router import router as datasets_router
+from service.db import make_engine, session_factory
+from service.range_tests.router import router as range_tests_router
+from service.studies.router import router as studies_router
+
+
+class BodyLimit:
+    """413 for bodies over the limit, by Content-Length or while streaming; uploads to
+    /v1/datasets get the (larger) upload limit."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app, self.settings = app, settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        upload = scope["path"].rstrip("/") == "/v1/datasets"
+        limit = self.settings.max_upload_bytes + 65_536 if upload else self.settings.max_body_bytes
+        length = dict(scope.get("headers", [])).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            await self._reject(send, limit)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise _TooLarge(limit)
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._reject(send, limit)
+
+    @staticmethod
+    async def _reject(send: Send, limit: int) -> None:
+        response = JSONResponse(errors.body("too_large", f"The request body is larger than "
+                                            f"{limit} bytes."), status_code=413)
+        await response({"type": "http"}, _no_receive, send)
+
+
+class _TooLarge(Exception):
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url)
+        app.state.engine = engine
+        app.state.sessions = session_factory(engine)
+        yield
+        engine.dispose()
+
+    app = FastAPI(title="lrsearch", version="0.1.0", lifespan=lifespan,
+                  description="Learning-rate schedule search for Keras models.")
+    app.state.settings = settings
+    errors.install(app)
+    for router in (catalog_router, datasets_router, studies_router, range_tests_router):
+        app.include_router(router)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    def readyz() -> Any:
+        """The database answers and our migrations are at head."""
+        try:
+            with app.state.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+            current, head = migrations.current(app.state.engine), migrations.head()
+        except Exception as e:  # any database failure means "not ready", with the reason
+            return JSONResponse(errors.body("not_ready", f"database unreachable: {e}"),
+                                status_code=503)
+        if current != head:
+            return JSONResponse(errors.body("not_ready", f"migrations at {current}, head is "
+                                            f"{head}: run `lrsearch migrate`"), status_code=503)
+        return {"status": "ready", "migration": current}
+
+    app.add_middleware(BodyLimit, settings=settings)
+    return app

@@ -1,0 +1,70 @@
+"""Range-test use cases."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from lrsearch import models, optimizers
+from lrsearch.range_test import SweepSettings
+from service.config import Settings
+from service.datasets.ops import dataset_shape
+from service.errors import Conflict, Invalid, NotFound
+from service.jobs.models import Job
+from service.range_tests.models import RangeTest
+from service.range_tests.schemas import RangeTestCreate
+from service.studies.ops import request_hash
+
+
+def validate(session: Session, settings: Settings, tenant: str, req: RangeTestCreate) -> None:
+    for name, value, maximum in (("num_iter", req.num_iter, settings.max_num_iter),
+                                 ("repeats", req.repeats, settings.max_repeats),
+                                 ("batch_size", req.batch_size, settings.max_batch_size)):
+        if value > maximum:
+            raise Invalid(f"Argument `{name}` must be <= {maximum}. Received: {name}={value}",
+                          field=name)
+    SweepSettings(req.min_lr, req.max_lr, req.num_iter, req.mode, req.diverge_threshold)
+    shape = dataset_shape(session, settings, tenant, req.dataset)
+    models.resolve_params(req.model.name, req.model.params)
+    models.check_input(req.model.name, shape)
+    optimizers.resolve_params(req.optimizer.name, req.optimizer.params)
+
+
+def create(session: Session, settings: Settings, tenant: str, req: RangeTestCreate,
+           idempotency_key: str | None) -> RangeTest:
+    raw = req.model_dump(mode="json")
+    digest = request_hash(raw)
+    if idempotency_key is not None:
+        found = session.scalar(select(RangeTest).where(RangeTest.tenant == tenant,
+                                                       RangeTest.idempotency_key == idempotency_key))
+        if found is not None:
+            if found.request_hash != digest:
+                raise Conflict("This Idempotency-Key was used with a different request body.",
+                               field="Idempotency-Key")
+            return found
+    validate(session, settings, tenant, req)
+    test = RangeTest(id=uuid.uuid4().hex, tenant=tenant, status="queued", request=raw,
+                     idempotency_key=idempotency_key, request_hash=digest)
+    session.add(test)
+    session.flush()
+    session.add(Job(kind="range_test", range_test_id=test.id, state="queued"))
+    session.flush()
+    return test
+
+
+def get(session: Session, tenant: str, test_id: str) -> RangeTest:
+    test = session.get(RangeTest, test_id)
+    if test is None or test.tenant != tenant:
+        raise NotFound(f"Unknown range test `{test_id}`.", field="range_test_id")
+    return test
+
+
+def list_tests(session: Session, tenant: str, offset: int, limit: int
+               ) -> tuple[list[RangeTest], int]:
+    where = RangeTest.tenant == tenant
+    total = session.scalar(select(func.count()).select_from(RangeTest).where(where)) or 0
+    rows = session.scalars(select(RangeTest).where(where).order_by(RangeTest.created_at.desc())
+                           .offset(offset).limit(limit)).all()
+    return list(rows), total

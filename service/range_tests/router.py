@@ -1,0 +1,40 @@
+"""/v1/range-tests: run an LR range test remotely and read its curve and suggestions."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query
+
+from service.deps import SessionDep, SettingsDep, TenantDep
+from service.range_tests import ops
+from service.range_tests.schemas import RangeTestCreate, RangeTestOut
+from service.schemas import Page
+
+router = APIRouter(prefix="/v1/range-tests", tags=["range tests"])
+
+
+@router.post("", status_code=201)
+def create_range_test(body: RangeTestCreate, session: SessionDep, settings: SettingsDep,
+                      tenant: TenantDep,
+                      idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key",
+                                                                    max_length=200)] = None
+                      ) -> RangeTestOut:
+    """Queue a range test; a retry with the same Idempotency-Key returns the same one."""
+    return RangeTestOut.of(ops.create(session, settings, tenant, body, idempotency_key))
+
+
+@router.get("")
+def list_range_tests(session: SessionDep, tenant: TenantDep,
+                     offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+                     limit: Annotated[int, Query(ge=1, le=500)] = 50) -> Page:
+    """Range tests, newest first."""
+    rows, total = ops.list_tests(session, tenant, offset, limit)
+    return Page(items=[RangeTestOut.of(t) for t in rows], total=total, offset=offset,
+                limit=limit)
+
+
+@router.get("/{test_id}")
+def get_range_test(test_id: str, session: SessionDep, tenant: TenantDep) -> RangeTestOut:
+    """Status, raw and smoothed curves, suggestions and per-family bounds."""
+    return RangeTestOut.of(ops.get(session, tenant, test_id))

@@ -1,0 +1,46 @@
+"""Range-test requests and responses."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from service.schemas import Named, Strict
+
+
+class RangeTestCreate(Strict):
+    dataset: str = Field(max_length=64)
+    model: Named = Field(default_factory=lambda: Named(name="mlp"))
+    optimizer: Named = Field(default_factory=lambda: Named(name="sgd"))
+    batch_size: int = Field(default=32, ge=1, le=2**31 - 1)
+    min_lr: float = Field(default=1e-7, gt=0)
+    max_lr: float = Field(default=10.0, gt=0)
+    num_iter: int = Field(default=100, ge=5, le=2**31 - 1)
+    mode: Literal["exp", "linear"] = "exp"
+    diverge_threshold: float = Field(default=4.0, gt=1)
+    repeats: int = Field(default=1, ge=1, le=2**31 - 1)
+    validation: bool = False
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+
+
+class RangeTestOut(BaseModel):
+    id: str
+    status: str
+    request: dict[str, Any]
+    sweeps: list[dict[str, Any]] | None
+    suggestions: dict[str, Any] | None
+    family_bounds: dict[str, Any] | None
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, t: Any) -> RangeTestOut:
+        result = t.result or {}
+        return cls(id=t.id, status=t.status, request=t.request, sweeps=result.get("sweeps"),
+                   suggestions=result.get("suggestions"),
+                   family_bounds=result.get("family_bounds"), error=t.error,
+                   created_at=t.created_at, started_at=t.started_at, finished_at=t.finished_at)

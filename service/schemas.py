@@ -1,0 +1,55 @@
+"""Shared request/response building blocks."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+def check_finite(value: Any, where: str = "body") -> None:
+    """Reject NaN, infinities and NUL characters anywhere in a JSON value (even in free-form
+    parameter objects, which pydantic's own checks do not reach)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where}: numbers must be finite. Received: {value}")
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError(f"{where}: text must not contain NUL characters")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_finite(key, f"{where}.{key}")
+            check_finite(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_finite(item, f"{where}[{i}]")
+
+
+class Strict(BaseModel):
+    """Request bodies: unknown fields, non-finite numbers and NUL characters are refused."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _finite(cls, data: Any) -> Any:
+        check_finite(data, "body")
+        return data
+
+
+class Named(Strict):
+    """A registry entry by name with its parameters: {"name": "mlp", "params": {...}}."""
+
+    name: str = Field(max_length=64)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Page(BaseModel):
+    items: list[Any]
+    total: int
+    offset: int
+    limit: int
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """Stored metrics may be NaN from a diverged run; JSON responses never carry NaN."""
+    return value if value is not None and math.isfinite(value) else None

@@ -1,0 +1,241 @@
+"""Study use cases. Each takes a session and flushes; the caller commits."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from lrsearch import models, optimizers, schedules
+from lrsearch.schedules.base import registry
+from lrsearch.schedules.export import keras_config, python_snippet
+from lrsearch.schedules.search import space
+from service.catalog.router import downsample
+from service.config import Settings
+from service.datasets.ops import dataset_shape
+from service.db import utcnow
+from service.errors import Conflict, Invalid, NotFound
+from service.jobs.models import Job
+from service.range_tests.models import RangeTest
+from service.schemas import finite_or_none
+from service.studies.models import FINISHED, CurvePoint, Study, Trial
+from service.studies.schemas import EpochOut, StudyCreate, TrialOut
+
+MAXIMIZE = {"val_accuracy", "accuracy"}
+
+
+def request_hash(body: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _families(req: StudyCreate) -> list[str]:
+    if (req.family is None) == (req.families is None):
+        raise Invalid("Give exactly one of `family` or `families`.", field="family")
+    names = [req.family] if req.family is not None else list(req.families or [])
+    if len(set(names)) != len(names):
+        raise Invalid(f"`families` lists a family twice. Received: families={names}",
+                      field="families")
+    for name in names:
+        registry.get(name)  # ScheduleError (422) naming the unknown family
+    return names
+
+
+def _range_test_bounds(session: Session, tenant: str, range_test_id: str
+                       ) -> dict[str, dict[str, Any]]:
+    test = session.get(RangeTest, range_test_id)
+    if test is None or test.tenant != tenant:
+        raise Invalid(f"Unknown range test `{range_test_id}`.", field="range_test_id")
+    if test.status != "succeeded" or not test.result:
+        raise Invalid(f"Range test `{range_test_id}` has not succeeded (status "
+                      f"{test.status}); its bounds are not known.", field="range_test_id")
+    bounds: dict[str, dict[str, Any]] = test.result.get("family_bounds", {})
+    return bounds
+
+
+def _search_space(session: Session, tenant: str, req: StudyCreate, families: list[str]
+                  ) -> dict[str, dict[str, Any]]:
+    """User overrides on top of the range test's bounds, each validated against the family."""
+    for name in req.search_space:
+        if name not in families:
+            raise Invalid(f"search_space: `{name}` is not one of the study's families "
+                          f"{families}", field=f"search_space.{name}")
+    derived = _range_test_bounds(session, tenant, req.range_test_id) if req.range_test_id else {}
+    resolved = {}
+    for name in families:
+        overrides = {**derived.get(name, {}), **req.search_space.get(name, {})}
+        space(name, overrides, epochs=req.epochs)  # raises a ScheduleError naming the field
+        resolved[name] = overrides
+    return resolved
+
+
+def validate(session: Session, settings: Settings, tenant: str, req: StudyCreate
+             ) -> dict[str, Any]:
+    """Every check before anything is stored; returns the resolved study spec."""
+    for name, value, maximum in (("epochs", req.epochs, settings.max_epochs),
+                                 ("n_trials", req.n_trials, settings.max_trials),
+                                 ("batch_size", req.batch_size, settings.max_batch_size)):
+        if value > maximum:
+            raise Invalid(f"Argument `{name}` must be <= {maximum}. Received: {name}={value}",
+                          field=name)
+    families = _families(req)
+    shape = dataset_shape(session, settings, tenant, req.dataset)
+    model_params = models.resolve_params(req.model.name, req.model.params)
+    models.check_input(req.model.name, shape)
+    optimizer_params = optimizers.resolve_params(req.optimizer.name, req.optimizer.params)
+    direction = req.direction or ("maximize" if req.metric in MAXIMIZE else "minimize")
+    return {"families": families, "dataset": req.dataset,
+            "model": {"name": req.model.name, "params": model_params},
+            "optimizer": {"name": req.optimizer.name, "params": optimizer_params},
+            "epochs": req.epochs, "batch_size": req.batch_size, "n_trials": req.n_trials,
+            "metric": req.metric, "direction": direction,
+            "search_space": _search_space(session, tenant, req, families),
+            "sampler": req.sampler.model_dump(), "pruner": req.pruner.model_dump(),
+            "seed": req.seed, "range_test_id": req.range_test_id}
+
+
+def _existing(session: Session, tenant: str, key: str, digest: str) -> Study | None:
+    found = session.scalar(select(Study).where(Study.tenant == tenant,
+                                               Study.idempotency_key == key))
+    if found is not None and found.request_hash != digest:
+        raise Conflict("This Idempotency-Key was used with a different request body.",
+                       field="Idempotency-Key")
+    return found
+
+
+def create(session: Session, settings: Settings, tenant: str, req: StudyCreate,
+           idempotency_key: str | None) -> Study:
+    """Validate, then store the study, its N job rows (one per trial slot) at once."""
+    raw = req.model_dump(mode="json", exclude_unset=True)
+    digest = request_hash(raw)
+    if idempotency_key is not None:
+        found = _existing(session, tenant, idempotency_key, digest)
+        if found is not None:
+            return found
+    spec = validate(session, settings, tenant, req)
+    study_id = uuid.uuid4().hex
+    study = Study(id=study_id, tenant=tenant, name=req.name, status="queued", request=raw,
+                  spec=spec, optuna_study_name=f"{tenant}.{study_id}", n_trials=req.n_trials,
+                  n_queued=req.n_trials, idempotency_key=idempotency_key, request_hash=digest)
+    session.add(study)
+    session.flush()
+    session.execute(insert(Job), [
+        {"kind": "trial", "study_id": study_id, "slot": i, "state": "queued", "attempt": 0,
+         "cancel_requested": False, "created_at": study.created_at,
+         "updated_at": study.created_at} for i in range(req.n_trials)])
+    return study
+
+
+def get(session: Session, tenant: str, study_id: str) -> Study:
+    study = session.get(Study, study_id)
+    if study is None or study.tenant != tenant:
+        raise NotFound(f"Unknown study `{study_id}`.", field="study_id")
+    return study
+
+
+def list_studies(session: Session, tenant: str, status: str | None, offset: int, limit: int
+                 ) -> tuple[list[Study], int]:
+    where = [Study.tenant == tenant] + ([Study.status == status] if status else [])
+    total = session.scalar(select(func.count()).select_from(Study).where(*where)) or 0
+    rows = session.scalars(select(Study).where(*where).order_by(Study.created_at.desc())
+                           .offset(offset).limit(limit)).all()
+    return list(rows), total
+
+
+def cancel(session: Session, study: Study) -> Study:
+    """Queued slots are cancelled now; running trials stop at their next epoch boundary."""
+    if study.status in FINISHED:
+        raise Conflict(f"Study `{study.id}` is already {study.status}.", field="status")
+    queued = len(session.scalars(update(Job).where(Job.study_id == study.id,
+                                                   Job.state == "queued")
+                                 .values(state="cancelled").returning(Job.id)).all())
+    session.execute(update(Job).where(Job.study_id == study.id, Job.state == "running")
+                    .values(cancel_requested=True))
+    study.n_queued -= queued
+    study.n_cancelled += queued
+    study.status = "cancelled"
+    study.finished_at = utcnow()
+    session.flush()
+    return study
+
+
+def delete(session: Session, study: Study) -> None:
+    if study.status not in FINISHED:
+        raise Conflict(f"Study `{study.id}` is {study.status}; cancel it before deleting.",
+                       field="status")
+    session.delete(study)
+    session.flush()
+
+
+def list_trials(session: Session, study: Study, offset: int, limit: int
+                ) -> tuple[list[Trial], int]:
+    total = session.scalar(select(func.count()).select_from(Trial)
+                           .where(Trial.study_id == study.id)) or 0
+    rows = session.scalars(select(Trial).where(Trial.study_id == study.id)
+                           .order_by(Trial.slot).offset(offset).limit(limit)).all()
+    return list(rows), total
+
+
+def get_trial(session: Session, study: Study, number: int) -> Trial:
+    trial = session.scalar(select(Trial).where(Trial.study_id == study.id,
+                                               Trial.number == number))
+    if trial is None:
+        raise NotFound(f"Study `{study.id}` has no trial number {number}.", field="number")
+    return trial
+
+
+def _export(family: str, params: dict[str, Any], spe: int, epochs: int) -> dict[str, Any]:
+    """Per-step curve (downsampled), Keras config and snippet of a trial's schedule."""
+    lrs = schedules.curve(family, params, steps_per_epoch=spe, epochs=epochs)
+    idx = downsample(len(lrs), 1000)
+    curve = {"step": idx.tolist(), "epoch": (idx / spe).tolist(), "lr": lrs[idx].tolist()}
+    if registry.get(family).adaptive:
+        return {"curve": curve, "keras": None, "snippet": None,
+                "note": f"{family} is adaptive: use Keras' ReduceLROnPlateau with these "
+                        "parameters; the applied LR per epoch is in `history`."}
+    return {"curve": curve,
+            "keras": keras_config(family, params, steps_per_epoch=spe, epochs=epochs),
+            "snippet": python_snippet(family, params, steps_per_epoch=spe, epochs=epochs)}
+
+
+def _leaderboard(session: Session, study: Study) -> list[dict[str, Any]]:
+    rows = session.scalars(select(Trial).where(Trial.study_id == study.id,
+                                               Trial.state == "complete",
+                                               Trial.value.is_not(None))).all()
+    sign = -1.0 if study.spec["direction"] == "maximize" else 1.0
+    best: dict[str, Trial] = {}
+    for t in rows:
+        if t.family is None or t.value is None or not np.isfinite(t.value):
+            continue
+        if t.family not in best or sign * t.value < sign * (best[t.family].value or 0.0):
+            best[t.family] = t
+    ranked = sorted(best.values(), key=lambda t: sign * (t.value or 0.0))
+    return [{"family": t.family, "value": finite_or_none(t.value), "trial_number": t.number,
+             "params": t.params} for t in ranked]
+
+
+def best(session: Session, study: Study) -> dict[str, Any]:
+    if study.best_trial_number is None:
+        raise NotFound(f"Study `{study.id}` has no completed trial yet.", field="best")
+    trial = get_trial(session, study, study.best_trial_number)
+    assert trial.family is not None and trial.params is not None
+    spe = trial.steps_per_epoch or 1
+    points = session.scalars(select(CurvePoint).where(CurvePoint.trial_id == trial.id)
+                             .order_by(CurvePoint.epoch)).all()
+    out = {"study_id": study.id, "family": trial.family, "params": trial.params,
+           "value": finite_or_none(trial.value), "trial_number": trial.number,
+           "metric": study.spec["metric"], "direction": study.spec["direction"],
+           "steps_per_epoch": spe, "epochs": study.spec["epochs"],
+           "history": [EpochOut.of(p).model_dump() for p in points],
+           **_export(trial.family, trial.params, spe, study.spec["epochs"])}
+    if len(study.spec["families"]) > 1:
+        out["leaderboard"] = _leaderboard(session, study)
+    return out
+
+
+def trial_out(trial: Trial, with_history: bool = False) -> TrialOut:
+    return TrialOut.of(trial, with_history)

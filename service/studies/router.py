@@ -1,0 +1,73 @@
+"""/v1/studies: submit, poll, read the best schedule, cancel, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query
+
+from service.deps import SessionDep, SettingsDep, TenantDep
+from service.schemas import Page
+from service.studies import ops
+from service.studies.models import STUDY_STATES
+from service.studies.schemas import StudyCreate, StudyOut, TrialOut
+
+router = APIRouter(prefix="/v1/studies", tags=["studies"])
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+Offset = Annotated[int, Query(ge=0, le=2**31 - 1)]
+Limit = Annotated[int, Query(ge=1, le=500)]
+
+
+@router.post("", status_code=201)
+def create_study(body: StudyCreate, session: SessionDep, settings: SettingsDep,
+                 tenant: TenantDep, idempotency_key: IdempotencyKey = None) -> StudyOut:
+    """Submit a schedule search; a retry with the same Idempotency-Key returns the same study."""
+    return StudyOut.of(ops.create(session, settings, tenant, body, idempotency_key))
+
+
+@router.get("")
+def list_studies(session: SessionDep, tenant: TenantDep, offset: Offset = 0, limit: Limit = 50,
+                 status: Annotated[str | None, Query(pattern="^(" + "|".join(STUDY_STATES)
+                                                     + ")$")] = None) -> Page:
+    """Studies, newest first, optionally only those with one status."""
+    rows, total = ops.list_studies(session, tenant, status, offset, limit)
+    return Page(items=[StudyOut.of(s) for s in rows], total=total, offset=offset, limit=limit)
+
+
+@router.get("/{study_id}")
+def get_study(study_id: str, session: SessionDep, tenant: TenantDep) -> StudyOut:
+    """Status, counts and the best trial so far (read from the study's summary row)."""
+    return StudyOut.of(ops.get(session, tenant, study_id))
+
+
+@router.get("/{study_id}/best")
+def get_best(study_id: str, session: SessionDep, tenant: TenantDep) -> dict[str, Any]:
+    """The best schedule: parameters, curves, Keras config and snippet (and a leaderboard)."""
+    return ops.best(session, ops.get(session, tenant, study_id))
+
+
+@router.get("/{study_id}/trials")
+def list_trials(study_id: str, session: SessionDep, tenant: TenantDep, offset: Offset = 0,
+                limit: Limit = 100) -> Page:
+    """The study's trials by slot."""
+    rows, total = ops.list_trials(session, ops.get(session, tenant, study_id), offset, limit)
+    return Page(items=[TrialOut.of(t) for t in rows], total=total, offset=offset, limit=limit)
+
+
+@router.get("/{study_id}/trials/{number}")
+def get_trial(study_id: str, number: int, session: SessionDep, tenant: TenantDep) -> TrialOut:
+    """One trial with its per-epoch history (live while it runs)."""
+    study = ops.get(session, tenant, study_id)
+    return TrialOut.of(ops.get_trial(session, study, number), with_history=True)
+
+
+@router.post("/{study_id}/cancel")
+def cancel_study(study_id: str, session: SessionDep, tenant: TenantDep) -> StudyOut:
+    """Cancel: queued slots now, running trials at their next epoch (409 when finished)."""
+    return StudyOut.of(ops.cancel(session, ops.get(session, tenant, study_id)))
+
+
+@router.delete("/{study_id}", status_code=204)
+def delete_study(study_id: str, session: SessionDep, tenant: TenantDep) -> None:
+    """Delete a finished or cancelled study with its trials and curves."""
+    ops.delete(session, ops.get(session, tenant, study_id))

@@ -1,0 +1,10 @@
+"""Every table, imported in one place for Alembic's autogenerate and for tests."""
+
+from service.datasets.models import UploadedDataset
+from service.db import Base
+from service.jobs.models import Job
+from service.range_tests.models import RangeTest
+from service.studies.models import CurvePoint, Study, Trial
+
+metadata = Base.metadata
+__all__ = ["CurvePoint", "Job", "RangeTest", "Study", "Trial", "UploadedDataset", "metadata"]
