@@ -11,7 +11,7 @@ from pydantic import Field
 from lrsearch import models, optimizers, schedules
 from lrsearch.schedules.base import registry
 from service.deps import SettingsDep
-from service.errors import Invalid
+from service.errors import Invalid, NotFound
 from service.schemas import Strict
 
 router = APIRouter(prefix="/v1", tags=["catalog"])
@@ -37,20 +37,24 @@ def list_schedules() -> list[dict[str, Any]]:
     return [schedules.spec(name) for name in schedules.names()]
 
 
+def known_family(family: str) -> str:
+    """A family named in the path is an ID: unknown ones are 404."""
+    if family not in registry.names():
+        raise NotFound(f"Unknown schedule family `{family}`. Known families: "
+                       f"{', '.join(schedules.names())}", field="family")
+    return family
+
+
 @router.get("/schedules/{family}")
 def get_schedule(family: str) -> dict[str, Any]:
     """One schedule family."""
-    if family not in registry.names():
-        from service.errors import NotFound
-
-        raise NotFound(f"Unknown schedule family `{family}`. Known families: "
-                       f"{', '.join(schedules.names())}", field="family")
-    return schedules.spec(family)
+    return schedules.spec(known_family(family))
 
 
 @router.post("/schedules/{family}/preview")
 def preview(family: str, body: PreviewRequest, settings: SettingsDep) -> dict[str, Any]:
     """The LR per step of a family's parameters, downsampled to at most `points` steps."""
+    known_family(family)
     steps = body.epochs * body.steps_per_epoch
     if steps > settings.max_preview_steps:
         raise Invalid(f"epochs * steps_per_epoch must be <= {settings.max_preview_steps}. "

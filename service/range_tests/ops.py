@@ -37,8 +37,8 @@ def create(session: Session, settings: Settings, tenant: str, req: RangeTestCrea
     raw = req.model_dump(mode="json")
     digest = request_hash(raw)
     if idempotency_key is not None:
-        found = session.scalar(select(RangeTest).where(RangeTest.tenant == tenant,
-                                                       RangeTest.idempotency_key == idempotency_key))
+        found = session.scalar(select(RangeTest).where(
+            RangeTest.tenant == tenant, RangeTest.idempotency_key == idempotency_key))
         if found is not None:
             if found.request_hash != digest:
                 raise Conflict("This Idempotency-Key was used with a different request body.",

@@ -1,0 +1,86 @@
+"""Recording what trials do, keeping the study's summary row current in the same transaction.
+
+These are the writes a worker makes (start a trial, add an epoch, finish it). Each one updates
+the study's counts and best trial, so `GET /v1/studies/{id}` reads one row, however many
+trials there are. The caller owns the transaction.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service.db import utcnow
+from service.studies.models import CurvePoint, Study, Trial
+
+FINAL_STATES = {"complete": "n_complete", "pruned": "n_pruned", "failed": "n_failed",
+                "cancelled": "n_cancelled"}
+
+
+def _clean(value: float | None) -> float | None:
+    """NaN and infinities are stored as NULL: a diverged value has its reason instead."""
+    return value if value is not None and math.isfinite(value) else None
+
+
+def start_trial(session: Session, study: Study, *, slot: int, number: int, family: str,
+                params: dict[str, Any], steps_per_epoch: int, worker: str, attempt: int = 1
+                ) -> Trial:
+    """A slot starts running (moves from queued to running in the summary)."""
+    trial = session.scalar(select(Trial).where(Trial.study_id == study.id, Trial.slot == slot))
+    if trial is None:
+        trial = Trial(study_id=study.id, slot=slot)
+        session.add(trial)
+        study.n_queued -= 1
+    else:  # a retry of a slot whose earlier attempt was lost
+        session.query(CurvePoint).filter(CurvePoint.trial_id == trial.id).delete()
+    trial.number, trial.family, trial.params = number, family, params
+    trial.steps_per_epoch, trial.worker, trial.attempt = steps_per_epoch, worker, attempt
+    trial.state, trial.value, trial.failure_reason = "running", None, None
+    trial.started_at, trial.finished_at = utcnow(), None
+    study.n_running += 1
+    if study.status == "queued":
+        study.status, study.started_at = "running", utcnow()
+    session.flush()
+    return trial
+
+
+def add_epoch(session: Session, trial: Trial, record: dict[str, Any]) -> None:
+    """One epoch's curve point (as lrsearch.training.EpochRecord.as_dict gives it)."""
+    session.merge(CurvePoint(trial_id=trial.id, epoch=int(record["epoch"]), **{
+        k: _clean(record.get(k)) for k in ("lr_first", "lr_last", "loss", "val_loss", "metric",
+                                           "val_metric", "seconds")}))
+    session.flush()
+
+
+def _better(study: Study, value: float) -> bool:
+    if study.best_value is None:
+        return True
+    if study.spec["direction"] == "maximize":
+        return value > study.best_value
+    return value < study.best_value
+
+
+def finish_trial(session: Session, study: Study, trial: Trial, state: str,
+                 value: float | None = None, reason: str | None = None) -> None:
+    """A running trial ends: complete (with its value), pruned, failed (with a reason) or
+    cancelled; the study's counts and best follow."""
+    if state not in FINAL_STATES:
+        raise ValueError(f"unknown final trial state {state!r}")
+    trial.state, trial.value, trial.failure_reason = state, _clean(value), reason
+    trial.finished_at = utcnow()
+    trial.duration_s = (trial.finished_at - trial.started_at).total_seconds()
+    study.n_running -= 1
+    setattr(study, FINAL_STATES[state], getattr(study, FINAL_STATES[state]) + 1)
+    clean = _clean(value)
+    if state == "complete" and clean is not None and _better(study, clean):
+        study.best_value, study.best_trial_number = clean, trial.number
+        study.best_family, study.best_params = trial.family, trial.params
+    if study.n_queued == 0 and study.n_running == 0 and study.status == "running":
+        study.status = "succeeded" if study.n_complete > 0 else "failed"
+        study.finished_at = utcnow()
+        if study.status == "failed":
+            study.error = "No trial completed."
+    session.flush()
