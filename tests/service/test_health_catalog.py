@@ -88,7 +88,8 @@ e = make_engine(s.database_url); migrations.migrate(s, e)
 with TestClient(create_app(s)) as c:
     assert c.post("/v1/studies", json={{"family": "one_cycle", "dataset": "digits",
                   "epochs": 3, "n_trials": 2}}).status_code == 201
-    assert c.post("/v1/schedules/wsd/preview", json={{"epochs": 3, "steps_per_epoch": 4}}).status_code == 200
+    preview = {{"epochs": 3, "steps_per_epoch": 4}}
+    assert c.post("/v1/schedules/wsd/preview", json=preview).status_code == 200
     c.get("/v1/datasets"); c.get("/v1/models")
 print(sorted(m for m in ("tensorflow", "keras") if m in sys.modules))
 """
