@@ -136,11 +136,15 @@ class _Recorder(keras.callbacks.Callback):
 
 
 def train(config: TrainConfig, *, on_epoch_end: Callable[[EpochRecord], None] | None = None,
-          should_stop: Callable[[], bool] | None = None) -> TrainResult:
-    """Train `config` and return its curves (see the module docstring for the contract)."""
+          should_stop: Callable[[], bool] | None = None,
+          on_start: Callable[[int], None] | None = None) -> TrainResult:
+    """Train `config` and return its curves (see the module docstring for the contract).
+    `on_start(steps_per_epoch)` runs once the data is loaded, before the first step."""
     data = datasets.load(config.dataset, data_dir=config.data_dir,
                          val_fraction=config.val_fraction, seed=config.seed)
     spe = steps_per_epoch(len(data.x_train), config.batch_size)
+    if on_start is not None:
+        on_start(spe)
     family, timeline = validate(config.schedule, config.schedule_params, steps_per_epoch=spe,
                                 epochs=config.epochs)
     keras.utils.set_random_seed(config.seed)

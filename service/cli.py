@@ -2,15 +2,24 @@
 
     lrsearch migrate                   upgrade our schema and set up Optuna's storage
     lrsearch api --host --port         the HTTP API (uvicorn)
-    lrsearch serve --host --port       the one-machine default: migrate, then the API, with
-                                       SQLite under ./.lrsearch/ unless LRSEARCH_DATABASE_URL
-                                       says otherwise
+    lrsearch worker [--gpu N]          one worker process (run many, on many machines)
+    lrsearch serve --host --port --workers N
+                                       the one-machine default: migrate, then the API, N
+                                       workers (one per GPU where there are GPUs) and a
+                                       reaper; SQLite under ./.lrsearch/ unless
+                                       LRSEARCH_DATABASE_URL says otherwise; Ctrl-C stops all
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import signal
+import subprocess
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,20 +49,103 @@ def cmd_api(args: argparse.Namespace) -> None:
     uvicorn.run(create_app(), host=args.host, port=args.port, log_level=args.log_level)
 
 
+def _logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s "
+                        "[%(process)d] %(message)s")
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    from service.config import Settings
+    from worker.loop import Worker
+
+    _logging()
+    w = Worker(Settings(), gpu=args.gpu)
+    w.install_signals()
+    w.run(max_jobs=args.max_jobs)
+
+
+def gpu_count() -> int:
+    """GPUs visible to this machine, without starting TensorFlow (0 without nvidia-smi)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return len([line for line in out.stdout.splitlines() if line.startswith("GPU ")])
+
+
+def _reaper(stop: threading.Event) -> None:
+    """Recover lost leases even when no worker is alive (serve's own reaper)."""
+    from sqlalchemy.orm import Session
+
+    from service.config import Settings
+    from service.db import make_engine
+    from worker.loop import reap
+
+    settings = Settings()
+    engine = make_engine(settings.database_url, immediate=True)
+
+    def db(fn: Any) -> Any:
+        with Session(engine) as session, session.begin():
+            return fn(session)
+
+    while not stop.wait(settings.lease_seconds / 2):
+        try:
+            reap(settings, db, settings.optuna_url())
+        except Exception as e:  # the next pass tries again
+            logging.getLogger("lrsearch.serve").warning("reaper: %s", e)
+    engine.dispose()
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
+    _logging()
     cmd_migrate(args)
-    cmd_api(args)
+    gpus = gpu_count()
+    n = args.workers if args.workers is not None else max(1, gpus)
+    procs = []
+    for i in range(n):
+        cmd = [sys.executable, "-m", "worker"]
+        if gpus:
+            cmd += ["--gpu", str(i % gpus)]
+        procs.append(subprocess.Popen(cmd))
+    stop = threading.Event()
+    reaper = threading.Thread(target=_reaper, args=(stop,), daemon=True)
+    reaper.start()
+    try:
+        cmd_api(args)
+    finally:
+        stop.set()
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        from service.config import Settings
+
+        deadline = time.monotonic() + Settings().grace_seconds + 10
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
 
 
 def add_commands(sub: Any) -> None:
     p = sub.add_parser("migrate", help="upgrade the database schema (ours and Optuna's)")
     p.set_defaults(func=cmd_migrate)
+    p = sub.add_parser("worker", help="run one worker (claims and runs queued jobs)")
+    p.add_argument("--gpu", type=int, default=None, help="pin this worker to one GPU")
+    p.add_argument("--max-jobs", type=int, default=None, help="exit after this many jobs")
+    p.set_defaults(func=cmd_worker)
     for name, func, text in (("api", cmd_api, "run the HTTP API"),
-                             ("serve", cmd_serve, "migrate, then run the API (one machine)")):
+                             ("serve", cmd_serve, "migrate, then the API, workers and a "
+                              "reaper (one machine)")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument("--port", type=int, default=8000)
         p.add_argument("--log-level", default="info")
+        if name == "serve":
+            p.add_argument("--workers", type=int, default=None,
+                           help="worker processes (default: one per GPU, or 1)")
         p.set_defaults(func=func)
 
 

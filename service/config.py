@@ -27,6 +27,17 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1_000_000
     max_upload_bytes: int = 256_000_000
     page_size_max: int = 500
+    # Workers
+    lease_seconds: float = 30.0  # a claim expires this long after its last heartbeat
+    heartbeat_seconds: float = 5.0
+    max_attempts: int = 3  # lost worker / child crash / timeout retries per slot
+    trials_per_child: int = 20  # a child process is replaced after this many jobs
+    trial_timeout_seconds: float = 24 * 3600.0
+    grace_seconds: float = 60.0  # after the first SIGTERM, how long a running job may finish
+    poll_seconds: float = 1.0  # idle wait between claim attempts
+    # Fault injection for the crash-recovery tests: trial slots whose child process kills
+    # itself with SIGSEGV. Empty in production.
+    fault_crash_slots: str = ""
 
     def optuna_url(self) -> str:
         """Optuna's storage: given, or derived so Optuna's tables never mix with ours:

@@ -45,23 +45,33 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def make_engine(url: str) -> Engine:
-    """SQLite: WAL, a busy timeout and foreign keys on (its folder is created).
-    PostgreSQL: pre-ping, so a dropped connection is replaced instead of failing a request."""
+def make_engine(url: str, *, immediate: bool = False, pool_size: int = 5) -> Engine:
+    """SQLite: WAL, a busy timeout and foreign keys on (its folder is created); with
+    `immediate`, every transaction starts with BEGIN IMMEDIATE, so a read-then-write (a job
+    claim) holds the write lock from its first statement. PostgreSQL: pre-ping, so a dropped
+    connection is replaced instead of failing the next statement."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, pool_size=pool_size)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        if immediate:
+            dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+
+    if immediate:
+
+        @event.listens_for(engine, "begin")
+        def _begin(connection: Any) -> None:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 

@@ -24,7 +24,8 @@ class Job(Base):
     range_test_id: Mapped[str | None] = mapped_column(
         ForeignKey("range_tests.id", ondelete="CASCADE"))
     state: Mapped[str] = mapped_column(String(16), default="queued")
-    attempt: Mapped[int] = mapped_column(Integer, default=0)  # the fencing token
+    attempt: Mapped[int] = mapped_column(Integer, default=0)  # the fencing token: +1 per claim
+    failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # retryable fails
     lease_owner: Mapped[str | None] = mapped_column(String(200))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cancel_requested: Mapped[bool] = mapped_column(default=False)

@@ -12,7 +12,7 @@ from service.db import Base, JSONType, UTCDateTime, utcnow
 
 STUDY_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED = ("succeeded", "failed", "cancelled")
-TRIAL_STATES = ("running", "complete", "pruned", "failed", "cancelled")
+TRIAL_STATES = ("queued", "running", "complete", "pruned", "failed", "cancelled")
 
 
 class Study(Base):

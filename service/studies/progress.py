@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from service.db import utcnow
@@ -33,9 +33,9 @@ def start_trial(session: Session, study: Study, *, slot: int, number: int, famil
     if trial is None:
         trial = Trial(study_id=study.id, slot=slot)
         session.add(trial)
-        study.n_queued -= 1
-    else:  # a retry of a slot whose earlier attempt was lost
-        session.query(CurvePoint).filter(CurvePoint.trial_id == trial.id).delete()
+    else:  # a retry of a slot whose earlier attempt was lost: its curve starts again
+        session.execute(delete(CurvePoint).where(CurvePoint.trial_id == trial.id))
+    study.n_queued -= 1
     trial.number, trial.family, trial.params = number, family, params
     trial.steps_per_epoch, trial.worker, trial.attempt = steps_per_epoch, worker, attempt
     trial.state, trial.value, trial.failure_reason = "running", None, None
@@ -78,9 +78,37 @@ def finish_trial(session: Session, study: Study, trial: Trial, state: str,
     if state == "complete" and clean is not None and _better(study, clean):
         study.best_value, study.best_trial_number = clean, trial.number
         study.best_family, study.best_params = trial.family, trial.params
-    if study.n_queued == 0 and study.n_running == 0 and study.status == "running":
+    _maybe_finished(study)
+    session.flush()
+
+
+def requeue_trial(session: Session, study: Study, trial: Trial, reason: str | None) -> None:
+    """A started trial's attempt was lost or released: the slot is queued again."""
+    trial.state, trial.failure_reason = "queued", reason
+    study.n_running -= 1
+    study.n_queued += 1
+    session.flush()
+
+
+def fail_unstarted_slot(session: Session, study: Study, slot: int, reason: str,
+                        state: str) -> None:
+    """A slot that never got a running trial ends (failed, or cancelled)."""
+    trial = session.scalar(select(Trial).where(Trial.study_id == study.id, Trial.slot == slot))
+    if trial is None:
+        trial = Trial(study_id=study.id, slot=slot, attempt=0)
+        session.add(trial)
+    final = "cancelled" if state == "cancelled" else "failed"
+    trial.state, trial.failure_reason, trial.finished_at = final, reason, utcnow()
+    study.n_queued -= 1
+    setattr(study, FINAL_STATES[final], getattr(study, FINAL_STATES[final]) + 1)
+    _maybe_finished(study)
+    session.flush()
+
+
+def _maybe_finished(study: Study) -> None:
+    """Every slot finished: succeeded if any trial completed, else failed."""
+    if study.n_queued == 0 and study.n_running == 0 and study.status in ("queued", "running"):
         study.status = "succeeded" if study.n_complete > 0 else "failed"
         study.finished_at = utcnow()
         if study.status == "failed":
             study.error = "No trial completed."
-    session.flush()

@@ -1,0 +1,170 @@
+"""Job claims with leases and fencing, and the reaper that recovers lost claims.
+
+A claim moves one queued job to running, raises its `attempt` (the fencing token) and sets a
+lease. Every later write for that job goes through `fenced()`, which locks the job row and
+checks that the lease is still this worker's at this attempt: a worker whose lease expired
+(and whose job the reaper gave to someone else) can no longer record anything.
+
+PostgreSQL claims with `SELECT ... FOR UPDATE SKIP LOCKED`; SQLite with an immediate
+transaction (the worker's engine begins every transaction with BEGIN IMMEDIATE).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from service.db import utcnow
+from service.jobs.models import Job
+from service.range_tests.models import RangeTest
+from service.studies import progress
+from service.studies.models import Study, Trial
+
+log = logging.getLogger("lrsearch.jobs")
+
+
+class LeaseLost(Exception):
+    """This worker no longer holds the job (expired lease, reaped, or cancelled study)."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    job_id: int
+    kind: str
+    attempt: int
+    owner: str
+    study_id: str | None
+    slot: int | None
+    range_test_id: str | None
+
+
+def claim(session: Session, owner: str, lease_seconds: float) -> Claim | None:
+    """Take the oldest queued job, or None. The caller commits."""
+    query = (select(Job).where(Job.state == "queued").order_by(Job.created_at, Job.id)
+             .limit(1))
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    job = session.scalar(query)
+    if job is None:
+        return None
+    job.state, job.attempt, job.lease_owner = "running", job.attempt + 1, owner
+    job.lease_expires_at = utcnow() + timedelta(seconds=lease_seconds)
+    session.flush()
+    return Claim(job.id, job.kind, job.attempt, owner, job.study_id, job.slot,
+                 job.range_test_id)
+
+
+def fenced(session: Session, c: Claim, lease_seconds: float | None = None) -> Job:
+    """Lock the job row and check the claim still holds; extend the lease when asked."""
+    query = select(Job).where(Job.id == c.job_id)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    job = session.scalar(query)
+    if job is None or job.state != "running" or job.attempt != c.attempt \
+            or job.lease_owner != c.owner or (job.lease_expires_at or utcnow()) < utcnow():
+        raise LeaseLost(f"job {c.job_id} attempt {c.attempt} is no longer held by {c.owner}")
+    if lease_seconds is not None:
+        job.lease_expires_at = utcnow() + timedelta(seconds=lease_seconds)
+    return job
+
+
+def heartbeat(session: Session, c: Claim, lease_seconds: float) -> bool:
+    """Extend the lease; False when it is no longer ours."""
+    result = session.execute(
+        update(Job).where(Job.id == c.job_id, Job.attempt == c.attempt,
+                          Job.lease_owner == c.owner, Job.state == "running",
+                          Job.lease_expires_at >= utcnow())
+        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+        .returning(Job.id))
+    return result.first() is not None
+
+
+def release(session: Session, c: Claim) -> None:
+    """Give the job back to the queue without counting a failure (graceful shutdown)."""
+    job = fenced(session, c)
+    _unstart(session, job)
+    job.state, job.lease_owner, job.lease_expires_at = "queued", None, None
+    session.flush()
+
+
+def finish(session: Session, c: Claim, state: str, error: str | None = None) -> None:
+    """Mark the job done, failed or cancelled (fenced)."""
+    job = fenced(session, c)
+    job.state, job.last_error, job.lease_expires_at = state, error, None
+    session.flush()
+
+
+def retry_or_fail(session: Session, job: Job, reason: str, max_attempts: int) -> bool:
+    """A retryable failure (lost worker, child crash, timeout): back to the queue, or failed
+    after max_attempts. Returns True when the job was requeued."""
+    job.failures += 1
+    job.last_error = reason
+    job.lease_owner, job.lease_expires_at = None, None
+    if job.failures < max_attempts and not job.cancel_requested:
+        _unstart(session, job, reason)
+        job.state = "queued"
+        session.flush()
+        return True
+    job.state = "cancelled" if job.cancel_requested else "failed"
+    _fail_started(session, job, f"{reason} (attempt {job.failures} of {max_attempts})",
+                  job.state)
+    session.flush()
+    return False
+
+
+def _slot_trial(session: Session, job: Job) -> tuple[Study, Trial | None]:
+    study = session.get(Study, job.study_id)
+    assert study is not None
+    trial = session.scalar(select(Trial).where(Trial.study_id == job.study_id,
+                                               Trial.slot == job.slot))
+    return study, trial
+
+
+def _unstart(session: Session, job: Job, reason: str | None = None) -> None:
+    """A slot goes back to the queue: if its trial had started, count it as queued again."""
+    if job.kind != "trial":
+        if job.range_test_id is not None:
+            test = session.get(RangeTest, job.range_test_id)
+            if test is not None and test.status == "running":
+                test.status = "queued"
+        return
+    study, trial = _slot_trial(session, job)
+    if trial is not None and trial.state == "running":
+        progress.requeue_trial(session, study, trial, reason)
+
+
+def _fail_started(session: Session, job: Job, reason: str, state: str) -> None:
+    if job.kind != "trial":
+        test = session.get(RangeTest, job.range_test_id) if job.range_test_id else None
+        if test is not None:
+            test.status, test.error, test.finished_at = "failed", reason, utcnow()
+        return
+    study, trial = _slot_trial(session, job)
+    if trial is not None and trial.state == "running":
+        progress.finish_trial(session, study, trial, "failed" if state == "failed"
+                              else "cancelled", None, reason)
+    elif trial is None or trial.state == "queued":
+        progress.fail_unstarted_slot(session, study, job.slot or 0, reason, state)
+
+
+def reap(session: Session, max_attempts: int) -> list[tuple[str, int]]:
+    """Return expired leases to the queue (or fail them after max_attempts). Returns the
+    (optuna study name, trial number) of every lost attempt, to be marked FAIL in Optuna."""
+    query = select(Job).where(Job.state == "running", Job.lease_expires_at < utcnow())
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    lost: list[tuple[str, int]] = []
+    for job in session.scalars(query).all():
+        if job.kind == "trial":
+            study, trial = _slot_trial(session, job)
+            if trial is not None and trial.state == "running" and trial.number is not None:
+                lost.append((study.optuna_study_name, trial.number))
+        log.warning("job %s attempt %s lost its lease (owner %s)", job.id, job.attempt,
+                    job.lease_owner)
+        retry_or_fail(session, job, f"lost worker: lease of {job.lease_owner} expired",
+                      max_attempts)
+    return lost

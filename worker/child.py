@@ -1,0 +1,104 @@
+"""The spawned child process: the only place a worker initialises TensorFlow.
+
+It receives tasks over a pipe, trains, and answers with messages; the parent owns the
+database, the lease and Optuna. Protocol (child -> parent):
+  ("started", {"steps_per_epoch": n})      once the data is loaded
+  ("epoch", record)                        then waits for "go", "prune" or "cancel"
+  ("done", payload) | ("pruned", {...}) | ("cancelled", {...})
+  ("failed", {"kind": diverged|oom|invalid|error, "message": ..., "traceback": ...})
+A crash (segfault, OOM kill) shows in the parent as a dead process without an answer.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+
+class _Stop(Exception):
+    def __init__(self, kind: str, epoch: int) -> None:
+        self.kind, self.epoch = kind, epoch
+
+
+def _prepare_tensorflow(gpu: int | None) -> None:
+    """Pin the GPU and enable memory growth before TensorFlow starts."""
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _train(conn: Connection, task: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    from lrsearch.training import EpochRecord, TrainConfig, train
+
+    if task.get("crash"):
+        os.kill(os.getpid(), signal.SIGSEGV)  # fault injection for the recovery tests
+
+    def on_epoch(record: EpochRecord) -> None:
+        conn.send(("epoch", record.as_dict()))
+        reply = conn.recv()
+        if reply in ("prune", "cancel"):
+            raise _Stop(reply, record.epoch)
+
+    config = TrainConfig(**task["config"])
+    try:
+        result = train(config, on_epoch_end=on_epoch,
+                       on_start=lambda spe: conn.send(("started", {"steps_per_epoch": spe})))
+    except _Stop as stop:
+        return ("pruned" if stop.kind == "prune" else "cancelled"), {"epoch": stop.epoch}
+    return "done", {"epochs": [r.as_dict() for r in result.epochs],
+                    "steps_per_epoch": result.steps_per_epoch}
+
+
+def _range_test(task: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    from lrsearch.range_test import SweepSettings
+    from lrsearch.range_test.runner import RangeTestConfig, run
+
+    r = task["request"]
+    settings = SweepSettings(r["min_lr"], r["max_lr"], r["num_iter"], r["mode"],
+                             r["diverge_threshold"])
+    config = RangeTestConfig(
+        dataset=r["dataset"], model=r["model"]["name"], model_params=r["model"]["params"],
+        optimizer=r["optimizer"]["name"], optimizer_params=r["optimizer"]["params"],
+        batch_size=r["batch_size"], settings=settings, repeats=r["repeats"], seed=r["seed"],
+        validation=r["validation"], data_dir=task.get("data_dir"))
+    return "done", run(config)
+
+
+def _failure(exc: BaseException) -> tuple[str, dict[str, Any]]:
+    from lrsearch.errors import LRSearchError, TrainingDiverged
+
+    kind = "error"
+    if isinstance(exc, TrainingDiverged):
+        kind = "diverged"
+    elif type(exc).__name__ == "ResourceExhaustedError" or isinstance(exc, MemoryError):
+        kind = "oom"
+    elif isinstance(exc, LRSearchError):
+        kind = "invalid"
+    summary = "".join(traceback.format_exception(exc, limit=-6))[-4000:]
+    return "failed", {"kind": kind, "message": f"{type(exc).__name__}: {exc}",
+                      "traceback": summary}
+
+
+def main(conn: Connection, gpu: int | None) -> None:
+    """Serve tasks until the parent sends None or closes the pipe."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when a child stops
+    _prepare_tensorflow(gpu)
+    while True:
+        try:
+            task = conn.recv()
+        except EOFError:
+            return
+        if task is None:
+            return
+        try:
+            reply = _train(conn, task) if task["kind"] == "trial" else _range_test(task)
+        except Exception as exc:  # every failure goes back with its reason
+            reply = _failure(exc)
+        conn.send(reply)
+        import keras
+
+        keras.backend.clear_session(free_memory=True)

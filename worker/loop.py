@@ -1,0 +1,172 @@
+"""The worker: claim -> run in the child -> record, until told to stop.
+
+Signals: the first SIGTERM or SIGINT lets the running job finish within `grace_seconds`, then
+stops the child and releases the lease (the job goes back to the queue, no failure counted);
+a second signal stops at once, releasing the lease the same way. Every worker also reaps
+expired leases of any study.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from service.config import Settings
+from service.db import make_engine
+from service.jobs import ops as jobs
+from service.jobs.ops import Claim, LeaseLost
+from worker import search
+from worker.executor import ChildDied, Executor
+from worker.lease import Heartbeat
+
+log = logging.getLogger("lrsearch.worker")
+T = TypeVar("T")
+DB_RETRY_SECONDS = 60.0
+
+
+class Released(Exception):
+    """The worker is shutting down: the job goes back to the queue."""
+
+
+class Retryable(Exception):
+    """Lost child, crash or timeout: the job is retried up to max_attempts."""
+
+
+class Worker:
+    def __init__(self, settings: Settings, *, gpu: int | None = None, name: str | None = None
+                 ) -> None:
+        self.settings = settings
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.engine = make_engine(settings.database_url, immediate=True)
+        self.heartbeat_engine = make_engine(settings.database_url, pool_size=1)
+        self.optuna_url = settings.optuna_url()
+        self.executor = Executor(gpu, settings.trials_per_child)
+        self.stop_requested = threading.Event()
+        self.hard_stop = threading.Event()
+        self.grace_deadline = float("inf")
+        self.crash_slots = {int(s) for s in settings.fault_crash_slots.split(",") if s.strip()}
+        self._last_reap = 0.0
+
+    # -- signals -------------------------------------------------------------------------
+    def install_signals(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if self.stop_requested.is_set():
+            log.warning("second signal: stopping now")
+            self.hard_stop.set()
+            return
+        log.warning("signal %s: finishing the running job (up to %ss), then stopping",
+                    signum, self.settings.grace_seconds)
+        self.grace_deadline = time.monotonic() + self.settings.grace_seconds
+        self.stop_requested.set()
+
+    # -- database ------------------------------------------------------------------------
+    def db(self, fn: Callable[[Session], T]) -> T:
+        """Run fn in one transaction; retry it while the database is unreachable (a dropped
+        or terminated connection), so a restart or a killed backend does not lose the job."""
+        deadline = time.monotonic() + DB_RETRY_SECONDS
+        while True:
+            try:
+                with Session(self.engine) as session, session.begin():
+                    return fn(session)
+            except DBAPIError as e:
+                if not (e.connection_invalidated or _is_disconnect(e)) \
+                        or time.monotonic() > deadline:
+                    raise
+                log.warning("database unreachable (%s); retrying", type(e.orig).__name__)
+                time.sleep(0.5)
+
+    # -- main loop -----------------------------------------------------------------------
+    def run(self, max_jobs: int | None = None) -> None:
+        log.info("worker %s started", self.name)
+        done = 0
+        try:
+            while not self.stop_requested.is_set() and (max_jobs is None or done < max_jobs):
+                self.maybe_reap()
+                claim = self.db(lambda s: jobs.claim(s, self.name, self.settings.lease_seconds))
+                if claim is None:
+                    self.stop_requested.wait(self.settings.poll_seconds)
+                    continue
+                self.execute(claim)
+                done += 1
+        finally:
+            self.executor.stop()
+            self.engine.dispose()
+            self.heartbeat_engine.dispose()
+            log.info("worker %s stopped", self.name)
+
+    def maybe_reap(self) -> None:
+        if time.monotonic() - self._last_reap < self.settings.lease_seconds / 2:
+            return
+        self._last_reap = time.monotonic()
+        reap(self.settings, self.db, self.optuna_url)
+
+    def execute(self, claim: Claim) -> None:
+        from worker.tasks import range_test, trial
+
+        task = trial.run if claim.kind == "trial" else range_test.run
+        with Heartbeat(self.heartbeat_engine, claim, self.settings.lease_seconds,
+                       self.settings.heartbeat_seconds) as beat:
+            try:
+                task(self, claim, beat)
+            except LeaseLost as e:
+                log.warning("%s; another worker takes it over", e)
+
+    def supervise(self, claim: Claim, beat: Heartbeat, task: dict[str, Any],
+                  on_message: Callable[[str, dict[str, Any]], str | None]
+                  ) -> tuple[str, dict[str, Any]]:
+        """Run a task in the child; `on_message` handles "started" and "epoch" messages
+        (returning the reply to an epoch). Returns the final message."""
+        deadline = time.monotonic() + self.settings.trial_timeout_seconds
+        self.executor.submit(task)
+        while True:
+            if beat.lost.is_set():
+                self.executor.kill()
+                raise LeaseLost(f"job {claim.job_id} attempt {claim.attempt}: lease lost")
+            if self.hard_stop.is_set() or time.monotonic() > self.grace_deadline:
+                self.executor.kill()
+                raise Released("the worker is stopping")
+            if time.monotonic() > deadline:
+                self.executor.kill()
+                raise Retryable(f"timeout after {self.settings.trial_timeout_seconds:.0f} s")
+            try:
+                message = self.executor.receive(0.25)
+            except ChildDied as e:
+                raise Retryable(str(e)) from None
+            if message is None:
+                continue
+            kind, payload = message
+            if kind not in ("started", "epoch"):
+                return kind, payload
+            reply = on_message(kind, payload)
+            if reply is not None:
+                self.executor.reply(reply)
+
+
+def _is_disconnect(e: DBAPIError) -> bool:
+    text = str(e.orig).lower()
+    return any(w in text for w in ("terminat", "closed", "connection", "server", "locked"))
+
+
+def reap(settings: Settings, db: Callable[[Callable[[Session], Any]], Any], optuna_url: str
+         ) -> int:
+    """Recover expired leases of every study; mark the lost attempts FAIL in Optuna."""
+    lost = db(lambda s: jobs.reap(s, settings.max_attempts))
+    for study_name, number in lost:
+        try:
+            search.fail(optuna_url, study_name, number, "lost worker: lease expired")
+        except Exception as e:  # Optuna's record is repaired at the next pass
+            log.warning("could not mark trial %s of %s FAIL: %s", number, study_name, e)
+    return len(lost)

@@ -1,0 +1,89 @@
+"""Optuna samplers, pruners and trials for a study spec (as the API stored it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from lrsearch.schedules.search import Choice, Range, space
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+LOST_REASON = "lrsearch_failure"
+
+
+def grid_space(spec: dict[str, Any]) -> dict[str, list[Any]]:
+    """Grid values per searched parameter of a single-family study."""
+    family = spec["families"][0]
+    points = spec["sampler"].get("grid_points", 5)
+    grid: dict[str, list[Any]] = {}
+    for name, d in space(family, spec["search_space"].get(family), epochs=spec["epochs"]).items():
+        if isinstance(d, Choice):
+            grid[name] = list(d.choices)
+        elif isinstance(d, Range):
+            make = np.geomspace if d.log else np.linspace
+            values = make(d.low, d.high, points)
+            grid[name] = sorted({round(v) for v in values}) if d.integer else [
+                float(v) for v in values]
+    return grid
+
+
+def sampler(spec: dict[str, Any], slot: int) -> optuna.samplers.BaseSampler:
+    """The study's sampler. Each slot gets its own seed (seed + slot), so parallel workers do
+    not draw the same random start-up points, and a retried slot draws what it drew before."""
+    s = spec["sampler"]
+    base = s.get("seed") if s.get("seed") is not None else spec["seed"]
+    seed = base + slot
+    name = s["name"]
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "grid":
+        return optuna.samplers.GridSampler(grid_space(spec), seed=base)
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if name == "qmc":
+        return optuna.samplers.QMCSampler(seed=base, warn_independent_sampling=False)
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                      constant_liar=True, warn_independent_sampling=False)
+
+
+def pruner(spec: dict[str, Any]) -> optuna.pruners.BasePruner:
+    name = spec["pruner"]["name"]
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=spec["epochs"])
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+
+
+def load(spec: dict[str, Any], name: str, storage: str, slot: int) -> optuna.Study:
+    return optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
+                               direction=spec["direction"], sampler=sampler(spec, slot),
+                               pruner=pruner(spec))
+
+
+def retry_trial(study: optuna.Study, number: int) -> optuna.Trial:
+    """A new running trial with the same parameters as trial `number` (a lost attempt)."""
+    storage = study._storage
+    study_id = storage.get_study_id_from_name(study.study_name)
+    old = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, number))
+    template = optuna.trial.create_trial(state=TrialState.RUNNING, params=old.params,
+                                         distributions=old.distributions,
+                                         user_attrs={"lrsearch_retry_of": number})
+    trial_id = storage.create_new_trial(study_id, template_trial=template)
+    return optuna.Trial(study, trial_id)
+
+
+def fail(storage: str, study_name: str, number: int, reason: str) -> None:
+    """Mark a trial FAIL with its reason, if it is still running (idempotent)."""
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    rdb = study._storage
+    trial_id = rdb.get_trial_id_from_study_id_trial_number(
+        rdb.get_study_id_from_name(study_name), number)
+    if rdb.get_trial(trial_id).state == TrialState.RUNNING:
+        rdb.set_trial_user_attr(trial_id, LOST_REASON, reason)
+        rdb.set_trial_state_values(trial_id, TrialState.FAIL)

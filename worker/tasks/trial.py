@@ -1,0 +1,208 @@
+"""One trial slot: Optuna ask (or the same parameters again on a retry), train in the child
+with per-epoch reports for pruning, then record and tell, all behind the lease's fence."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.trial import TrialState
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from lrsearch.errors import LRSearchError
+from lrsearch.schedules.search import suggest, suggest_any
+from service.jobs import ops as jobs
+from service.jobs.ops import Claim
+from service.studies import progress
+from service.studies.models import Study, Trial
+from worker import search
+
+if TYPE_CHECKING:
+    from worker.lease import Heartbeat
+    from worker.loop import Worker
+
+log = logging.getLogger("lrsearch.worker.trial")
+METRIC_KEYS = {"val_accuracy": "val_metric", "accuracy": "metric", "val_loss": "val_loss",
+               "loss": "loss"}
+
+
+@dataclass
+class Plan:
+    spec: dict[str, Any]
+    optuna_name: str
+    retry_number: int | None
+    family: str | None
+    params: dict[str, Any] | None
+
+
+def _plan(s: Session, c: Claim) -> Plan | None:
+    job = jobs.fenced(s, c)
+    study = s.get(Study, c.study_id)
+    assert study is not None and c.slot is not None
+    if study.status == "cancelled" or job.cancel_requested:
+        progress.fail_unstarted_slot(s, study, c.slot, "cancelled", "cancelled")
+        jobs.finish(s, c, "cancelled")
+        return None
+    old = s.scalar(select(Trial).where(Trial.study_id == study.id, Trial.slot == c.slot))
+    if old is not None and old.number is not None:
+        return Plan(study.spec, study.optuna_study_name, old.number, old.family, old.params)
+    return Plan(study.spec, study.optuna_study_name, None, None, None)
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, state: TrialState,
+          value: float | None = None, reason: str | None = None) -> None:
+    """Tell Optuna once (a retried database transaction may call this again)."""
+    if study._storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
+        return
+    if reason is not None:
+        trial.set_user_attr(search.LOST_REASON, reason[:500])
+    if state == TrialState.COMPLETE:
+        study.tell(trial, value)
+    else:
+        study.tell(trial, state=state)
+
+
+def _config(spec: dict[str, Any], family: str, params: dict[str, Any], data_dir: str
+            ) -> dict[str, Any]:
+    return {"dataset": spec["dataset"], "schedule": family, "schedule_params": params,
+            "model": spec["model"]["name"], "model_params": spec["model"]["params"],
+            "optimizer": spec["optimizer"]["name"],
+            "optimizer_params": spec["optimizer"]["params"], "epochs": spec["epochs"],
+            "batch_size": spec["batch_size"], "seed": spec["seed"], "data_dir": data_dir}
+
+
+def _sample(plan: Plan, ot: optuna.Trial) -> tuple[str, dict[str, Any]]:
+    spec = plan.spec
+    if len(spec["families"]) == 1:
+        family = spec["families"][0]
+        return family, suggest(ot, family, spec["search_space"].get(family),
+                               epochs=spec["epochs"])
+    return suggest_any(ot, spec["families"], spec["search_space"], epochs=spec["epochs"])
+
+
+def run(w: Worker, c: Claim, beat: Heartbeat) -> None:
+    plan = w.db(lambda s: _plan(s, c))
+    if plan is None:
+        return
+    assert c.slot is not None
+    study = search.load(plan.spec, plan.optuna_name, w.optuna_url, c.slot)
+    if plan.retry_number is not None and plan.family and plan.params is not None:
+        ot = search.retry_trial(study, plan.retry_number)
+        family, params = plan.family, plan.params
+    else:
+        ot = study.ask()
+        try:
+            family, params = _sample(plan, ot)
+        except LRSearchError as e:
+            reason = str(e)
+            _tell(study, ot, TrialState.FAIL, reason=reason)
+            w.db(lambda s: _record_unrunnable(s, c, ot.number, reason))
+            return
+    w.db(lambda s: _start(s, c, w, ot.number, family, params))
+    metric = METRIC_KEYS[plan.spec["metric"]]
+    task = {"kind": "trial", "crash": c.slot in w.crash_slots,
+            "config": _config(plan.spec, family, params, str(w.settings.data_dir))}
+
+    def on_message(kind: str, payload: dict[str, Any]) -> str | None:
+        if kind == "started":
+            w.db(lambda s: _set_spe(s, c, payload["steps_per_epoch"]))
+            return None
+        cancel = w.db(lambda s: _epoch(s, c, w, payload))
+        value = payload.get(metric)
+        if value is not None and math.isfinite(value):
+            ot.report(value, payload["epoch"])
+            if ot.should_prune():
+                return "prune"
+        return "cancel" if cancel else "go"
+
+    try:
+        kind, payload = w.supervise(c, beat, task, on_message)
+    except Exception as e:
+        from worker.loop import Released, Retryable
+
+        if isinstance(e, Released):
+            w.db(lambda s: jobs.release(s, c))
+            _tell(study, ot, TrialState.FAIL, reason="released: the worker shut down")
+            return
+        if isinstance(e, Retryable):
+            reason = str(e)
+            w.db(lambda s: jobs.retry_or_fail(s, jobs.fenced(s, c), reason,
+                                              w.settings.max_attempts))
+            _tell(study, ot, TrialState.FAIL, reason=reason)
+            return
+        raise
+    w.db(lambda s: _finish(s, c, study, ot, metric, kind, payload))
+
+
+def _trial(s: Session, c: Claim) -> tuple[Study, Trial]:
+    study = s.get(Study, c.study_id)
+    trial = s.scalar(select(Trial).where(Trial.study_id == c.study_id, Trial.slot == c.slot))
+    assert study is not None and trial is not None
+    return study, trial
+
+
+def _start(s: Session, c: Claim, w: Worker, number: int, family: str, params: dict[str, Any]
+           ) -> None:
+    jobs.fenced(s, c, w.settings.lease_seconds)
+    study = s.get(Study, c.study_id)
+    assert study is not None and c.slot is not None
+    progress.start_trial(s, study, slot=c.slot, number=number, family=family, params=params,
+                         steps_per_epoch=0, worker=w.name, attempt=c.attempt)
+
+
+def _record_unrunnable(s: Session, c: Claim, number: int, reason: str) -> None:
+    jobs.fenced(s, c)
+    study = s.get(Study, c.study_id)
+    assert study is not None and c.slot is not None
+    progress.fail_unstarted_slot(s, study, c.slot, f"invalid sample: {reason}", "failed")
+    jobs.finish(s, c, "failed", reason)
+
+
+def _set_spe(s: Session, c: Claim, spe: int) -> None:
+    jobs.fenced(s, c)
+    _, trial = _trial(s, c)
+    trial.steps_per_epoch = spe
+
+
+def _epoch(s: Session, c: Claim, w: Worker, record: dict[str, Any]) -> bool:
+    job = jobs.fenced(s, c, w.settings.lease_seconds)
+    _, trial = _trial(s, c)
+    progress.add_epoch(s, trial, record)
+    return job.cancel_requested
+
+
+def _finish(s: Session, c: Claim, study: optuna.Study, ot: optuna.Trial, metric: str,
+            kind: str, payload: dict[str, Any]) -> None:
+    """Record the outcome and tell Optuna inside the same fenced transaction."""
+    jobs.fenced(s, c)
+    row_study, trial = _trial(s, c)
+    if kind == "done":
+        value = payload["epochs"][-1].get(metric) if payload["epochs"] else None
+        if value is None or not math.isfinite(value):
+            kind, payload = "failed", {"kind": "diverged", "message": f"final {metric} is "
+                                       f"{value}", "traceback": ""}
+        else:
+            progress.finish_trial(s, row_study, trial, "complete", value)
+            jobs.finish(s, c, "done")
+            _tell(study, ot, TrialState.COMPLETE, value)
+            return
+    if kind == "pruned":
+        progress.finish_trial(s, row_study, trial, "pruned",
+                              reason=f"pruned after epoch {payload['epoch']}")
+        jobs.finish(s, c, "done")
+        _tell(study, ot, TrialState.PRUNED)
+    elif kind == "cancelled":
+        progress.finish_trial(s, row_study, trial, "cancelled",
+                              reason=f"cancelled after epoch {payload['epoch']}")
+        jobs.finish(s, c, "cancelled")
+        _tell(study, ot, TrialState.FAIL, reason="cancelled")
+    else:
+        reason = f"{payload['kind']}: {payload['message']}"
+        detail = f"{reason}\n{payload.get('traceback', '')}".strip()
+        progress.finish_trial(s, row_study, trial, "failed", reason=detail)
+        jobs.finish(s, c, "failed", reason)
+        _tell(study, ot, TrialState.FAIL, reason=reason)
