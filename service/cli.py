@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
 import signal
@@ -59,6 +60,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
     from worker.loop import Worker
 
     _logging()
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1`: dump stacks
     w = Worker(Settings(), gpu=args.gpu)
     w.install_signals()
     w.run(max_jobs=args.max_jobs)
@@ -83,9 +85,11 @@ def _reaper(stop: threading.Event) -> None:
     from service.config import Settings
     from service.db import make_engine
     from worker.loop import reap
+    from worker.search import storage
 
     settings = Settings()
     engine = make_engine(settings.database_url, immediate=True)
+    optuna = storage(settings.optuna_url())
 
     def db(fn: Any) -> Any:
         with Session(engine) as session, session.begin():
@@ -93,7 +97,7 @@ def _reaper(stop: threading.Event) -> None:
 
     while not stop.wait(settings.lease_seconds / 2):
         try:
-            reap(settings, db, settings.optuna_url())
+            reap(settings, db, optuna)
         except Exception as e:  # the next pass tries again
             logging.getLogger("lrsearch.serve").warning("reaper: %s", e)
     engine.dispose()

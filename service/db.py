@@ -45,14 +45,20 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def make_engine(url: str, *, immediate: bool = False, pool_size: int = 5) -> Engine:
+def make_engine(url: str, *, immediate: bool = False, pool_size: int = 5,
+                idle_timeout: float | None = None) -> Engine:
     """SQLite: WAL, a busy timeout and foreign keys on (its folder is created); with
     `immediate`, every transaction starts with BEGIN IMMEDIATE, so a read-then-write (a job
     claim) holds the write lock from its first statement. PostgreSQL: pre-ping, so a dropped
-    connection is replaced instead of failing the next statement."""
+    connection is replaced instead of failing the next statement; with `idle_timeout`, the
+    server ends a transaction left idle that long (a stalled process releases its locks)."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True, pool_size=pool_size)
+        args = {}
+        if idle_timeout is not None:
+            ms = int(idle_timeout * 1000)
+            args["options"] = f"-c idle_in_transaction_session_timeout={ms}"
+        return create_engine(url, pool_pre_ping=True, pool_size=pool_size, connect_args=args)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})

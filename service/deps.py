@@ -29,5 +29,7 @@ def get_tenant() -> str:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": commit when the handler returns, before the response is sent, so a client
+# that gets 201 can read what it created at once.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 TenantDep = Annotated[str, Depends(get_tenant)]

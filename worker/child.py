@@ -96,9 +96,14 @@ def main(conn: Connection, gpu: int | None) -> None:
             return
         try:
             reply = _train(conn, task) if task["kind"] == "trial" else _range_test(task)
+        except (EOFError, BrokenPipeError):
+            return  # the worker is gone: nobody to report to
         except Exception as exc:  # every failure goes back with its reason
             reply = _failure(exc)
-        conn.send(reply)
+        try:
+            conn.send(reply)
+        except (EOFError, BrokenPipeError, OSError):
+            return
         import keras
 
         keras.backend.clear_session(free_memory=True)

@@ -47,9 +47,13 @@ class Worker:
                  ) -> None:
         self.settings = settings
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-        self.engine = make_engine(settings.database_url, immediate=True)
-        self.heartbeat_engine = make_engine(settings.database_url, pool_size=1)
-        self.optuna_url = settings.optuna_url()
+        # A stalled worker (SIGSTOP, a frozen VM) must not hold row locks for ever: PostgreSQL
+        # ends its open transaction once it idles longer than a lease.
+        idle = settings.lease_seconds
+        self.engine = make_engine(settings.database_url, immediate=True, idle_timeout=idle)
+        self.heartbeat_engine = make_engine(settings.database_url, pool_size=1,
+                                            idle_timeout=idle)
+        self.optuna = search.storage(settings.optuna_url())
         self.executor = Executor(gpu, settings.trials_per_child)
         self.stop_requested = threading.Event()
         self.hard_stop = threading.Event()
@@ -111,7 +115,7 @@ class Worker:
         if time.monotonic() - self._last_reap < self.settings.lease_seconds / 2:
             return
         self._last_reap = time.monotonic()
-        reap(self.settings, self.db, self.optuna_url)
+        reap(self.settings, self.db, self.optuna)
 
     def execute(self, claim: Claim) -> None:
         from worker.tasks import range_test, trial
@@ -123,6 +127,15 @@ class Worker:
                 task(self, claim, beat)
             except LeaseLost as e:
                 log.warning("%s; another worker takes it over", e)
+            except Exception as e:  # a bug or an outage: the job is retried, the worker lives
+                log.exception("job %s failed in the worker", claim.job_id)
+                self.executor.kill()
+                reason = f"worker error: {type(e).__name__}: {e}"[:1000]
+                try:
+                    self.db(lambda s: jobs.retry_or_fail(s, jobs.fenced(s, claim), reason,
+                                                         self.settings.max_attempts))
+                except Exception:
+                    log.exception("could not record the failure; the reaper will")
 
     def supervise(self, claim: Claim, beat: Heartbeat, task: dict[str, Any],
                   on_message: Callable[[str, dict[str, Any]], str | None]
@@ -160,13 +173,13 @@ def _is_disconnect(e: DBAPIError) -> bool:
     return any(w in text for w in ("terminat", "closed", "connection", "server", "locked"))
 
 
-def reap(settings: Settings, db: Callable[[Callable[[Session], Any]], Any], optuna_url: str
-         ) -> int:
+def reap(settings: Settings, db: Callable[[Callable[[Session], Any]], Any],
+         optuna: Any) -> int:
     """Recover expired leases of every study; mark the lost attempts FAIL in Optuna."""
     lost = db(lambda s: jobs.reap(s, settings.max_attempts))
     for study_name, number in lost:
         try:
-            search.fail(optuna_url, study_name, number, "lost worker: lease expired")
+            search.fail(optuna, study_name, number, "lost worker: lease expired")
         except Exception as e:  # Optuna's record is repaired at the next pass
             log.warning("could not mark trial %s of %s FAIL: %s", number, study_name, e)
     return len(lost)

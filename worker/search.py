@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -45,8 +46,10 @@ def sampler(spec: dict[str, Any], slot: int) -> optuna.samplers.BaseSampler:
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     if name == "qmc":
         return optuna.samplers.QMCSampler(seed=base, warn_independent_sampling=False)
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                      constant_liar=True, warn_independent_sampling=False)
+    with warnings.catch_warnings():  # `group` is marked experimental; it is what we want
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+                                          constant_liar=True)
 
 
 def pruner(spec: dict[str, Any]) -> optuna.pruners.BasePruner:
@@ -60,8 +63,15 @@ def pruner(spec: dict[str, Any]) -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
 
 
-def load(spec: dict[str, Any], name: str, storage: str, slot: int) -> optuna.Study:
-    return optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
+def storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's storage; pre-ping replaces connections the server dropped (a restart, a
+    terminated backend) instead of failing the next call."""
+    return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+
+
+def load(spec: dict[str, Any], name: str, rdb: optuna.storages.RDBStorage, slot: int
+         ) -> optuna.Study:
+    return optuna.create_study(study_name=name, storage=rdb, load_if_exists=True,
                                direction=spec["direction"], sampler=sampler(spec, slot),
                                pruner=pruner(spec))
 
@@ -78,10 +88,8 @@ def retry_trial(study: optuna.Study, number: int) -> optuna.Trial:
     return optuna.Trial(study, trial_id)
 
 
-def fail(storage: str, study_name: str, number: int, reason: str) -> None:
+def fail(rdb: optuna.storages.RDBStorage, study_name: str, number: int, reason: str) -> None:
     """Mark a trial FAIL with its reason, if it is still running (idempotent)."""
-    study = optuna.load_study(study_name=study_name, storage=storage)
-    rdb = study._storage
     trial_id = rdb.get_trial_id_from_study_id_trial_number(
         rdb.get_study_id_from_name(study_name), number)
     if rdb.get_trial(trial_id).state == TrialState.RUNNING:

@@ -117,8 +117,7 @@ def retry_or_fail(session: Session, job: Job, reason: str, max_attempts: int) ->
 
 
 def _slot_trial(session: Session, job: Job) -> tuple[Study, Trial | None]:
-    study = session.get(Study, job.study_id)
-    assert study is not None
+    study = progress.locked(session, job.study_id)
     trial = session.scalar(select(Trial).where(Trial.study_id == job.study_id,
                                                Trial.slot == job.slot))
     return study, trial

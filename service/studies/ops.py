@@ -23,6 +23,7 @@ from service.errors import Conflict, Invalid, NotFound
 from service.jobs.models import Job
 from service.range_tests.models import RangeTest
 from service.schemas import finite_or_none
+from service.studies import progress
 from service.studies.models import FINISHED, CurvePoint, Study, Trial
 from service.studies.schemas import EpochOut, StudyCreate, TrialOut
 
@@ -150,11 +151,15 @@ def cancel(session: Session, study: Study) -> Study:
     """Queued slots are cancelled now; running trials stop at their next epoch boundary."""
     if study.status in FINISHED:
         raise Conflict(f"Study `{study.id}` is already {study.status}.", field="status")
+    # Lock order as the workers': job rows first, then the study row.
     queued = len(session.scalars(update(Job).where(Job.study_id == study.id,
                                                    Job.state == "queued")
                                  .values(state="cancelled").returning(Job.id)).all())
     session.execute(update(Job).where(Job.study_id == study.id, Job.state == "running")
                     .values(cancel_requested=True))
+    study = progress.locked(session, study.id)
+    if study.status in FINISHED:  # it finished while we waited for the lock
+        raise Conflict(f"Study `{study.id}` is already {study.status}.", field="status")
     study.n_queued -= queued
     study.n_cancelled += queued
     study.status = "cancelled"

@@ -2,7 +2,9 @@
 
 These are the writes a worker makes (start a trial, add an epoch, finish it). Each one updates
 the study's counts and best trial, so `GET /v1/studies/{id}` reads one row, however many
-trials there are. The caller owns the transaction.
+trials there are. The caller owns the transaction, and loads the study with `locked()`: the
+counters are read-modify-write, and two workers finishing trials of one study at once would
+otherwise lose an update. Lock order everywhere: the job row first, then the study row.
 """
 
 from __future__ import annotations
@@ -18,6 +20,15 @@ from service.studies.models import CurvePoint, Study, Trial
 
 FINAL_STATES = {"complete": "n_complete", "pruned": "n_pruned", "failed": "n_failed",
                 "cancelled": "n_cancelled"}
+
+
+def locked(session: Session, study_id: str | None) -> Study:
+    """The study row, locked for this transaction (SELECT ... FOR UPDATE on PostgreSQL; SQLite
+    already serialises writers) and read fresh."""
+    study = session.get(Study, study_id, with_for_update=True, populate_existing=True)
+    if study is None:
+        raise LookupError(f"study {study_id} does not exist")
+    return study
 
 
 def _clean(value: float | None) -> float | None:

@@ -41,8 +41,8 @@ class Plan:
 
 def _plan(s: Session, c: Claim) -> Plan | None:
     job = jobs.fenced(s, c)
-    study = s.get(Study, c.study_id)
-    assert study is not None and c.slot is not None
+    study = progress.locked(s, c.study_id)
+    assert c.slot is not None
     if study.status == "cancelled" or job.cancel_requested:
         progress.fail_unstarted_slot(s, study, c.slot, "cancelled", "cancelled")
         jobs.finish(s, c, "cancelled")
@@ -60,10 +60,16 @@ def _tell(study: optuna.Study, trial: optuna.Trial, state: TrialState,
         return
     if reason is not None:
         trial.set_user_attr(search.LOST_REASON, reason[:500])
-    if state == TrialState.COMPLETE:
-        study.tell(trial, value)
-    else:
-        study.tell(trial, state=state)
+    try:
+        if state == TrialState.COMPLETE:
+            study.tell(trial, value)
+        else:
+            study.tell(trial, state=state)
+    except RuntimeError as e:
+        # GridSampler calls study.stop() once the grid is used up, which only works inside
+        # study.optimize(); the trial's state is already stored by then.
+        if "Study.stop" not in str(e):
+            raise
 
 
 def _config(spec: dict[str, Any], family: str, params: dict[str, Any], data_dir: str
@@ -89,7 +95,7 @@ def run(w: Worker, c: Claim, beat: Heartbeat) -> None:
     if plan is None:
         return
     assert c.slot is not None
-    study = search.load(plan.spec, plan.optuna_name, w.optuna_url, c.slot)
+    study = search.load(plan.spec, plan.optuna_name, w.optuna, c.slot)
     if plan.retry_number is not None and plan.family and plan.params is not None:
         ot = search.retry_trial(study, plan.retry_number)
         family, params = plan.family, plan.params
@@ -139,25 +145,25 @@ def run(w: Worker, c: Claim, beat: Heartbeat) -> None:
 
 
 def _trial(s: Session, c: Claim) -> tuple[Study, Trial]:
-    study = s.get(Study, c.study_id)
+    study = progress.locked(s, c.study_id)
     trial = s.scalar(select(Trial).where(Trial.study_id == c.study_id, Trial.slot == c.slot))
-    assert study is not None and trial is not None
+    assert trial is not None
     return study, trial
 
 
 def _start(s: Session, c: Claim, w: Worker, number: int, family: str, params: dict[str, Any]
            ) -> None:
     jobs.fenced(s, c, w.settings.lease_seconds)
-    study = s.get(Study, c.study_id)
-    assert study is not None and c.slot is not None
+    study = progress.locked(s, c.study_id)
+    assert c.slot is not None
     progress.start_trial(s, study, slot=c.slot, number=number, family=family, params=params,
                          steps_per_epoch=0, worker=w.name, attempt=c.attempt)
 
 
 def _record_unrunnable(s: Session, c: Claim, number: int, reason: str) -> None:
     jobs.fenced(s, c)
-    study = s.get(Study, c.study_id)
-    assert study is not None and c.slot is not None
+    study = progress.locked(s, c.study_id)
+    assert c.slot is not None
     progress.fail_unstarted_slot(s, study, c.slot, f"invalid sample: {reason}", "failed")
     jobs.finish(s, c, "failed", reason)
 

@@ -1,5 +1,8 @@
-"""Service fixtures: every API test runs on SQLite and, when LRSEARCH_TEST_POSTGRES_URL is set
-(.ci/run sets it), on a fresh PostgreSQL database created for the test and dropped after."""
+"""Database fixtures shared by the service and worker tests: every test that uses
+`database_url` runs on SQLite and, when LRSEARCH_TEST_POSTGRES_URL is set (.ci/run sets it), on
+a fresh PostgreSQL database created for the test and dropped after. A test that only makes
+sense on one backend overrides the parameter with
+`@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)`."""
 
 from __future__ import annotations
 
