@@ -19,6 +19,13 @@ class LRSearchError(ValueError):
         self.field = field
 
 
+def require_int(name: str, value: object, low: int, error: type[LRSearchError]) -> None:
+    """The one check for whole-number arguments: an int (not a bool) >= low."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise error(f"Argument `{name}` must be an integer >= {low}. Received: "
+                    f"{name}={value!r}", field=name)
+
+
 class ScheduleError(LRSearchError):
     """Bad schedule family, parameter, value or search range."""
 

@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from lrsearch import datasets, models, optimizers
-from lrsearch.errors import TrainingCancelled, TrainingDiverged, TrainingError
+from lrsearch.errors import TrainingCancelled, TrainingDiverged, TrainingError, require_int
 from lrsearch.schedules import validate
 from lrsearch.schedules.keras import keras_callbacks, learning_rate_for, momentum_schedule
 
@@ -49,10 +49,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name, low in (("epochs", 1), ("batch_size", 1), ("seed", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise TrainingError(f"Argument `{name}` must be an integer >= {low}. "
-                                    f"Received: {name}={value!r}", field=name)
+            require_int(name, getattr(self, name), low, TrainingError)
 
 
 @dataclass(frozen=True)

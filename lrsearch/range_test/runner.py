@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 from lrsearch import datasets, optimizers
-from lrsearch.errors import RangeTestError
+from lrsearch.errors import RangeTestError, require_int
 from lrsearch.range_test.suggest import Suggestions, combine, family_bounds, suggest
 from lrsearch.range_test.sweep import SweepSettings, SweepTracker, ladder
 from lrsearch.training import compiled_model, pipeline
@@ -118,10 +118,7 @@ class RangeTestConfig:
 
     def __post_init__(self) -> None:
         for name, low in (("repeats", 1), ("batch_size", 1), ("seed", 0), ("val_samples", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise RangeTestError(f"Argument `{name}` must be an integer >= {low}. "
-                                     f"Received: {name}={value!r}", field=name)
+            require_int(name, getattr(self, name), low, RangeTestError)
 
 
 def run(config: RangeTestConfig) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar
 
-from lrsearch.errors import ScheduleError
+from lrsearch.errors import ScheduleError, require_int
 
 Kind = Literal["float", "int", "bool", "choice", "float_list"]
 # A range-test role says how a range test's suggestions become this parameter's bounds
@@ -137,12 +137,7 @@ class Timeline:
 
     def __post_init__(self) -> None:
         for name in ("steps_per_epoch", "epochs"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ScheduleError(
-                    f"Argument `{name}` must be an integer >= 1. Received: {name}={value!r}",
-                    field=name,
-                )
+            require_int(name, getattr(self, name), 1, ScheduleError)
 
     @property
     def total_steps(self) -> int:

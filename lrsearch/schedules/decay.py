@@ -125,23 +125,30 @@ class HoldExponential(Family):
         return self.lr0 * xp.exp(-self.k * decayed)
 
 
-def polynomial_lr(lr0: float, end_lr: float, power: float, s: Any, t: Timeline, xp: Any) -> Any:
-    """(lr0 - end_lr) * (1 - min(s, S) / S) ** power + end_lr."""
-    S = float(t.total_steps)
-    return (lr0 - end_lr) * xp.power(1.0 - xp.minimum(s, S) / S, power) + end_lr
-
-
-@register
 @dataclass(frozen=True, kw_only=True)
-class Polynomial(Family):
-    """Polynomial decay to end_lr at s = S; Keras `PolynomialDecay(lr0, S, end_lr, power)`."""
+class DecayToEnd(Family):
+    """Shared parameters of the decays that reach end_lr at s = S (linear, polynomial)."""
 
-    name = "polynomial"
-    formula = "(lr0 - end_lr) * (1 - min(s, S) / S) ** power + end_lr"
     lr0: float = rate_param(0.1, "Initial learning rate.")
     end_lr: float = param(
         0.0, description="LR reached at the end of training.", ge=0.0, below="lr0"
     )
+
+    def schedule(self, s: Any, t: Timeline, xp: Any) -> Any:
+        """(lr0 - end_lr) * (1 - min(s, S) / S) ** power + end_lr; `linear` has power 1."""
+        S = float(t.total_steps)
+        power = getattr(self, "power", 1.0)
+        return (self.lr0 - self.end_lr) * xp.power(1.0 - xp.minimum(s, S) / S,
+                                                   power) + self.end_lr
+
+
+@register
+@dataclass(frozen=True, kw_only=True)
+class Polynomial(DecayToEnd):
+    """Polynomial decay to end_lr at s = S; Keras `PolynomialDecay(lr0, S, end_lr, power)`."""
+
+    name = "polynomial"
+    formula = "(lr0 - end_lr) * (1 - min(s, S) / S) ** power + end_lr"
     power: float = param(
         2.0,
         description="Exponent of the decay (1 is linear).",
@@ -149,21 +156,11 @@ class Polynomial(Family):
         search=SearchRange(0.5, 5.0),
     )
 
-    def schedule(self, s: Any, t: Timeline, xp: Any) -> Any:
-        return polynomial_lr(self.lr0, self.end_lr, self.power, s, t, xp)
-
 
 @register
 @dataclass(frozen=True, kw_only=True)
-class Linear(Family):
+class Linear(DecayToEnd):
     """Linear decay to end_lr at s = S: `polynomial` with power 1."""
 
     name = "linear"
     formula = "(lr0 - end_lr) * (1 - min(s, S) / S) + end_lr"
-    lr0: float = rate_param(0.1, "Initial learning rate.")
-    end_lr: float = param(
-        0.0, description="LR reached at the end of training.", ge=0.0, below="lr0"
-    )
-
-    def schedule(self, s: Any, t: Timeline, xp: Any) -> Any:
-        return polynomial_lr(self.lr0, self.end_lr, 1.0, s, t, xp)

@@ -196,3 +196,19 @@ def test_sigterm_releases_the_slot_without_a_failed_attempt(
 
 def test_lease_is_several_heartbeats_long() -> None:
     assert LEASE >= 4  # the harness' lease: 4 heartbeats of 1 s
+
+
+def test_second_signal_stops_at_once_and_releases(client: TestClient, engine: Engine,
+                                                  workers: Workers) -> None:
+    sid = submit(client, n_trials=1, epochs=60, batch_size=8)  # ~7 s, grace is 30 s
+    leaving = workers.start()
+    wait_for(lambda: running_trial(engine, sid, 1), 120, "the trial to run")
+    leaving.send_signal(signal.SIGTERM)
+    wait_for(lambda: "finishing the running job" in workers.log(0), 10, "the first signal")
+    leaving.send_signal(signal.SIGTERM)  # (two signals sent back to back would merge)
+    assert leaving.wait(timeout=15) == 0  # far sooner than the trial or the grace period
+    [job] = jobs(engine, sid)
+    assert job.state == "queued" and job.failures == 0
+    [row] = trials(engine, sid)
+    assert row.state == "queued" and study_row(engine, sid).n_running == 0
+    assert "second signal" in workers.log(0)
