@@ -45,6 +45,7 @@ class TrainConfig:
     batch_size: int = 32
     seed: int = 0
     data_dir: str | None = None
+    dataset_file: str | None = None  # an uploaded dataset's .npz
     val_fraction: float = 0.2
 
     def __post_init__(self) -> None:
@@ -138,7 +139,8 @@ def train(config: TrainConfig, *, on_epoch_end: Callable[[EpochRecord], None] | 
     """Train `config` and return its curves (see the module docstring for the contract).
     `on_start(steps_per_epoch)` runs once the data is loaded, before the first step."""
     data = datasets.load(config.dataset, data_dir=config.data_dir,
-                         val_fraction=config.val_fraction, seed=config.seed)
+                         val_fraction=config.val_fraction, seed=config.seed,
+                         file=config.dataset_file)
     spe = steps_per_epoch(len(data.x_train), config.batch_size)
     if on_start is not None:
         on_start(spe)

@@ -64,7 +64,8 @@ def _range_test(task: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         dataset=r["dataset"], model=r["model"]["name"], model_params=r["model"]["params"],
         optimizer=r["optimizer"]["name"], optimizer_params=r["optimizer"]["params"],
         batch_size=r["batch_size"], settings=settings, repeats=r["repeats"], seed=r["seed"],
-        validation=r["validation"], data_dir=task.get("data_dir"))
+        validation=r["validation"], data_dir=task.get("data_dir"),
+        dataset_file=r.get("dataset_file"))
     return "done", run(config)
 
 

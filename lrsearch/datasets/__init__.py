@@ -55,17 +55,25 @@ def check_available(name: str, *, data_dir: str | Path | None = None) -> None:
 
 
 def load(name: str, *, data_dir: str | Path | None = None, val_fraction: float = 0.2,
-         seed: int = 0) -> Dataset:
-    """A dataset by name; uploaded datasets are looked up under `<data_dir>/uploads/`."""
+         seed: int = 0, file: str | Path | None = None) -> Dataset:
+    """A dataset by name. An uploaded one is read from `file` when given (the service keeps
+    uploads per tenant), else from `<data_dir>/uploads/<name>.npz`."""
     folder = None if data_dir is None else Path(data_dir).expanduser().resolve()
-    return _load(name, folder, float(val_fraction), int(seed))
+    path = None if file is None else Path(file).expanduser().resolve()
+    return _load(name, folder, float(val_fraction), int(seed), path)
 
 
 @functools.lru_cache(maxsize=8)
-def _load(name: str, data_dir: Path | None, val_fraction: float, seed: int) -> Dataset:
+def _load(name: str, data_dir: Path | None, val_fraction: float, seed: int,
+          file: Path | None) -> Dataset:
     if name in SOURCES:
         return SOURCES[name].load(data_dir, val_fraction, seed)
     check_name(name)
+    if file is not None:
+        if not file.exists():
+            raise DatasetError(f"The file of dataset `{name}` is missing: {file}",
+                               field="dataset")
+        return load_npz(file, name)
     path = upload_path(data_dir, name) if data_dir is not None else None
     if path is None or not path.exists():
         raise DatasetError(f"Unknown dataset `{name}`. Built-in datasets: "

@@ -115,6 +115,7 @@ class RangeTestConfig:
     validation: bool = False
     val_samples: int = 256
     data_dir: str | None = None
+    dataset_file: str | None = None  # an uploaded dataset's .npz
 
     def __post_init__(self) -> None:
         for name, low in (("repeats", 1), ("batch_size", 1), ("seed", 0), ("val_samples", 1)):
@@ -124,7 +125,8 @@ class RangeTestConfig:
 def run(config: RangeTestConfig) -> dict[str, Any]:
     """Repeats with seeds seed, seed+1, ... (batch order and model initialisation), then the
     median suggestions, their log10 spread, and search bounds per family."""
-    data = datasets.load(config.dataset, data_dir=config.data_dir, seed=config.seed)
+    data = datasets.load(config.dataset, data_dir=config.data_dir, seed=config.seed,
+                         file=config.dataset_file)
     val = (data.x_val[:config.val_samples], data.y_val[:config.val_samples])
     sweeps = []
     for r in range(config.repeats):

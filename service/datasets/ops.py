@@ -28,19 +28,19 @@ def find_upload(session: Session, tenant: str, name: str) -> UploadedDataset | N
                                                         UploadedDataset.name == name))
 
 
-def dataset_shape(session: Session, settings: Settings, tenant: str, name: str
-                  ) -> tuple[int, ...]:
-    """The input shape of a dataset a request names; 422 if it is unknown or its files are
-    missing (checked without loading it)."""
+def resolve(session: Session, settings: Settings, tenant: str, name: str
+            ) -> tuple[tuple[int, ...], str | None]:
+    """(input shape, file of an upload or None) of a dataset a request names; 422 if it is
+    unknown or its files are missing (checked without loading it)."""
     if name in datasets.SOURCES:
         datasets.check_available(name, data_dir=settings.data_dir)
-        return datasets.SOURCES[name].input_shape
+        return datasets.SOURCES[name].input_shape, None
     row = find_upload(session, tenant, name)
     if row is None:
         raise Invalid(f"Unknown dataset `{name}`. Built-in datasets: "
                       f"{', '.join(datasets.SOURCES)}; uploaded: see GET /v1/datasets.",
                       field="dataset")
-    return tuple(row.input_shape)
+    return tuple(row.input_shape), row.path
 
 
 def list_all(session: Session, settings: Settings, tenant: str) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from lrsearch import models, optimizers
 from lrsearch.range_test import SweepSettings
 from service.config import Settings
-from service.datasets.ops import dataset_shape
+from service.datasets.ops import resolve as resolve_dataset
 from service.errors import Conflict, Invalid, NotFound
 from service.jobs.models import Job
 from service.range_tests.models import RangeTest
@@ -18,7 +18,9 @@ from service.range_tests.schemas import RangeTestCreate
 from service.studies.ops import request_hash
 
 
-def validate(session: Session, settings: Settings, tenant: str, req: RangeTestCreate) -> None:
+def validate(session: Session, settings: Settings, tenant: str, req: RangeTestCreate
+             ) -> str | None:
+    """Every check before anything is stored; returns an uploaded dataset's file."""
     for name, value, maximum in (("num_iter", req.num_iter, settings.max_num_iter),
                                  ("repeats", req.repeats, settings.max_repeats),
                                  ("batch_size", req.batch_size, settings.max_batch_size)):
@@ -26,10 +28,11 @@ def validate(session: Session, settings: Settings, tenant: str, req: RangeTestCr
             raise Invalid(f"Argument `{name}` must be <= {maximum}. Received: {name}={value}",
                           field=name)
     SweepSettings(req.min_lr, req.max_lr, req.num_iter, req.mode, req.diverge_threshold)
-    shape = dataset_shape(session, settings, tenant, req.dataset)
+    shape, dataset_file = resolve_dataset(session, settings, tenant, req.dataset)
     models.resolve_params(req.model.name, req.model.params)
     models.check_input(req.model.name, shape)
     optimizers.resolve_params(req.optimizer.name, req.optimizer.params)
+    return dataset_file
 
 
 def create(session: Session, settings: Settings, tenant: str, req: RangeTestCreate,
@@ -44,8 +47,9 @@ def create(session: Session, settings: Settings, tenant: str, req: RangeTestCrea
                 raise Conflict("This Idempotency-Key was used with a different request body.",
                                field="Idempotency-Key")
             return found
-    validate(session, settings, tenant, req)
-    test = RangeTest(id=uuid.uuid4().hex, tenant=tenant, status="queued", request=raw,
+    dataset_file = validate(session, settings, tenant, req)
+    test = RangeTest(id=uuid.uuid4().hex, tenant=tenant, status="queued",
+                     request={**raw, "dataset_file": dataset_file},
                      idempotency_key=idempotency_key, request_hash=digest)
     session.add(test)
     session.flush()

@@ -40,7 +40,8 @@ class RangeTestOut(BaseModel):
     @classmethod
     def of(cls, t: Any) -> RangeTestOut:
         result = t.result or {}
-        return cls(id=t.id, status=t.status, request=t.request, sweeps=result.get("sweeps"),
+        request = {k: v for k, v in t.request.items() if k != "dataset_file"}  # internal path
+        return cls(id=t.id, status=t.status, request=request, sweeps=result.get("sweeps"),
                    suggestions=result.get("suggestions"),
                    family_bounds=result.get("family_bounds"), error=t.error,
                    created_at=t.created_at, started_at=t.started_at, finished_at=t.finished_at)

@@ -17,7 +17,7 @@ from lrsearch.schedules.export import keras_config, python_snippet
 from lrsearch.schedules.search import space
 from service.catalog.router import downsample
 from service.config import Settings
-from service.datasets.ops import dataset_shape
+from service.datasets.ops import resolve as resolve_dataset
 from service.db import utcnow
 from service.errors import Conflict, Invalid, NotFound
 from service.jobs.models import Job
@@ -84,12 +84,12 @@ def validate(session: Session, settings: Settings, tenant: str, req: StudyCreate
             raise Invalid(f"Argument `{name}` must be <= {maximum}. Received: {name}={value}",
                           field=name)
     families = _families(req)
-    shape = dataset_shape(session, settings, tenant, req.dataset)
+    shape, dataset_file = resolve_dataset(session, settings, tenant, req.dataset)
     model_params = models.resolve_params(req.model.name, req.model.params)
     models.check_input(req.model.name, shape)
     optimizer_params = optimizers.resolve_params(req.optimizer.name, req.optimizer.params)
     direction = req.direction or ("maximize" if req.metric in MAXIMIZE else "minimize")
-    return {"families": families, "dataset": req.dataset,
+    return {"families": families, "dataset": req.dataset, "dataset_file": dataset_file,
             "model": {"name": req.model.name, "params": model_params},
             "optimizer": {"name": req.optimizer.name, "params": optimizer_params},
             "epochs": req.epochs, "batch_size": req.batch_size, "n_trials": req.n_trials,

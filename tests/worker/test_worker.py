@@ -212,3 +212,23 @@ def test_second_signal_stops_at_once_and_releases(client: TestClient, engine: En
     [row] = trials(engine, sid)
     assert row.state == "queued" and study_row(engine, sid).n_running == 0
     assert "second signal" in workers.log(0)
+
+
+def test_study_on_an_uploaded_dataset(client: TestClient, engine: Engine,
+                                      workers: Workers) -> None:
+    import io
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.random((300, 4)).astype("float32")
+    buffer = io.BytesIO()
+    np.savez(buffer, x_train=x, y_train=(x[:, 0] > 0.5).astype("int64"))
+    r = client.post("/v1/datasets", data={"name": "halves"},
+                    files={"file": ("halves.npz", buffer.getvalue())})
+    assert r.status_code == 201, r.text
+    sid = submit(client, dataset="halves", n_trials=1)
+    workers.start()
+    wait_for(lambda: finished(engine, sid), 120, "the study to finish")
+    [row] = trials(engine, sid)
+    assert row.state == "complete", row.failure_reason

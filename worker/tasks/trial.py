@@ -78,7 +78,8 @@ def _config(spec: dict[str, Any], family: str, params: dict[str, Any], data_dir:
             "model": spec["model"]["name"], "model_params": spec["model"]["params"],
             "optimizer": spec["optimizer"]["name"],
             "optimizer_params": spec["optimizer"]["params"], "epochs": spec["epochs"],
-            "batch_size": spec["batch_size"], "seed": spec["seed"], "data_dir": data_dir}
+            "batch_size": spec["batch_size"], "seed": spec["seed"], "data_dir": data_dir,
+            "dataset_file": spec.get("dataset_file")}
 
 
 def _sample(plan: Plan, ot: optuna.Trial) -> tuple[str, dict[str, Any]]:
