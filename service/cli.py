@@ -3,6 +3,7 @@
     lrsearch migrate                   upgrade our schema and set up Optuna's storage
     lrsearch api --host --port         the HTTP API (uvicorn)
     lrsearch worker [--gpu N]          one worker process (run many, on many machines)
+    lrsearch keys create --tenant T    a new API key (printed once); keys list; keys revoke P
     lrsearch serve --host --port --workers N
                                        the one-machine default: migrate, then the API, N
                                        workers (one per GPU where there are GPUs) and a
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
+import ipaddress
 import logging
 import os
 import signal
@@ -42,12 +44,67 @@ def cmd_migrate(args: argparse.Namespace) -> None:
           f"{migrations.head()}; Optuna storage ready")
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _with_session(fn: Any) -> Any:
+    from sqlalchemy.orm import Session
+
+    from service.config import Settings
+    from service.db import make_engine
+
+    engine = make_engine(Settings().database_url)
+    try:
+        with Session(engine, expire_on_commit=False) as session, session.begin():
+            return fn(session)
+    finally:
+        engine.dispose()
+
+
 def cmd_api(args: argparse.Namespace) -> None:
     import uvicorn
 
+    from service.auth import ops as auth
     from service.main import create_app
 
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level=args.log_level)
+    loopback = is_loopback(args.host)
+    if not loopback and not args.insecure and not _with_session(auth.any_active):
+        raise SystemExit(
+            f"error: refusing to serve on {args.host} without API keys: anyone who can reach "
+            "it could submit work and read results. Create a key with `lrsearch keys create "
+            "--tenant NAME`, bind to 127.0.0.1, or pass --insecure to accept anonymous "
+            "requests anyway.")
+    app = create_app(anonymous=loopback or args.insecure)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+
+
+def cmd_keys(args: argparse.Namespace) -> None:
+    from service.auth import ops as auth
+
+    if args.action == "create":
+        if not args.tenant:
+            raise SystemExit("error: keys create needs --tenant NAME")
+
+        def create(session: Any) -> str:
+            row, key = auth.create(session, args.tenant, args.name)
+            return f"{key}\n(prefix {row.prefix}, tenant {row.tenant}; shown only once)"
+
+        print(_with_session(create))
+    elif args.action == "list":
+        for row in _with_session(auth.list_keys):
+            state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
+            print(f"{row.prefix}  {row.tenant:20} {state:18} {row.name or ''}")
+    else:
+        if not args.prefix:
+            raise SystemExit("error: keys revoke needs the key's PREFIX")
+        _with_session(lambda s: auth.revoke(s, args.prefix))
+        print(f"revoked {args.prefix}")
 
 
 def _logging(level: str = "INFO") -> None:
@@ -136,6 +193,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
 def add_commands(sub: Any) -> None:
     p = sub.add_parser("migrate", help="upgrade the database schema (ours and Optuna's)")
     p.set_defaults(func=cmd_migrate)
+    p = sub.add_parser("keys", help="API keys: create --tenant NAME, list, revoke PREFIX")
+    p.add_argument("action", choices=["create", "list", "revoke"])
+    p.add_argument("prefix", nargs="?", help="revoke: the key's prefix (see keys list)")
+    p.add_argument("--tenant", help="create: the tenant the key acts for")
+    p.add_argument("--name", help="create: a label for the key")
+    p.set_defaults(func=cmd_keys)
     p = sub.add_parser("worker", help="run one worker (claims and runs queued jobs)")
     p.add_argument("--gpu", type=int, default=None, help="pin this worker to one GPU")
     p.add_argument("--max-jobs", type=int, default=None, help="exit after this many jobs")
@@ -147,6 +210,8 @@ def add_commands(sub: Any) -> None:
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument("--port", type=int, default=8000)
         p.add_argument("--log-level", default="info")
+        p.add_argument("--insecure", action="store_true",
+                       help="on a non-loopback address, accept requests without API keys")
         if name == "serve":
             p.add_argument("--workers", type=int, default=None,
                            help="worker processes (default: one per GPU, or 1)")
@@ -154,7 +219,13 @@ def add_commands(sub: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return library_cli.main(argv, extend=add_commands)
+    from service.errors import APIError
+
+    try:
+        return library_cli.main(argv, extend=add_commands)
+    except APIError as e:
+        print(f"error: {e.detail}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

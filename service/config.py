@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1_000_000
     max_upload_bytes: int = 256_000_000
     page_size_max: int = 500
+    max_active_studies: int = 20  # queued or running studies per tenant
     # Workers
     lease_seconds: float = 30.0  # a claim expires this long after its last heartbeat
     heartbeat_seconds: float = 5.0

@@ -8,8 +8,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from service.auth import ops as auth
 from service.config import Settings
 from service.db import transaction
+from service.errors import Unauthorized
 
 LOCAL_TENANT = "local"
 
@@ -23,13 +25,30 @@ def get_session(request: Request) -> Iterator[Session]:
     yield from transaction(request.app.state.sessions)
 
 
-def get_tenant() -> str:
-    """Every resource belongs to a tenant; without API keys there is one local tenant."""
-    return LOCAL_TENANT
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 # scope="function": commit when the handler returns, before the response is sent, so a client
 # that gets 201 can read what it created at once.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+
+def get_tenant(request: Request, session: SessionDep) -> str:
+    """The caller's tenant, from `Authorization: Bearer <key>`. Without a key, requests are the
+    single local tenant only while no key exists and the app allows it (bound to loopback, or
+    started with --insecure)."""
+    header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise Unauthorized("The Authorization header must be `Bearer <key>`.",
+                               field="Authorization")
+        tenant = auth.authenticate(session, key.strip())
+        if tenant is None:
+            raise Unauthorized("Invalid or revoked API key.", field="Authorization")
+        return tenant
+    if request.app.state.anonymous and not auth.any_active(session):
+        return LOCAL_TENANT
+    raise Unauthorized("Missing API key: send `Authorization: Bearer <key>`.",
+                       field="Authorization")
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
 TenantDep = Annotated[str, Depends(get_tenant)]

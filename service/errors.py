@@ -26,6 +26,14 @@ class APIError(Exception):
         self.field = field
 
 
+class Unauthorized(APIError):
+    status, type = 401, "unauthorized"
+
+
+class TooMany(APIError):
+    status, type = 429, "too_many"
+
+
 class NotFound(APIError):
     status, type = 404, "not_found"
 
@@ -55,7 +63,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(APIError)
     async def api_error(_: Request, exc: APIError) -> JSONResponse:
-        return JSONResponse(body(exc.type, exc.detail, field=exc.field), status_code=exc.status)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(body(exc.type, exc.detail, field=exc.field), status_code=exc.status,
+                            headers=headers)
 
     @app.exception_handler(LRSearchError)
     async def library_error(_: Request, exc: LRSearchError) -> JSONResponse:

@@ -69,7 +69,9 @@ async def _no_receive() -> Message:
     return {"type": "http.disconnect"}
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, anonymous: bool = True) -> FastAPI:
+    """The app. `anonymous`: accept requests without a key as the local tenant while no API
+    key exists (the CLI allows it on loopback addresses, or with --insecure)."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -83,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="lrsearch", version="0.1.0", lifespan=lifespan,
                   description="Learning-rate schedule search for Keras models.")
     app.state.settings = settings
+    app.state.anonymous = anonymous
     errors.install(app)
     for router in (catalog_router, datasets_router, studies_router, range_tests_router):
         app.include_router(router)

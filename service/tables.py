@@ -1,5 +1,6 @@
 """Every table, imported in one place for Alembic's autogenerate and for tests."""
 
+from service.auth.models import ApiKey
 from service.datasets.models import UploadedDataset
 from service.db import Base
 from service.jobs.models import Job
@@ -7,4 +8,6 @@ from service.range_tests.models import RangeTest
 from service.studies.models import CurvePoint, Study, Trial
 
 metadata = Base.metadata
-__all__ = ["CurvePoint", "Job", "RangeTest", "Study", "Trial", "UploadedDataset", "metadata"]
+__all__ = [
+    "ApiKey",
+    "CurvePoint", "Job", "RangeTest", "Study", "Trial", "UploadedDataset", "metadata"]

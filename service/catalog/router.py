@@ -5,16 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from pydantic import Field
 
 from lrsearch import models, optimizers, schedules
 from lrsearch.schedules.base import registry
-from service.deps import SettingsDep
+from service.deps import SettingsDep, get_tenant
 from service.errors import Invalid, NotFound
 from service.schemas import Strict
 
-router = APIRouter(prefix="/v1", tags=["catalog"])
+# The catalog needs no tenant, but like every /v1 route it needs a valid key.
+router = APIRouter(prefix="/v1", tags=["catalog"], dependencies=[Depends(get_tenant)])
 
 
 class PreviewRequest(Strict):

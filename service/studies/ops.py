@@ -19,7 +19,7 @@ from service.catalog.router import downsample
 from service.config import Settings
 from service.datasets.ops import resolve as resolve_dataset
 from service.db import utcnow
-from service.errors import Conflict, Invalid, NotFound
+from service.errors import Conflict, Invalid, NotFound, TooMany
 from service.jobs.models import Job
 from service.range_tests.models import RangeTest
 from service.schemas import finite_or_none
@@ -118,6 +118,12 @@ def create(session: Session, settings: Settings, tenant: str, req: StudyCreate,
         if found is not None:
             return found
     spec = validate(session, settings, tenant, req)
+    active = session.scalar(select(func.count()).select_from(Study).where(
+        Study.tenant == tenant, Study.status.in_(("queued", "running")))) or 0
+    if active >= settings.max_active_studies:
+        raise TooMany(f"Tenant `{tenant}` already has {active} queued or running studies, the "
+                      f"limit (LRSEARCH_MAX_ACTIVE_STUDIES={settings.max_active_studies}); "
+                      "wait for one to finish or cancel one.", field="tenant")
     study_id = uuid.uuid4().hex
     study = Study(id=study_id, tenant=tenant, name=req.name, status="queued", request=raw,
                   spec=spec, optuna_study_name=f"{tenant}.{study_id}", n_trials=req.n_trials,
