@@ -80,6 +80,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        kind = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+        kind = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
+                413: "too_large"}.get(
             exc.status_code, "http_error")
         return JSONResponse(body(kind, str(exc.detail)), status_code=exc.status_code)

@@ -53,3 +53,26 @@ class Page(BaseModel):
 def finite_or_none(value: float | None) -> float | None:
     """Stored metrics may be NaN from a diverged run; JSON responses never carry NaN."""
     return value if value is not None and math.isfinite(value) else None
+
+
+class ErrorOut(BaseModel):
+    """Every error response: what kind, a sentence naming the field or value, the field."""
+
+    type: str
+    detail: str
+    field: str | None = None
+
+
+class ValidationErrorOut(ErrorOut):
+    errors: list[dict[str, Any]] | None = None
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "The body could not be parsed"},
+    401: {"model": ErrorOut, "description": "Missing, invalid or revoked API key"},
+    404: {"model": ErrorOut, "description": "Unknown id (or another tenant's)"},
+    409: {"model": ErrorOut, "description": "State conflict"},
+    413: {"model": ErrorOut, "description": "Body too large"},
+    422: {"model": ValidationErrorOut, "description": "Invalid input"},
+    429: {"model": ErrorOut, "description": "Too many active studies"},
+}

@@ -12,10 +12,11 @@ from lrsearch import models, optimizers, schedules
 from lrsearch.schedules.base import registry
 from service.deps import SettingsDep, get_tenant
 from service.errors import Invalid, NotFound
-from service.schemas import Strict
+from service.schemas import ERROR_RESPONSES, Strict
 
 # The catalog needs no tenant, but like every /v1 route it needs a valid key.
-router = APIRouter(prefix="/v1", tags=["catalog"], dependencies=[Depends(get_tenant)])
+router = APIRouter(prefix="/v1", tags=["catalog"], dependencies=[Depends(get_tenant)],
+                   responses=ERROR_RESPONSES)
 
 
 class PreviewRequest(Strict):

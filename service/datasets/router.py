@@ -8,8 +8,9 @@ from fastapi import APIRouter, File, Form, UploadFile
 
 from service.datasets import ops
 from service.deps import SessionDep, SettingsDep, TenantDep
+from service.schemas import ERROR_RESPONSES
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], responses=ERROR_RESPONSES)
 
 
 @router.get("")

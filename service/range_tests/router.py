@@ -9,9 +9,10 @@ from fastapi import APIRouter, Header, Query
 from service.deps import SessionDep, SettingsDep, TenantDep
 from service.range_tests import ops
 from service.range_tests.schemas import RangeTestCreate, RangeTestOut
-from service.schemas import Page
+from service.schemas import ERROR_RESPONSES, Page
 
-router = APIRouter(prefix="/v1/range-tests", tags=["range tests"])
+router = APIRouter(prefix="/v1/range-tests", tags=["range tests"],
+                   responses=ERROR_RESPONSES)
 
 
 @router.post("", status_code=201)

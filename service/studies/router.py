@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Path, Query
 
 from service.deps import SessionDep, SettingsDep, TenantDep
-from service.schemas import Page
+from service.schemas import ERROR_RESPONSES, Page
 from service.studies import ops
 from service.studies.models import STUDY_STATES
 from service.studies.schemas import StudyCreate, StudyOut, TrialOut
 
-router = APIRouter(prefix="/v1/studies", tags=["studies"])
+router = APIRouter(prefix="/v1/studies", tags=["studies"], responses=ERROR_RESPONSES)
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
 Offset = Annotated[int, Query(ge=0, le=2**31 - 1)]
 Limit = Annotated[int, Query(ge=1, le=500)]
@@ -55,7 +55,8 @@ def list_trials(study_id: str, session: SessionDep, tenant: TenantDep, offset: O
 
 
 @router.get("/{study_id}/trials/{number}")
-def get_trial(study_id: str, number: int, session: SessionDep, tenant: TenantDep) -> TrialOut:
+def get_trial(study_id: str, number: Annotated[int, Path(ge=0, le=2**31 - 1)],
+              session: SessionDep, tenant: TenantDep) -> TrialOut:
     """One trial with its per-epoch history (live while it runs)."""
     study = ops.get(session, tenant, study_id)
     return TrialOut.of(ops.get_trial(session, study, number), with_history=True)
