@@ -58,6 +58,11 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({"metric": "f1"}, "metric"),
     ({"range_test_id": "0" * 32}, "0" * 32),
     ({"name": "x\x00y"}, "NUL"),
+    ({"name": "x" * 201}, "name"),
+    ({"dataset": "d" * 65}, "dataset"),
+    ({"seed": 2**31}, "seed"),
+    ({"sampler": {"name": "tpe", "seed": -1}}, "seed"),
+    ({"model": {"name": "m" * 65}}, "model"),
 ]
 
 
@@ -170,3 +175,15 @@ def test_trials_and_live_history(client: TestClient, engine: Engine) -> None:
     run_trial(engine, sid, 2, "one_cycle", {"max_lr": 0.3}, 0.9)
     done = client.get(f"/v1/studies/{sid}").json()
     assert done["status"] == "succeeded" and done["best"]["trial_number"] == 2
+
+
+def test_overlong_idempotency_key_and_out_of_range_path_integers(client: TestClient,
+                                                                 engine: Engine) -> None:
+    r = client.post("/v1/studies", json=STUDY, headers={"Idempotency-Key": "k" * 201})
+    assert r.status_code == 422 and "Idempotency-Key" in str(r.json())
+    assert count(engine, Study) == 0
+    sid = client.post("/v1/studies", json=STUDY).json()["id"]
+    r = client.get(f"/v1/studies/{sid}/trials/{2**40}")
+    assert r.status_code == 422 and "number" in str(r.json())
+    r = client.get("/v1/studies", params={"offset": 2**40})
+    assert r.status_code == 422 and "offset" in str(r.json())
