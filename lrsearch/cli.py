@@ -1,5 +1,4 @@
-"""The `lrsearch` command line: the library's commands (the service adds its own, see
-service/cli.py, which is the installed entry point).
+"""The `lrsearch` command line. Library commands (no server needed):
 
     lrsearch schedules                 list the families
     lrsearch schedules show NAME       parameters, bounds, search ranges, formula (JSON)
@@ -7,7 +6,7 @@ service/cli.py, which is the installed entry point).
     lrsearch range-test --dataset digits [--model mlp --optimizer sgd --min-lr ... --max-lr ...]
     lrsearch train --dataset digits --schedule one_cycle --params '{"max_lr": 0.3}'
     lrsearch demo                      range test on digits, then one-cycle training with its
-                                       suggestion (what `make run` does)
+                                       suggestion, all local
 
 Errors print the library's message (which names the argument and value) and exit with 2.
 """
@@ -142,9 +141,9 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
 Extend = Callable[[Any], None]
 
 
-def parser(extend: Extend | None = None) -> argparse.ArgumentParser:
+def parser(extend: Extend | None = None, extra_help: str = "") -> argparse.ArgumentParser:
     """The library commands; `extend(subparsers)` adds more (the service's commands)."""
-    root = argparse.ArgumentParser(prog="lrsearch", description=__doc__,
+    root = argparse.ArgumentParser(prog="lrsearch", description=f"{__doc__}{extra_help}",
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = root.add_subparsers(dest="command", required=True)
     p = sub.add_parser("schedules", help="list the families, or show one")
@@ -176,8 +175,9 @@ def parser(extend: Extend | None = None) -> argparse.ArgumentParser:
     return root
 
 
-def main(argv: Sequence[str] | None = None, extend: Extend | None = None) -> int:
-    root = parser(extend)
+def main(argv: Sequence[str] | None = None, extend: Extend | None = None,
+         extra_help: str = "") -> int:
+    root = parser(extend, extra_help)
     args = root.parse_args(argv)
     if args.command == "schedules" and args.action == "show" and args.name is None:
         root.error("schedules show needs a family name")

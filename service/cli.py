@@ -1,4 +1,5 @@
-"""The installed `lrsearch` command: the library's commands plus the service's.
+"""
+Service commands (service/cli.py adds them; it is the installed entry point):
 
     lrsearch migrate                   upgrade our schema and set up Optuna's storage
     lrsearch api --host --port         the HTTP API (uvicorn)
@@ -222,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from service.errors import APIError
 
     try:
-        return library_cli.main(argv, extend=add_commands)
+        return library_cli.main(argv, extend=add_commands, extra_help=__doc__ or "")
     except APIError as e:
         print(f"error: {e.detail}", file=sys.stderr)
         return 2
