@@ -234,3 +234,15 @@ def test_study_on_an_uploaded_dataset(client: TestClient, engine: Engine,
     wait_for(lambda: finished(engine, sid), 120, "the study to finish")
     [row] = trials(engine, sid)
     assert row.state == "complete", row.failure_reason
+
+
+def test_timeout_is_retried_then_failed_with_the_reason(client: TestClient, engine: Engine,
+                                                        workers: Workers) -> None:
+    sid = submit(client, n_trials=1, **LONG)  # a few seconds; the limit below is 1 s
+    workers.start(LRSEARCH_TRIAL_TIMEOUT_SECONDS="1", LRSEARCH_MAX_ATTEMPTS="2")
+    wait_for(lambda: finished(engine, sid), 180, "the study to finish")
+    [row] = trials(engine, sid)
+    assert row.state == "failed" and "timeout after 1 s (attempt 2 of 2)" in row.failure_reason
+    [job] = jobs(engine, sid)
+    assert job.state == "failed" and job.failures == 2 and job.attempt == 2
+    assert study_row(engine, sid).status == "failed"
