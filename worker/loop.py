@@ -121,6 +121,9 @@ class Worker:
         from worker.tasks import range_test, trial
 
         task = trial.run if claim.kind == "trial" else range_test.run
+        log.info("claimed job %s (%s, study %s slot %s, range test %s), attempt %s",
+                 claim.job_id, claim.kind, claim.study_id, claim.slot, claim.range_test_id,
+                 claim.attempt)
         with Heartbeat(self.heartbeat_engine, claim, self.settings.lease_seconds,
                        self.settings.heartbeat_seconds) as beat:
             try:

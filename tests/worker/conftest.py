@@ -82,6 +82,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
         item.rep_call = report  # type: ignore[attr-defined]
 
 
+DIAGNOSE: list[Callable[[], str]] = []  # what a timeout prints: set by the `engine` users
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -89,7 +92,29 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
         if value:
             return value
         time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    state = "\n".join(d() for d in DIAGNOSE)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{state}")
+
+
+def describe_database(engine: Engine) -> str:
+    """Every job and trial row, with failure reasons: what a timed-out wait was up against."""
+    with Session(engine) as s:
+        rows = [f"job {j.id} {j.kind} slot={j.slot} state={j.state} attempt={j.attempt} "
+                f"failures={j.failures} owner={j.lease_owner} error={j.last_error}"
+                for j in s.scalars(select(Job).order_by(Job.id))]
+        rows += [f"trial slot={t.slot} state={t.state} attempt={t.attempt} "
+                 f"reason={(t.failure_reason or '')[:300]}"
+                 for t in s.scalars(select(Trial).order_by(Trial.slot))]
+    return "\n".join(rows)
+
+
+@pytest.fixture(autouse=True)
+def _diagnose(request: pytest.FixtureRequest) -> Iterator[None]:
+    if "engine" in request.fixturenames:
+        engine = request.getfixturevalue("engine")
+        DIAGNOSE.append(lambda: describe_database(engine))
+    yield
+    DIAGNOSE.clear()
 
 
 def study_row(engine: Engine, study_id: str) -> Study:

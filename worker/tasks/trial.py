@@ -143,6 +143,8 @@ def run(w: Worker, c: Claim, beat: Heartbeat) -> None:
             return
         raise
     w.db(lambda s: _finish(s, c, study, ot, metric, kind, payload))
+    log.info("job %s (study %s slot %s) ended: %s %s", c.job_id, c.study_id, c.slot, kind,
+             payload.get("message", "") if kind == "failed" else "")
 
 
 def _trial(s: Session, c: Claim) -> tuple[Study, Trial]:
