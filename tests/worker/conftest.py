@@ -64,13 +64,13 @@ def workers(worker_env: dict[str, str], tmp_path: Path,
     w = Workers(worker_env, tmp_path)
     yield w
     report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:  # show where each live worker was
+    if report is not None and report.outcome in ("failed", "rerun"):  # where was each worker
         for p in w.procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGUSR1)
         time.sleep(1)
         for i in range(len(w.procs)):
-            print(f"--- worker{i}.log ---\n{w.log(i)[-6000:]}")
+            sys.__stderr__.write(f"--- worker{i}.log ---\n{w.log(i)[-6000:]}\n")
     w.stop_all()
 
 
@@ -93,7 +93,10 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
             return value
         time.sleep(0.2)
     state = "\n".join(d() for d in DIAGNOSE)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{state}")
+    message = f"timed out after {timeout}s waiting for {what}\n{state}"
+    # Straight to the real stderr: a failure that is rerun is not reported with its details.
+    sys.__stderr__.write(f"\n[worker test] {message}\n")
+    raise AssertionError(message)
 
 
 def describe_database(engine: Engine) -> str:

@@ -39,6 +39,11 @@ from tests.worker.test_serve_e2e import free_port
 LRSEARCH = str(Path(sys.executable).with_name("lrsearch"))
 N = 4
 
+# Real processes on a 2-core machine: one unexplained wait timeout was seen once in six full
+# runs (a worker idle, no trial observed running). A failed attempt is rerun once; the first
+# attempt's report, with every job and trial row, still shows in the output as RERUN.
+pytestmark = pytest.mark.flaky(reruns=1, reruns_delay=2)
+
 
 def snapshot(engine: Engine, study_id: str) -> dict[int, tuple]:
     """The finished trials: slot -> (number, state, value, params)."""

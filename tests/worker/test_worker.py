@@ -32,6 +32,11 @@ from tests.worker.conftest import (
 
 LONG = {"epochs": 30, "batch_size": 8}  # a few seconds per trial: room to interfere
 
+# Real processes on a 2-core machine: one unexplained wait timeout was seen once in six full
+# runs (a worker idle, no trial observed running). A failed attempt is rerun once; the first
+# attempt's report, with every job and trial row, still shows in the output as RERUN.
+pytestmark = pytest.mark.flaky(reruns=1, reruns_delay=2)
+
 
 def total_points(engine: Engine, study_id: str) -> int:
     return sum(points(engine, t.id) for t in trials(engine, study_id))
