@@ -19,7 +19,7 @@ from lrsearch.errors import ScheduleError
 from lrsearch.schedules import validate
 from lrsearch.schedules.adaptive import ReduceOnPlateau
 from lrsearch.schedules.base import Family, Timeline
-from lrsearch.schedules.export import keras_config
+from lrsearch.schedules.export import config_for, keras_config
 
 Schedules = keras.optimizers.schedules
 
@@ -109,9 +109,4 @@ def learning_rate_for(family: Family, timeline: Timeline) -> Any:
     """What to pass as the optimizer's learning_rate: a schedule, or lr0 for adaptive families."""
     if family.adaptive:
         return float(family.params()["lr0"])
-    return to_keras(
-        family.name,
-        family.params(),
-        steps_per_epoch=timeline.steps_per_epoch,
-        epochs=timeline.epochs,
-    )
+    return Schedules.deserialize(config_for(family, timeline))

@@ -11,22 +11,19 @@ from lrsearch import models, optimizers
 from lrsearch.range_test import SweepSettings
 from service.config import Settings
 from service.datasets.ops import resolve as resolve_dataset
-from service.errors import Conflict, Invalid, NotFound
+from service.errors import NotFound
 from service.jobs.models import Job
 from service.range_tests.models import RangeTest
 from service.range_tests.schemas import RangeTestCreate
-from service.studies.ops import request_hash
+from service.requests import replay, request_hash, require_at_most
 
 
 def validate(session: Session, settings: Settings, tenant: str, req: RangeTestCreate
              ) -> str | None:
     """Every check before anything is stored; returns an uploaded dataset's file."""
-    for name, value, maximum in (("num_iter", req.num_iter, settings.max_num_iter),
-                                 ("repeats", req.repeats, settings.max_repeats),
-                                 ("batch_size", req.batch_size, settings.max_batch_size)):
-        if value > maximum:
-            raise Invalid(f"Argument `{name}` must be <= {maximum}. Received: {name}={value}",
-                          field=name)
+    require_at_most(("num_iter", req.num_iter, settings.max_num_iter),
+                    ("repeats", req.repeats, settings.max_repeats),
+                    ("batch_size", req.batch_size, settings.max_batch_size))
     SweepSettings(req.min_lr, req.max_lr, req.num_iter, req.mode, req.diverge_threshold)
     shape, dataset_file = resolve_dataset(session, settings, tenant, req.dataset)
     models.resolve_params(req.model.name, req.model.params)
@@ -39,14 +36,9 @@ def create(session: Session, settings: Settings, tenant: str, req: RangeTestCrea
            idempotency_key: str | None) -> RangeTest:
     raw = req.model_dump(mode="json")
     digest = request_hash(raw)
-    if idempotency_key is not None:
-        found = session.scalar(select(RangeTest).where(
-            RangeTest.tenant == tenant, RangeTest.idempotency_key == idempotency_key))
-        if found is not None:
-            if found.request_hash != digest:
-                raise Conflict("This Idempotency-Key was used with a different request body.",
-                               field="Idempotency-Key")
-            return found
+    found = replay(session, RangeTest, tenant, idempotency_key, digest)
+    if found is not None:
+        return found
     dataset_file = validate(session, settings, tenant, req)
     test = RangeTest(id=uuid.uuid4().hex, tenant=tenant, status="queued",
                      request={**raw, "dataset_file": dataset_file},

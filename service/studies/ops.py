@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
 from typing import Any
 
@@ -22,16 +20,13 @@ from service.db import utcnow
 from service.errors import Conflict, Invalid, NotFound, TooMany
 from service.jobs.models import Job
 from service.range_tests.models import RangeTest
+from service.requests import replay, request_hash, require_at_most
 from service.schemas import finite_or_none
 from service.studies import progress
 from service.studies.models import FINISHED, CurvePoint, Study, Trial
 from service.studies.schemas import EpochOut, StudyCreate, TrialOut
 
 MAXIMIZE = {"val_accuracy", "accuracy"}
-
-
-def request_hash(body: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def _families(req: StudyCreate) -> list[str]:
@@ -77,12 +72,9 @@ def _search_space(session: Session, tenant: str, req: StudyCreate, families: lis
 def validate(session: Session, settings: Settings, tenant: str, req: StudyCreate
              ) -> dict[str, Any]:
     """Every check before anything is stored; returns the resolved study spec."""
-    for name, value, maximum in (("epochs", req.epochs, settings.max_epochs),
-                                 ("n_trials", req.n_trials, settings.max_trials),
-                                 ("batch_size", req.batch_size, settings.max_batch_size)):
-        if value > maximum:
-            raise Invalid(f"Argument `{name}` must be <= {maximum}. Received: {name}={value}",
-                          field=name)
+    require_at_most(("epochs", req.epochs, settings.max_epochs),
+                    ("n_trials", req.n_trials, settings.max_trials),
+                    ("batch_size", req.batch_size, settings.max_batch_size))
     families = _families(req)
     shape, dataset_file = resolve_dataset(session, settings, tenant, req.dataset)
     model_params = models.resolve_params(req.model.name, req.model.params)
@@ -99,24 +91,14 @@ def validate(session: Session, settings: Settings, tenant: str, req: StudyCreate
             "seed": req.seed, "range_test_id": req.range_test_id}
 
 
-def _existing(session: Session, tenant: str, key: str, digest: str) -> Study | None:
-    found = session.scalar(select(Study).where(Study.tenant == tenant,
-                                               Study.idempotency_key == key))
-    if found is not None and found.request_hash != digest:
-        raise Conflict("This Idempotency-Key was used with a different request body.",
-                       field="Idempotency-Key")
-    return found
-
-
 def create(session: Session, settings: Settings, tenant: str, req: StudyCreate,
            idempotency_key: str | None) -> Study:
     """Validate, then store the study, its N job rows (one per trial slot) at once."""
     raw = req.model_dump(mode="json", exclude_unset=True)
     digest = request_hash(raw)
-    if idempotency_key is not None:
-        found = _existing(session, tenant, idempotency_key, digest)
-        if found is not None:
-            return found
+    found = replay(session, Study, tenant, idempotency_key, digest)
+    if found is not None:
+        return found
     spec = validate(session, settings, tenant, req)
     active = session.scalar(select(func.count()).select_from(Study).where(
         Study.tenant == tenant, Study.status.in_(("queued", "running")))) or 0
