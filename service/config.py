@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 256_000_000
     page_size_max: int = 500
     max_active_studies: int = 20  # queued or running studies per tenant
+    # Prometheus metrics at /metrics: off with LRSEARCH_METRICS_ENABLED=false; with a token
+    # set, scrapers must send `Authorization: Bearer <token>`.
+    metrics_enabled: bool = True
+    metrics_token: str | None = None
     # Workers
     lease_seconds: float = 30.0  # a claim expires this long after its last heartbeat
     heartbeat_seconds: float = 5.0

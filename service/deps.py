@@ -34,12 +34,19 @@ def get_tenant(request: Request, session: SessionDep) -> str:
     """The caller's tenant, from `Authorization: Bearer <key>`. Without a key, requests are the
     single local tenant only while no key exists and the app allows it (bound to loopback, or
     started with --insecure)."""
+    return resolve_tenant(request, session)
+
+
+def resolve_tenant(request: Request, session: Session, cookie_key: str | None = None) -> str:
+    """get_tenant's rule; the web page also accepts the key from its session cookie."""
     header = request.headers.get("authorization")
+    key = cookie_key
     if header is not None:
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise Unauthorized("The Authorization header must be `Bearer <key>`.",
                                field="Authorization")
+    if key is not None:
         tenant = auth.authenticate(session, key.strip())
         if tenant is None:
             raise Unauthorized("Invalid or revoked API key.", field="Authorization")

@@ -8,17 +8,18 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import errors, migrations
+from service import errors, metrics, migrations
 from service.catalog.router import router as catalog_router
 from service.config import Settings
 from service.datasets.router import router as datasets_router
 from service.db import make_engine, session_factory
 from service.range_tests.router import router as range_tests_router
 from service.studies.router import router as studies_router
+from service.ui import router as ui
 
 
 class BodyLimit:
@@ -79,16 +80,26 @@ def create_app(settings: Settings | None = None, *, anonymous: bool = True) -> F
         engine = make_engine(settings.database_url)
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
+        collector = metrics.DatabaseCollector(app.state.sessions, settings)
+        registry.register(collector)
         yield
+        registry.unregister(collector)
         engine.dispose()
 
     app = FastAPI(title="lrsearch", version="0.1.0", lifespan=lifespan,
                   description="Learning-rate schedule search for Keras models.")
     app.state.settings = settings
     app.state.anonymous = anonymous
+    registry, latency = metrics.make_registry()
+    app.state.metrics_registry = registry
     errors.install(app)
     for router in (catalog_router, datasets_router, studies_router, range_tests_router):
         app.include_router(router)
+    ui.install(app)
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/ui")
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
@@ -110,5 +121,9 @@ def create_app(settings: Settings | None = None, *, anonymous: bool = True) -> F
                                             f"{head}: run `lrsearch migrate`"), status_code=503)
         return {"status": "ready", "migration": current}
 
+    if settings.metrics_enabled:
+        app.add_api_route("/metrics", metrics.endpoint, methods=["GET"], tags=["health"],
+                          include_in_schema=False)
+        app.add_middleware(metrics.RequestLatency, histogram=latency)
     app.add_middleware(BodyLimit, settings=settings)
     return app

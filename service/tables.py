@@ -6,8 +6,9 @@ from service.db import Base
 from service.jobs.models import Job
 from service.range_tests.models import RangeTest
 from service.studies.models import CurvePoint, Study, Trial
+from service.workers.models import WorkerRow
 
 metadata = Base.metadata
 __all__ = [
     "ApiKey",
-    "CurvePoint", "Job", "RangeTest", "Study", "Trial", "UploadedDataset", "metadata"]
+    "CurvePoint", "Job", "RangeTest", "Study", "Trial", "UploadedDataset", "WorkerRow", "metadata"]

@@ -1,8 +1,11 @@
-"""The lease heartbeat: its own thread and its own database connection."""
+"""The lease heartbeat and the worker's presence: their own threads and their own database
+connections."""
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 
 from sqlalchemy import Engine
@@ -10,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from service.jobs import ops as jobs
 from service.jobs.ops import Claim
+from service.workers import ops as workers
 
 log = logging.getLogger("lrsearch.worker.lease")
 
@@ -49,3 +53,40 @@ class Heartbeat:
                             self.claim.attempt)
                 self.lost.set()
                 return
+
+
+class Presence:
+    """Keeps this worker's row in `workers` fresh every `interval` seconds for the worker's
+    whole life (idle or busy), and marks it stopped at exit: `workers alive` on /metrics and
+    the web page count these rows. A failed write is retried at the next beat."""
+
+    def __init__(self, engine: Engine, name: str, gpu: int | None, interval: float) -> None:
+        self.engine, self.name, self.gpu, self.interval = engine, name, gpu, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lrsearch-presence",
+                                        daemon=True)
+
+    def __enter__(self) -> Presence:
+        self._beat()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.interval + 5)
+        try:
+            with Session(self.engine) as s, s.begin():
+                workers.stopped(s, self.name)
+        except Exception as e:  # the row simply ages out
+            log.warning("could not mark worker %s stopped: %s", self.name, e)
+
+    def _beat(self) -> None:
+        try:
+            with Session(self.engine) as s, s.begin():
+                workers.seen(s, self.name, socket.gethostname(), os.getpid(), self.gpu)
+        except Exception as e:
+            log.warning("presence of worker %s not recorded: %s", self.name, e)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._beat()

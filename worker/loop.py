@@ -27,7 +27,7 @@ from service.jobs import ops as jobs
 from service.jobs.ops import Claim, LeaseLost
 from worker import search
 from worker.executor import ChildDied, Executor
-from worker.lease import Heartbeat
+from worker.lease import Heartbeat, Presence
 
 log = logging.getLogger("lrsearch.worker")
 T = TypeVar("T")
@@ -51,9 +51,11 @@ class Worker:
         # ends its open transaction once it idles longer than a lease.
         idle = settings.lease_seconds
         self.engine = make_engine(settings.database_url, immediate=True, idle_timeout=idle)
-        self.heartbeat_engine = make_engine(settings.database_url, pool_size=1,
+        # One connection for the lease heartbeat, one for the presence row.
+        self.heartbeat_engine = make_engine(settings.database_url, pool_size=2,
                                             idle_timeout=idle)
         self.optuna = search.storage(settings.optuna_url())
+        self.gpu = gpu
         self.executor = Executor(gpu, settings.trials_per_child)
         self.stop_requested = threading.Event()
         self.hard_stop = threading.Event()
@@ -97,14 +99,18 @@ class Worker:
         log.info("worker %s started", self.name)
         done = 0
         try:
-            while not self.stop_requested.is_set() and (max_jobs is None or done < max_jobs):
-                self.maybe_reap()
-                claim = self.db(lambda s: jobs.claim(s, self.name, self.settings.lease_seconds))
-                if claim is None:
-                    self.stop_requested.wait(self.settings.poll_seconds)
-                    continue
-                self.execute(claim)
-                done += 1
+            with Presence(self.heartbeat_engine, self.name, self.gpu,
+                          self.settings.heartbeat_seconds):
+                while not self.stop_requested.is_set() and (max_jobs is None
+                                                            or done < max_jobs):
+                    self.maybe_reap()
+                    claim = self.db(lambda s: jobs.claim(s, self.name,
+                                                         self.settings.lease_seconds))
+                    if claim is None:
+                        self.stop_requested.wait(self.settings.poll_seconds)
+                        continue
+                    self.execute(claim)
+                    done += 1
         finally:
             self.executor.stop()
             self.engine.dispose()

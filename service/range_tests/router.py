@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query
+from fastapi.responses import Response
 
 from service.deps import SessionDep, SettingsDep, TenantDep
 from service.range_tests import ops
+from service.range_tests.plots import render
 from service.range_tests.schemas import RangeTestCreate, RangeTestOut
 from service.schemas import ERROR_RESPONSES, Page
 
@@ -39,3 +41,12 @@ def list_range_tests(session: SessionDep, tenant: TenantDep,
 def get_range_test(test_id: str, session: SessionDep, tenant: TenantDep) -> RangeTestOut:
     """Status, raw and smoothed curves, suggestions and per-family bounds."""
     return RangeTestOut.of(ops.get(session, tenant, test_id))
+
+
+@router.get("/{test_id}/plot.png", response_class=Response,
+            responses={200: {"content": {"image/png": {}}, "description": "A PNG image."}})
+def get_range_test_plot(test_id: str, session: SessionDep, tenant: TenantDep) -> Response:
+    """The smoothed loss against the LR (log axis) with the suggestions marked (409 until the
+    test has succeeded)."""
+    return Response(render(ops.get(session, tenant, test_id)), media_type="image/png",
+                    headers={"Cache-Control": "no-store"})

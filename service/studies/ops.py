@@ -195,7 +195,7 @@ def _export(family: str, params: dict[str, Any], spe: int, epochs: int) -> dict[
             "snippet": python_snippet(family, params, steps_per_epoch=spe, epochs=epochs)}
 
 
-def _leaderboard(session: Session, study: Study) -> list[dict[str, Any]]:
+def leaderboard(session: Session, study: Study) -> list[dict[str, Any]]:
     rows = session.scalars(select(Trial).where(Trial.study_id == study.id,
                                                Trial.state == "complete",
                                                Trial.value.is_not(None))).all()
@@ -226,7 +226,7 @@ def best(session: Session, study: Study) -> dict[str, Any]:
            "history": [EpochOut.of(p).model_dump() for p in points],
            **_export(trial.family, trial.params, spe, study.spec["epochs"])}
     if len(study.spec["families"]) > 1:
-        out["leaderboard"] = _leaderboard(session, study)
+        out["leaderboard"] = leaderboard(session, study)
     return out
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query
+from fastapi.responses import Response
 
 from service.deps import SessionDep, SettingsDep, TenantDep
 from service.schemas import ERROR_RESPONSES, Page
-from service.studies import ops
+from service.studies import ops, plots
 from service.studies.models import STUDY_STATES
 from service.studies.schemas import StudyCreate, StudyOut, TrialOut
 
@@ -60,6 +61,18 @@ def get_trial(study_id: str, number: Annotated[int, Path(ge=0, le=2**31 - 1)],
     """One trial with its per-epoch history (live while it runs)."""
     study = ops.get(session, tenant, study_id)
     return TrialOut.of(ops.get_trial(session, study, number), with_history=True)
+
+
+PNG = {200: {"content": {"image/png": {}}, "description": "A PNG image."}}
+
+
+@router.get("/{study_id}/plots/{kind}.png", response_class=Response, responses=PNG)
+def get_plot(study_id: str, kind: plots.PlotKind, session: SessionDep, tenant: TenantDep
+             ) -> Response:
+    """A plot as PNG: `lr_curves` (the top trials' schedules over their validation curves),
+    `history` (optimization history), `leaderboard` (best per family; cross-family studies)."""
+    png = plots.render(session, ops.get(session, tenant, study_id), kind)
+    return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 
 
 @router.post("/{study_id}/cancel")

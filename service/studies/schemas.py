@@ -121,6 +121,7 @@ class TrialOut(BaseModel):
     started_at: datetime
     finished_at: datetime | None
     duration_s: float | None
+    steps_per_epoch: int | None
     history: list[EpochOut] | None = None
 
     @classmethod
@@ -129,4 +130,5 @@ class TrialOut(BaseModel):
                    state=t.state, value=finite_or_none(t.value), failure_reason=t.failure_reason,
                    attempt=t.attempt, worker=t.worker, started_at=t.started_at,
                    finished_at=t.finished_at, duration_s=finite_or_none(t.duration_s),
+                   steps_per_epoch=t.steps_per_epoch,
                    history=[EpochOut.of(p) for p in t.points] if with_history else None)

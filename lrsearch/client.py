@@ -1,0 +1,237 @@
+"""The Python client for an lrsearch server (httpx). Works the same in a script or a notebook:
+
+    from lrsearch.client import Client
+
+    with Client("http://127.0.0.1:8000") as c:        # or Client() with LRSEARCH_URL / _API_KEY
+        study = c.submit({"family": "one_cycle", "dataset": "digits", "epochs": 5,
+                          "n_trials": 20})
+        c.wait(study["id"], timeout=3600)
+        best = c.best(study["id"])                     # params, curves, Keras config, snippet
+
+Every error the server reports (and every transport failure) is raised as one `ClientError`
+carrying the API's `type`, `detail`, `field` and the HTTP status.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+STUDY_DONE = frozenset({"succeeded", "failed", "cancelled"})
+RANGE_TEST_DONE = frozenset({"succeeded", "failed"})
+PLOT_KINDS = ("lr_curves", "history", "leaderboard")
+
+
+class ClientError(Exception):
+    """An error answered by the server (`status` > 0) or a failure to reach it (`status` 0,
+    `type` "unreachable"), or a wait that ran out of time (`type` "timeout")."""
+
+    def __init__(self, type_: str, detail: str, *, status: int = 0, field: str | None = None
+                 ) -> None:
+        super().__init__(f"{detail} ({type_}, HTTP {status})" if status else detail)
+        self.type, self.detail, self.status, self.field = type_, detail, status, field
+
+
+class Client:
+    """Typed methods for every endpoint of the v1 API. `url` and `api_key` default to the
+    environment variables LRSEARCH_URL and LRSEARCH_API_KEY."""
+
+    def __init__(self, url: str | None = None, api_key: str | None = None, *,
+                 timeout: float = 30.0, transport: httpx.BaseTransport | None = None) -> None:
+        self.url = (url or os.environ.get("LRSEARCH_URL") or DEFAULT_URL).rstrip("/")
+        key = api_key if api_key is not None else os.environ.get("LRSEARCH_API_KEY")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
+                                  transport=transport)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- transport -----------------------------------------------------------------------
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as e:
+            raise ClientError("unreachable", f"cannot reach the lrsearch server at {self.url}: "
+                              f"{e}. Is it running (`lrsearch serve`)? Set LRSEARCH_URL or "
+                              "--url to its address.") from None
+        if response.status_code >= 400:
+            raise _error(response)
+        return response
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._request(method, path, **kwargs)
+        return None if response.status_code == 204 else response.json()
+
+    # -- health and catalog --------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        return self._json("GET", "/healthz")  # type: ignore[no-any-return]
+
+    def ready(self) -> dict[str, Any]:
+        return self._json("GET", "/readyz")  # type: ignore[no-any-return]
+
+    def schedules(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/v1/schedules")  # type: ignore[no-any-return]
+
+    def schedule(self, family: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/schedules/{family}")  # type: ignore[no-any-return]
+
+    def preview(self, family: str, params: dict[str, Any], *, epochs: int,
+                steps_per_epoch: int, points: int = 1000) -> dict[str, Any]:
+        body = {"params": params, "epochs": epochs, "steps_per_epoch": steps_per_epoch,
+                "points": points}
+        return self._json("POST", f"/v1/schedules/{family}/preview",  # type: ignore[no-any-return]
+                          json=body)
+
+    def models(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/v1/models")  # type: ignore[no-any-return]
+
+    def optimizers(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/v1/optimizers")  # type: ignore[no-any-return]
+
+    # -- datasets ------------------------------------------------------------------------
+    def datasets(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/v1/datasets")  # type: ignore[no-any-return]
+
+    def dataset(self, name: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/datasets/{name}")  # type: ignore[no-any-return]
+
+    def upload_dataset(self, name: str, path: str | Path) -> dict[str, Any]:
+        """Upload an .npz with x_train, y_train and optionally x_val, y_val."""
+        with open(path, "rb") as f:
+            return self._json("POST", "/v1/datasets",  # type: ignore[no-any-return]
+                              data={"name": name}, files={"file": (Path(path).name, f)})
+
+    def delete_dataset(self, name: str) -> None:
+        self._json("DELETE", f"/v1/datasets/{name}")
+
+    # -- studies -------------------------------------------------------------------------
+    def submit(self, spec: dict[str, Any], *, idempotency_key: str | None = None
+               ) -> dict[str, Any]:
+        """Submit a study (the body of POST /v1/studies); returns the study."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return self._json("POST", "/v1/studies", json=spec,  # type: ignore[no-any-return]
+                          headers=headers)
+
+    def studies(self, *, status: str | None = None, offset: int = 0, limit: int = 50
+                ) -> dict[str, Any]:
+        params: dict[str, Any] = {"offset": offset, "limit": limit}
+        if status:
+            params["status"] = status
+        return self._json("GET", "/v1/studies", params=params)  # type: ignore[no-any-return]
+
+    def study(self, study_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/studies/{study_id}")  # type: ignore[no-any-return]
+
+    def best(self, study_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/studies/{study_id}/best")  # type: ignore[no-any-return]
+
+    def trials(self, study_id: str, *, offset: int = 0, limit: int = 100) -> dict[str, Any]:
+        return self._json("GET", f"/v1/studies/{study_id}/trials",  # type: ignore[no-any-return]
+                          params={"offset": offset, "limit": limit})
+
+    def all_trials(self, study_id: str) -> list[dict[str, Any]]:
+        """Every trial of a study, page by page."""
+        items: list[dict[str, Any]] = []
+        while True:
+            page = self.trials(study_id, offset=len(items), limit=500)
+            items += page["items"]
+            if not page["items"] or len(items) >= page["total"]:
+                return items
+
+    def trial(self, study_id: str, number: int) -> dict[str, Any]:
+        return self._json("GET",  # type: ignore[no-any-return]
+                          f"/v1/studies/{study_id}/trials/{number}")
+
+    def cancel(self, study_id: str) -> dict[str, Any]:
+        return self._json("POST", f"/v1/studies/{study_id}/cancel")  # type: ignore[no-any-return]
+
+    def delete(self, study_id: str) -> None:
+        self._json("DELETE", f"/v1/studies/{study_id}")
+
+    def study_plot(self, study_id: str, kind: str = "lr_curves") -> bytes:
+        """A PNG: `lr_curves` (top trials' LR and validation curves), `history` (optimization
+        history) or `leaderboard` (best value per family)."""
+        return self._request("GET", f"/v1/studies/{study_id}/plots/{kind}.png").content
+
+    def wait(self, study_id: str, *, timeout: float | None = None, poll: float = 2.0,
+             on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Poll until the study is succeeded, failed or cancelled; return it. `on_progress`
+        gets the study at every poll. Raises ClientError("timeout") after `timeout` seconds."""
+        return self._wait(lambda: self.study(study_id), STUDY_DONE, f"study {study_id}",
+                          timeout, poll, on_progress)
+
+    # -- range tests ---------------------------------------------------------------------
+    def range_test(self, spec: dict[str, Any], *, idempotency_key: str | None = None
+                   ) -> dict[str, Any]:
+        """Queue an LR range test (the body of POST /v1/range-tests)."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return self._json("POST", "/v1/range-tests", json=spec,  # type: ignore[no-any-return]
+                          headers=headers)
+
+    def range_tests(self, *, offset: int = 0, limit: int = 50) -> dict[str, Any]:
+        return self._json("GET", "/v1/range-tests",  # type: ignore[no-any-return]
+                          params={"offset": offset, "limit": limit})
+
+    def get_range_test(self, test_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/range-tests/{test_id}")  # type: ignore[no-any-return]
+
+    def range_test_plot(self, test_id: str) -> bytes:
+        """A PNG: the smoothed loss against the LR (log axis) with the suggestions marked."""
+        return self._request("GET", f"/v1/range-tests/{test_id}/plot.png").content
+
+    def wait_range_test(self, test_id: str, *, timeout: float | None = None, poll: float = 1.0,
+                        on_progress: Callable[[dict[str, Any]], None] | None = None
+                        ) -> dict[str, Any]:
+        return self._wait(lambda: self.get_range_test(test_id), RANGE_TEST_DONE,
+                          f"range test {test_id}", timeout, poll, on_progress)
+
+    # -- operations ----------------------------------------------------------------------
+    def metrics(self) -> str:
+        """The Prometheus text exposition of /metrics."""
+        return self._request("GET", "/metrics").text
+
+    @staticmethod
+    def _wait(get: Callable[[], dict[str, Any]], done: frozenset[str], what: str,
+              timeout: float | None, poll: float,
+              on_progress: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            current = get()
+            if on_progress is not None:
+                on_progress(current)
+            if current["status"] in done:
+                return current
+            if deadline is not None and time.monotonic() >= deadline:
+                raise ClientError("timeout", f"{what} is still {current['status']} after "
+                                  f"{timeout:g} s")
+            time.sleep(poll if deadline is None else
+                       max(0.0, min(poll, deadline - time.monotonic())))
+
+
+def _error(response: httpx.Response) -> ClientError:
+    """The API's {"type", "detail", "field"} body, or the raw text when it is not ours."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and "detail" in body:
+        detail = body["detail"]
+        if not isinstance(detail, str):  # a framework error shape: keep it readable
+            detail = str(detail)
+        return ClientError(str(body.get("type", "error")), detail, status=response.status_code,
+                           field=body.get("field"))
+    text = response.text.strip()[:500] or response.reason_phrase
+    return ClientError("http_error", text, status=response.status_code)

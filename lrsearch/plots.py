@@ -1,0 +1,201 @@
+"""PNG plots of studies, range tests and schedules (matplotlib, headless, no pyplot).
+
+Every function takes the plain data the API returns (so the server, the CLI and a notebook draw
+the same picture) and returns a `Figure`; `png(fig)` renders it. Figures are built with
+`matplotlib.figure.Figure` and the Agg canvas, never with pyplot's global state, so the API
+can draw from several threads at once.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from lrsearch import schedules
+from lrsearch.schedules.base import registry
+
+SUGGESTION_STYLE = {"steepest": ("tab:red", "steepest"),
+                    "minimum_div10": ("tab:green", "minimum / 10"),
+                    "valley": ("tab:orange", "valley"),
+                    "lr_at_minimum": ("tab:gray", "LR at minimum")}
+
+
+def png(fig: Figure, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes."""
+    FigureCanvasAgg(fig)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def _empty(fig: Figure, ax: Any, message: str) -> Figure:
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, wrap=True)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return fig
+
+
+def _finite(values: Sequence[float | None]) -> list[float]:
+    return [v for v in values if v is not None and math.isfinite(v)]
+
+
+def trial_lr_curve(trial: Mapping[str, Any], steps_per_epoch: int, epochs: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(epoch as a float per step, LR per step) of a trial: the family's closed form, or for
+    an adaptive family the LR it applied at each epoch (from its history)."""
+    family, params = trial["family"], trial["params"] or {}
+    if not registry.get(family).adaptive:
+        lrs = schedules.curve(family, params, steps_per_epoch=steps_per_epoch, epochs=epochs)
+        return np.arange(len(lrs)) / steps_per_epoch, lrs
+    history = trial.get("history") or []
+    x = np.array([p["epoch"] for p in history], dtype=float)
+    return x, np.array([p["lr_first"] or np.nan for p in history], dtype=float)
+
+
+def study_lr_curves(trials: Sequence[Mapping[str, Any]], *, metric: str, direction: str,
+                    epochs: int, top: int = 5, title: str = "") -> Figure:
+    """The LR schedules of the `top` best complete trials (top panel) over their per-epoch
+    validation curves (bottom panel), one colour per trial. `trials` carry `history`."""
+    fig = Figure(figsize=(8, 6.5), layout="constrained")
+    lr_ax, val_ax = fig.subplots(2, 1, sharex=True)
+    sign = -1.0 if direction == "maximize" else 1.0
+    ranked = sorted((t for t in trials if t.get("state") == "complete"
+                     and t.get("value") is not None and t.get("family")),
+                    key=lambda t: sign * t["value"])[:top]
+    if not ranked:
+        return _empty(fig, lr_ax, "No completed trial yet.")
+    key = metric if metric in ("loss", "val_loss") else (
+        "val_metric" if metric.startswith("val_") else "metric")
+    colors = [f"C{i}" for i in range(10)]
+    for i, t in enumerate(ranked):
+        color = colors[i % 10]
+        spe = t.get("steps_per_epoch") or 1
+        x, lr = trial_lr_curve(t, spe, epochs)
+        label = f"#{t['number']} {t['family']} ({metric} {t['value']:.4g})"
+        lr_ax.plot(x, lr, color=color, label=label)
+        history = t.get("history") or []
+        points = [(p["epoch"] + 1, p[key]) for p in history if p.get(key) is not None]
+        if points:
+            ex, ev = zip(*points, strict=True)
+            val_ax.plot(ex, ev, "o-", color=color, markersize=3)
+    lr_ax.set_ylabel("learning rate")
+    lr_ax.set_yscale("log")
+    lr_ax.legend(fontsize=8, loc="best")
+    lr_ax.set_title(title or f"Top {len(ranked)} trials: schedules and validation curves")
+    val_ax.set_xlabel("epoch")
+    val_ax.set_ylabel(metric)
+    val_ax.grid(alpha=0.3)
+    lr_ax.grid(alpha=0.3, which="both")
+    return fig
+
+
+def study_history(trials: Sequence[Mapping[str, Any]], *, metric: str, direction: str,
+                  title: str = "") -> Figure:
+    """Optimization history: each finished trial's value by trial number (pruned trials show
+    their last reported value, hollow) and the best value so far."""
+    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    ax = fig.subplots()
+    done = sorted((t for t in trials if t.get("number") is not None
+                   and t.get("value") is not None and t.get("state") in ("complete", "pruned")),
+                  key=lambda t: t["number"])
+    if not done:
+        return _empty(fig, ax, "No finished trial yet.")
+    for state, style in (("complete", {"color": "C0"}),
+                         ("pruned", {"facecolors": "none", "edgecolors": "C1"})):
+        chosen = [t for t in done if t["state"] == state]
+        if chosen:
+            ax.scatter([t["number"] for t in chosen], [t["value"] for t in chosen],
+                       label=state, **style)
+    better = max if direction == "maximize" else min
+    best: list[float] = []
+    xs: list[int] = []
+    for t in done:
+        if t["state"] != "complete":
+            continue
+        best.append(t["value"] if not best else better(best[-1], t["value"]))
+        xs.append(t["number"])
+    if best:
+        ax.step(xs, best, where="post", color="C3", label="best so far")
+    ax.set_xlabel("trial number")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or "Optimization history")
+    return fig
+
+
+def leaderboard(entries: Sequence[Mapping[str, Any]], *, metric: str, title: str = "") -> Figure:
+    """The best value per family of a cross-family study, best first (top)."""
+    fig = Figure(figsize=(8, 0.9 + 0.45 * max(1, len(entries))), layout="constrained")
+    ax = fig.subplots()
+    entries = [e for e in entries if e.get("value") is not None]
+    if not entries:
+        return _empty(fig, ax, "No completed trial yet.")
+    names = [e["family"] for e in entries][::-1]
+    values = [e["value"] for e in entries][::-1]
+    bars = ax.barh(names, values, color="C0")
+    ax.bar_label(bars, labels=[f"{v:.4g}" for v in values], padding=3, fontsize=8)
+    low, high = min(values), max(values)
+    pad = (high - low) * 0.15 or abs(high) * 0.05 or 0.05
+    ax.set_xlim(low - pad, high + pad)  # zoomed in: the families often differ by little
+    ax.set_xlabel(metric)
+    ax.set_title(title or "Best trial per schedule family")
+    return fig
+
+
+def range_test(result: Mapping[str, Any], title: str = "") -> Figure:
+    """The LR finder picture: smoothed loss (raw loss faint) against the LR on a log axis,
+    one line per repeat, with the suggested LRs marked (the medians over repeats)."""
+    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    ax = fig.subplots()
+    sweeps = result.get("sweeps") or []
+    if not sweeps:
+        return _empty(fig, ax, "No curve yet.")
+    smoothed_all: list[float] = []
+    for i, sweep in enumerate(sweeps):
+        lrs = np.asarray(sweep["lrs"], dtype=float)
+        raw = np.asarray([np.nan if v is None else v for v in sweep["losses"]], dtype=float)
+        smoothed = np.asarray([np.nan if v is None else v for v in sweep["smoothed"]],
+                              dtype=float)
+        ax.plot(lrs, raw, color=f"C{i % 10}", alpha=0.2, linewidth=0.8)
+        ax.plot(lrs, smoothed, color=f"C{i % 10}",
+                label="smoothed loss" if i == 0 else None)
+        smoothed_all += _finite(smoothed.tolist())
+    for key, value in (result.get("suggestions") or {}).items():
+        lr = value.get("median") if isinstance(value, Mapping) else value
+        if lr is None or key not in SUGGESTION_STYLE:
+            continue
+        color, label = SUGGESTION_STYLE[key]
+        ax.axvline(lr, color=color, linestyle="--", linewidth=1, label=f"{label}: {lr:.3g}")
+    ax.set_xscale("log")
+    if smoothed_all:  # the divergence spike would flatten the interesting part
+        low, high = min(smoothed_all), float(np.percentile(smoothed_all, 95))
+        ax.set_ylim(low - 0.05 * (high - low + 1e-12), high + 0.25 * (high - low + 1e-12))
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    ax.set_title(title or "LR range test")
+    return fig
+
+
+def schedule(family: str, params: Mapping[str, Any], *, epochs: int, steps_per_epoch: int
+             ) -> Figure:
+    """One family's LR per step (its closed form)."""
+    lrs = schedules.curve(family, dict(params), steps_per_epoch=steps_per_epoch, epochs=epochs)
+    fig = Figure(figsize=(8, 4), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(np.arange(len(lrs)) / steps_per_epoch, lrs)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learning rate")
+    ax.grid(alpha=0.3)
+    shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                      for k, v in params.items())
+    ax.set_title(f"{family}({shown})" if shown else family)
+    return fig

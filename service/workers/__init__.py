@@ -1,0 +1,1 @@
+"""Worker presence: each worker process keeps one row fresh while it lives."""
