@@ -1,5 +1,5 @@
-"""
-Service commands (service/cli.py adds them; it is the installed entry point):
+"""The installed `lrsearch` entry point: the client and library commands of lrsearch.cli, plus
+the server's commands:
 
     lrsearch migrate                   upgrade our schema and set up Optuna's storage
     lrsearch api --host --port         the HTTP API (uvicorn)
@@ -14,7 +14,6 @@ Service commands (service/cli.py adds them; it is the installed entry point):
 
 from __future__ import annotations
 
-import argparse
 import faulthandler
 import ipaddress
 import logging
@@ -27,10 +26,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from lrsearch import cli as library_cli
+import click
+
+from lrsearch.cli import cli
 
 
-def cmd_migrate(args: argparse.Namespace) -> None:
+@cli.command("migrate")
+def cmd_migrate() -> None:
+    """Upgrade the database schema (ours and Optuna's)."""
     from service import migrations
     from service.config import Settings
     from service.db import make_engine
@@ -41,7 +44,7 @@ def cmd_migrate(args: argparse.Namespace) -> None:
         migrations.migrate(settings, engine)
     finally:
         engine.dispose()
-    print(f"migrated {engine.url.render_as_string(hide_password=True)} to "
+    click.echo(f"migrated {engine.url.render_as_string(hide_password=True)} to "
           f"{migrations.head()}; Optuna storage ready")
 
 
@@ -68,44 +71,75 @@ def _with_session(fn: Any) -> Any:
         engine.dispose()
 
 
-def cmd_api(args: argparse.Namespace) -> None:
+def server_options(f: Any) -> Any:
+    for option in reversed([
+        click.option("--host", default="127.0.0.1", show_default=True),
+        click.option("--port", type=int, default=8000, show_default=True),
+        click.option("--log-level", default="info", show_default=True),
+        click.option("--insecure", is_flag=True,
+                     help="on a non-loopback address, accept requests without API keys"),
+    ]):
+        f = option(f)
+    return f
+
+
+@cli.command("api")
+@server_options
+def cmd_api(host: str, port: int, log_level: str, insecure: bool) -> None:
+    """Run the HTTP API (and the web page at /ui)."""
     import uvicorn
 
     from service.auth import ops as auth
     from service.main import create_app
 
-    loopback = is_loopback(args.host)
-    if not loopback and not args.insecure and not _with_session(auth.any_active):
+    loopback = is_loopback(host)
+    if not loopback and not insecure and not _with_session(auth.any_active):
         raise SystemExit(
-            f"error: refusing to serve on {args.host} without API keys: anyone who can reach "
+            f"error: refusing to serve on {host} without API keys: anyone who can reach "
             "it could submit work and read results. Create a key with `lrsearch keys create "
             "--tenant NAME`, bind to 127.0.0.1, or pass --insecure to accept anonymous "
             "requests anyway.")
-    app = create_app(anonymous=loopback or args.insecure)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    app = create_app(anonymous=loopback or insecure)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 
-def cmd_keys(args: argparse.Namespace) -> None:
+@cli.group("keys")
+def keys() -> None:
+    """API keys: create, list, revoke (run on the server, against its database)."""
+
+
+@keys.command("create")
+@click.option("--tenant", required=True, help="the tenant the key acts for")
+@click.option("--name", help="a label for the key")
+def keys_create(tenant: str, name: str | None) -> None:
+    """A new API key, printed once."""
     from service.auth import ops as auth
 
-    if args.action == "create":
-        if not args.tenant:
-            raise SystemExit("error: keys create needs --tenant NAME")
+    def create(session: Any) -> str:
+        row, key = auth.create(session, tenant, name)
+        return f"{key}\n(prefix {row.prefix}, tenant {row.tenant}; shown only once)"
 
-        def create(session: Any) -> str:
-            row, key = auth.create(session, args.tenant, args.name)
-            return f"{key}\n(prefix {row.prefix}, tenant {row.tenant}; shown only once)"
+    click.echo(_with_session(create))
 
-        print(_with_session(create))
-    elif args.action == "list":
-        for row in _with_session(auth.list_keys):
-            state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
-            print(f"{row.prefix}  {row.tenant:20} {state:18} {row.name or ''}")
-    else:
-        if not args.prefix:
-            raise SystemExit("error: keys revoke needs the key's PREFIX")
-        _with_session(lambda s: auth.revoke(s, args.prefix))
-        print(f"revoked {args.prefix}")
+
+@keys.command("list")
+def keys_list() -> None:
+    """Every key's prefix, tenant and state (never the key)."""
+    from service.auth import ops as auth
+
+    for row in _with_session(auth.list_keys):
+        state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
+        click.echo(f"{row.prefix}  {row.tenant:20} {state:18} {row.name or ''}")
+
+
+@keys.command("revoke")
+@click.argument("prefix")
+def keys_revoke(prefix: str) -> None:
+    """Revoke the key with this PREFIX (see keys list)."""
+    from service.auth import ops as auth
+
+    _with_session(lambda s: auth.revoke(s, prefix))
+    click.echo(f"revoked {prefix}")
 
 
 def _logging(level: str = "INFO") -> None:
@@ -113,15 +147,19 @@ def _logging(level: str = "INFO") -> None:
                         "[%(process)d] %(message)s")
 
 
-def cmd_worker(args: argparse.Namespace) -> None:
+@cli.command("worker")
+@click.option("--gpu", type=int, default=None, help="pin this worker to one GPU")
+@click.option("--max-jobs", type=int, default=None, help="exit after this many jobs")
+def cmd_worker(gpu: int | None, max_jobs: int | None) -> None:
+    """Run one worker: claims queued trials and range tests and runs them."""
     from service.config import Settings
     from worker.loop import Worker
 
     _logging()
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1`: dump stacks
-    w = Worker(Settings(), gpu=args.gpu)
+    w = Worker(Settings(), gpu=gpu)
     w.install_signals()
-    w.run(max_jobs=args.max_jobs)
+    w.run(max_jobs=max_jobs)
 
 
 def gpu_count() -> int:
@@ -161,11 +199,18 @@ def _reaper(stop: threading.Event) -> None:
     engine.dispose()
 
 
-def cmd_serve(args: argparse.Namespace) -> None:
+@cli.command("serve")
+@server_options
+@click.option("--workers", type=int, default=None,
+              help="worker processes [default: one per GPU, or 1]")
+@click.pass_context
+def cmd_serve(ctx: click.Context, host: str, port: int, log_level: str, insecure: bool,
+              workers: int | None) -> None:
+    """One machine: migrate, then the API, workers and a reaper; Ctrl-C stops all."""
     _logging()
-    cmd_migrate(args)
+    ctx.invoke(cmd_migrate)
     gpus = gpu_count()
-    n = args.workers if args.workers is not None else max(1, gpus)
+    n = workers if workers is not None else max(1, gpus)
     procs = []
     for i in range(n):
         cmd = [sys.executable, "-m", "worker"]
@@ -176,7 +221,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     reaper = threading.Thread(target=_reaper, args=(stop,), daemon=True)
     reaper.start()
     try:
-        cmd_api(args)
+        ctx.invoke(cmd_api, host=host, port=port, log_level=log_level, insecure=insecure)
     finally:
         stop.set()
         for p in procs:
@@ -191,42 +236,21 @@ def cmd_serve(args: argparse.Namespace) -> None:
                 p.kill()
 
 
-def add_commands(sub: Any) -> None:
-    p = sub.add_parser("migrate", help="upgrade the database schema (ours and Optuna's)")
-    p.set_defaults(func=cmd_migrate)
-    p = sub.add_parser("keys", help="API keys: create --tenant NAME, list, revoke PREFIX")
-    p.add_argument("action", choices=["create", "list", "revoke"])
-    p.add_argument("prefix", nargs="?", help="revoke: the key's prefix (see keys list)")
-    p.add_argument("--tenant", help="create: the tenant the key acts for")
-    p.add_argument("--name", help="create: a label for the key")
-    p.set_defaults(func=cmd_keys)
-    p = sub.add_parser("worker", help="run one worker (claims and runs queued jobs)")
-    p.add_argument("--gpu", type=int, default=None, help="pin this worker to one GPU")
-    p.add_argument("--max-jobs", type=int, default=None, help="exit after this many jobs")
-    p.set_defaults(func=cmd_worker)
-    for name, func, text in (("api", cmd_api, "run the HTTP API"),
-                             ("serve", cmd_serve, "migrate, then the API, workers and a "
-                              "reaper (one machine)")):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("--host", default="127.0.0.1")
-        p.add_argument("--port", type=int, default=8000)
-        p.add_argument("--log-level", default="info")
-        p.add_argument("--insecure", action="store_true",
-                       help="on a non-loopback address, accept requests without API keys")
-        if name == "serve":
-            p.add_argument("--workers", type=int, default=None,
-                           help="worker processes (default: one per GPU, or 1)")
-        p.set_defaults(func=func)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    from sqlalchemy.exc import DBAPIError
+
+    from lrsearch.cli import main as run
     from service.errors import APIError
 
     try:
-        return library_cli.main(argv, extend=add_commands, extra_help=__doc__ or "")
-    except APIError as e:
-        print(f"error: {e.detail}", file=sys.stderr)
+        return run(argv)
+    except APIError as e:  # keys revoke of an unknown prefix, a bad tenant name, ...
+        click.echo(f"error: {e.detail}", err=True)
         return 2
+    except DBAPIError as e:  # a server command against a database that is not ready
+        click.echo(f"error: database error: {str(e.orig).strip()}. Is LRSEARCH_DATABASE_URL "
+                   "right, and has `lrsearch migrate` run?", err=True)
+        return 1
 
 
 if __name__ == "__main__":

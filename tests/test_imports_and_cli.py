@@ -31,28 +31,30 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_lists_and_shows_families() -> None:
-    listed = run_cli("schedules")
+    listed = run_cli("schedules", "list")
     assert listed.returncode == 0 and "one_cycle" in listed.stdout
     shown = run_cli("schedules", "show", "wsd")
     assert json.loads(shown.stdout)["name"] == "wsd"
 
 
-def test_cli_preview_prints_per_epoch_lrs() -> None:
-    out = run_cli("preview", "step_decay", "--params", '{"lr0": 0.1, "epochs_drop": 2}',
-                  "--epochs", "4", "--steps-per-epoch", "3")
-    assert out.returncode == 0
+def test_cli_preview_prints_per_epoch_lrs(tmp_path: Path) -> None:
+    out = run_cli("schedules", "preview", "step_decay", "--params",
+                  '{"lr0": 0.1, "epochs_drop": 2}', "--epochs", "4", "--steps-per-epoch", "3",
+                  "--png", str(tmp_path / "step.png"))
+    assert out.returncode == 0, out.stderr
     assert "epoch    2  first step 0.05" in out.stdout
+    assert (tmp_path / "step.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_cli_bad_input_exits_2_with_the_message() -> None:
-    out = run_cli("preview", "cosine", "--params", '{"warmup_epochs": 12}', "--epochs", "10",
+    out = run_cli("schedules", "preview", "cosine", "--params", '{"warmup_epochs": 12}', "--epochs", "10",
                   "--steps-per-epoch", "5")
     assert out.returncode == 2
     assert "`warmup_epochs` must be < `epochs`" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_cli_range_test_json() -> None:
-    out = run_cli("range-test", "--dataset", "synthetic_argmax", "--num-iter", "20",
+    out = run_cli("local", "range-test", "--dataset", "synthetic_argmax", "--num-iter", "20",
                   "--batch-size", "100", "--json")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)

@@ -1,0 +1,366 @@
+"""Commands that talk to a server through lrsearch.client.Client.
+
+    lrsearch submit --family one_cycle --dataset digits --epochs 5 --n-trials 10 [--wait]
+    lrsearch submit --file study.yaml [--wait]          (flags override the file)
+    lrsearch status [ID]     one study, or the list
+    lrsearch trials ID       lrsearch best ID      lrsearch plot ID --kind history -o h.png
+    lrsearch cancel ID       lrsearch delete ID
+    lrsearch range-test --dataset digits [--wait] [--plot lr_find.png]
+    lrsearch datasets list | upload NAME FILE.npz | delete NAME
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lrsearch.cli.output import (
+    JsonObject,
+    StudyProgress,
+    console,
+    print_best,
+    print_suggestions,
+    progress_line,
+    studies_table,
+    study_table,
+    trials_table,
+    write_png,
+)
+from lrsearch.client import PLOT_KINDS, Client, ClientError
+
+
+def remote(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--url and --api-key (or LRSEARCH_URL / LRSEARCH_API_KEY), passed on as `client`."""
+    def run(url: str | None, api_key: str | None, **kwargs: Any) -> Any:
+        with Client(url, api_key) as client:
+            return f(client=client, **kwargs)
+
+    run.__name__, run.__doc__ = f.__name__, f.__doc__
+    run = click.option("--api-key", envvar="LRSEARCH_API_KEY", show_envvar=True,
+                       help="API key (needed once the server has keys)")(run)
+    return click.option("--url", envvar="LRSEARCH_URL", show_envvar=True,
+                        help="server address [default: http://127.0.0.1:8000]")(run)
+
+
+def _load_spec(path: Path) -> dict[str, Any]:
+    """A study or range-test body from a .json, .yaml or .yml file."""
+    import yaml
+
+    text = path.read_text()
+    try:
+        spec = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raise click.BadParameter(f"{path} is not valid {path.suffix[1:].upper()}: {e}",
+                                 param_hint="--file") from None
+    if not isinstance(spec, dict):
+        raise click.BadParameter(f"{path} must hold a mapping (the request body), got "
+                                 f"{type(spec).__name__}", param_hint="--file")
+    return spec
+
+
+def _named(name: str | None, params: dict[str, Any] | None) -> dict[str, Any] | None:
+    if name is None and params is None:
+        return None
+    out: dict[str, Any] = {"name": name or "mlp"}
+    if params is not None:
+        out["params"] = params
+    return out
+
+
+def _merge(spec: dict[str, Any], **flags: Any) -> dict[str, Any]:
+    """Flags that were given override the file's keys."""
+    return {**spec, **{k: v for k, v in flags.items() if v is not None and v != ()}}
+
+
+# -- studies -------------------------------------------------------------------------------
+@click.command("submit")
+@click.option("--file", "spec_file", type=click.Path(exists=True, dir_okay=False,
+                                                     path_type=Path),
+              help="the study as JSON or YAML (the body of POST /v1/studies)")
+@click.option("--family", "families", multiple=True,
+              help="a schedule family; repeat for a cross-family search")
+@click.option("--dataset")
+@click.option("--model", help="model architecture [default: mlp]")
+@click.option("--model-params", type=JsonObject())
+@click.option("--optimizer", help="[default: sgd]")
+@click.option("--optimizer-params", type=JsonObject())
+@click.option("--epochs", type=int)
+@click.option("--batch-size", type=int)
+@click.option("--n-trials", type=int)
+@click.option("--metric", type=click.Choice(["val_accuracy", "val_loss", "accuracy", "loss"]))
+@click.option("--direction", type=click.Choice(["maximize", "minimize"]))
+@click.option("--sampler", type=click.Choice(["tpe", "random", "grid", "cmaes", "qmc"]))
+@click.option("--pruner", type=click.Choice(["median", "hyperband", "successive_halving",
+                                             "none"]))
+@click.option("--search-space", type=JsonObject(),
+              help='per family: {"one_cycle": {"max_lr": {"low": 0.01, "high": 1}}}')
+@click.option("--range-test-id", help="search inside this range test's bounds")
+@click.option("--seed", type=int)
+@click.option("--name")
+@click.option("--idempotency-key", help="retrying with the same key never submits twice")
+@click.option("--wait", is_flag=True, help="show progress until it ends, then the best")
+@click.option("--timeout", type=float, default=None, help="--wait: give up after seconds")
+@click.option("--poll", type=float, default=2.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print JSON instead of tables")
+@remote
+def submit(client: Client, spec_file: Path | None, families: tuple[str, ...],
+           model: str | None, model_params: dict[str, Any] | None, optimizer: str | None,
+           optimizer_params: dict[str, Any] | None, sampler: str | None, pruner: str | None,
+           idempotency_key: str | None, wait: bool, timeout: float | None, poll: float,
+           as_json: bool, **flags: Any) -> None:
+    """Submit a schedule search (a study)."""
+    spec = _load_spec(spec_file) if spec_file else {}
+    if families:
+        spec.pop("family", None)
+        spec.pop("families", None)
+        if len(families) == 1:
+            spec["family"] = families[0]
+        else:
+            spec["families"] = list(families)
+    spec = _merge(spec, model=_named(model, model_params),
+                  optimizer=_named(optimizer or ("sgd" if optimizer_params else None),
+                                   optimizer_params),
+                  sampler={**spec.get("sampler", {}), "name": sampler} if sampler else None,
+                  pruner={"name": pruner} if pruner else None, **flags)
+    study = client.submit(spec, idempotency_key=idempotency_key)
+    if not wait:
+        if as_json:
+            click.echo(json.dumps(study))
+        else:
+            click.echo(f"submitted study {study['id']} ({study['n_trials']} trials); "
+                       f"`lrsearch status {study['id']}` to follow it")
+        return
+    click.echo(f"submitted study {study['id']} ({study['n_trials']} trials)", err=True)
+    _wait_and_report(client, study["id"], timeout, poll, as_json)
+
+
+def _wait_and_report(client: Client, study_id: str, timeout: float | None, poll: float,
+                     as_json: bool) -> None:
+    view = StudyProgress(client.study(study_id))
+    try:
+        study = client.wait(study_id, timeout=timeout, poll=poll, on_progress=view.update)
+    finally:
+        view.close()
+    if study["best"] is None:
+        raise ClientError("no_result", f"study {study_id} ended {study['status']} without a "
+                          f"completed trial{': ' + study['error'] if study['error'] else ''}")
+    best = client.best(study_id)
+    if as_json:
+        click.echo(json.dumps(best))
+    else:
+        console().print(f"study {study_id} {study['status']}: {progress_line(study)}")
+        print_best(best)
+    if study["status"] != "succeeded":
+        raise ClientError(study["status"], f"study {study_id} ended {study['status']}"
+                          f"{': ' + study['error'] if study['error'] else ''}")
+
+
+@click.command("wait")
+@click.argument("study_id")
+@click.option("--timeout", type=float, default=None)
+@click.option("--poll", type=float, default=2.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@remote
+def wait_cmd(client: Client, study_id: str, timeout: float | None, poll: float,
+             as_json: bool) -> None:
+    """Follow a submitted study until it ends, then print its best schedule."""
+    _wait_and_report(client, study_id, timeout, poll, as_json)
+
+
+@click.command("status")
+@click.argument("study_id", required=False)
+@click.option("--status", "only", type=click.Choice(["queued", "running", "succeeded",
+                                                     "failed", "cancelled"]),
+              help="list: only studies with this status")
+@click.option("--json", "as_json", is_flag=True)
+@remote
+def status(client: Client, study_id: str | None, only: str | None, as_json: bool) -> None:
+    """One study's status and progress, or the list of studies."""
+    if study_id is None:
+        page = client.studies(status=only, limit=100)
+        if as_json:
+            click.echo(json.dumps(page))
+        else:
+            console().print(studies_table(page["items"]))
+        return
+    study = client.study(study_id)
+    if as_json:
+        click.echo(json.dumps(study))
+    else:
+        console().print(study_table(study))
+
+
+@click.command("trials")
+@click.argument("study_id")
+@click.option("--json", "as_json", is_flag=True)
+@remote
+def trials(client: Client, study_id: str, as_json: bool) -> None:
+    """Every trial of a study: state, value, parameters, failure reason."""
+    items = client.all_trials(study_id)
+    if as_json:
+        click.echo(json.dumps(items))
+        return
+    metric = client.study(study_id)["request"].get("metric", "val_accuracy")
+    console().print(trials_table(items, metric))
+
+
+@click.command("best")
+@click.argument("study_id")
+@click.option("--json", "as_json", is_flag=True, help="everything: curves, Keras config")
+@remote
+def best(client: Client, study_id: str, as_json: bool) -> None:
+    """The best schedule so far: parameters and the Keras snippet."""
+    result = client.best(study_id)
+    if as_json:
+        click.echo(json.dumps(result))
+    else:
+        print_best(result)
+
+
+@click.command("plot")
+@click.argument("study_id")
+@click.option("--kind", type=click.Choice(PLOT_KINDS), default="lr_curves", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              required=True, help="the PNG file to write")
+@remote
+def plot(client: Client, study_id: str, kind: str, output: Path) -> None:
+    """Draw a study's plot to a PNG file (rendered by the server)."""
+    write_png(output, client.study_plot(study_id, kind))
+
+
+@click.command("cancel")
+@click.argument("study_id")
+@remote
+def cancel(client: Client, study_id: str) -> None:
+    """Cancel a study: queued trials now, running ones at their next epoch."""
+    study = client.cancel(study_id)
+    click.echo(f"study {study['id']} {study['status']}")
+
+
+@click.command("delete")
+@click.argument("study_id")
+@remote
+def delete(client: Client, study_id: str) -> None:
+    """Delete a finished study with its trials and curves."""
+    client.delete(study_id)
+    click.echo(f"deleted study {study_id}")
+
+
+# -- range tests ---------------------------------------------------------------------------
+@click.command("range-test")
+@click.option("--file", "spec_file", type=click.Path(exists=True, dir_okay=False,
+                                                     path_type=Path),
+              help="the range test as JSON or YAML (the body of POST /v1/range-tests)")
+@click.option("--dataset")
+@click.option("--model")
+@click.option("--model-params", type=JsonObject())
+@click.option("--optimizer")
+@click.option("--optimizer-params", type=JsonObject())
+@click.option("--batch-size", type=int)
+@click.option("--min-lr", type=float)
+@click.option("--max-lr", type=float)
+@click.option("--num-iter", type=int)
+@click.option("--mode", type=click.Choice(["exp", "linear"]))
+@click.option("--repeats", type=int)
+@click.option("--validation/--no-validation", default=None,
+              help="track a validation batch's loss instead of the training loss")
+@click.option("--seed", type=int)
+@click.option("--id", "test_id", help="follow an existing range test instead of starting one")
+@click.option("--wait", is_flag=True, help="wait for the result and print the suggestions")
+@click.option("--timeout", type=float, default=None)
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="--wait: draw the curve with the suggestions to this PNG file")
+@click.option("--json", "as_json", is_flag=True)
+@remote
+def range_test(client: Client, spec_file: Path | None, model: str | None,
+               model_params: dict[str, Any] | None, optimizer: str | None,
+               optimizer_params: dict[str, Any] | None, test_id: str | None, wait: bool,
+               timeout: float | None, plot_path: Path | None, as_json: bool,
+               **flags: Any) -> None:
+    """Run an LR range test on the server's workers (fastai's lr_find, remotely)."""
+    if test_id is None:
+        spec = _merge(_load_spec(spec_file) if spec_file else {},
+                      model=_named(model, model_params),
+                      optimizer=_named(optimizer or ("sgd" if optimizer_params else None),
+                                       optimizer_params), **flags)
+        test = client.range_test(spec)
+        test_id = test["id"]
+        click.echo(f"queued range test {test_id}", err=True)
+    else:
+        test = client.get_range_test(test_id)
+    if not wait and plot_path is None:
+        if as_json:
+            click.echo(json.dumps(test))
+        else:
+            click.echo(f"range test {test_id} {test['status']}; `lrsearch range-test --id "
+                       f"{test_id} --wait` to get the suggestions")
+        return
+    out = console(stderr=True)
+    with out.status(f"range test {test_id}: waiting for a worker") as spinner:
+        test = client.wait_range_test(test_id, timeout=timeout, on_progress=lambda t:
+                                      spinner.update(f"range test {test_id}: {t['status']}"))
+    if test["status"] != "succeeded":
+        raise ClientError("failed", f"range test {test_id} failed: {test['error']}")
+    if plot_path is not None:
+        write_png(plot_path, client.range_test_plot(test_id))
+    if as_json:
+        click.echo(json.dumps(test))
+    else:
+        console().print(f"range test {test_id} succeeded")
+        print_suggestions(test["suggestions"], test["family_bounds"])
+
+
+# -- datasets ------------------------------------------------------------------------------
+@click.group("datasets")
+def datasets() -> None:
+    """The server's datasets: list, upload an .npz, delete an upload."""
+
+
+@datasets.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@remote
+def datasets_list(client: Client, as_json: bool) -> None:
+    """Built-in datasets (with whether their files are present) and your uploads."""
+    from rich.table import Table
+
+    items = client.datasets()
+    if as_json:
+        click.echo(json.dumps(items))
+        return
+    table = Table("name", "kind", "input shape", "classes", "available", box=None)
+    for d in items:
+        missing = ", ".join(d.get("files") or [])
+        table.add_row(d["name"], "built-in" if d["builtin"] else "uploaded",
+                      "x".join(map(str, d["input_shape"])), str(d["num_classes"]),
+                      "yes" if d.get("available", True) else
+                      f"no: put {missing} in the server's data dir")
+    console().print(table)
+
+
+@datasets.command("upload")
+@click.argument("name")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@remote
+def datasets_upload(client: Client, name: str, path: Path) -> None:
+    """Upload an .npz with x_train, y_train (and optionally x_val, y_val) as NAME."""
+    info = client.upload_dataset(name, path)
+    click.echo(f"uploaded {info['name']}: {json.dumps(info)}")
+
+
+@datasets.command("delete")
+@click.argument("name")
+@remote
+def datasets_delete(client: Client, name: str) -> None:
+    """Delete an uploaded dataset (no unfinished study may use it)."""
+    client.delete_dataset(name)
+    click.echo(f"deleted dataset {name}")
+
+
+def register(cli: click.Group) -> None:
+    for command in (submit, wait_cmd, status, trials, best, plot, cancel, delete, range_test,
+                    datasets):
+        cli.add_command(command)
