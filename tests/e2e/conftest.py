@@ -1,0 +1,120 @@
+"""One real `lrsearch serve` (API + 1 worker + reaper, SQLite under its own folder) shared by
+the end-to-end tests of the user tools: the CLI, the Python client, the web page in Chromium,
+/metrics, Optuna's own tools and the README walk-through."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from lrsearch.client import Client
+
+LRSEARCH = str(Path(sys.executable).with_name("lrsearch"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    folder: Path  # its working directory: .lrsearch/ holds lrsearch.db and optuna.db
+    log: Path
+    env: dict[str, str]  # what a client process needs: LRSEARCH_URL, no server settings
+
+    def client(self) -> Client:
+        return Client(self.url, timeout=60)
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")[-8000:]
+
+
+def client_env(url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LRSEARCH_")}
+    env.update(LRSEARCH_URL=url, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="",
+               COLUMNS="160")
+    return env
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    folder = tmp_path_factory.mktemp("serve")
+    port = free_port()
+    env = client_env(f"http://127.0.0.1:{port}")
+    del env["LRSEARCH_URL"]
+    env.update(LRSEARCH_POLL_SECONDS="0.2", LRSEARCH_HEARTBEAT_SECONDS="1")
+    log = folder / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([LRSEARCH, "serve", "--port", str(port), "--workers", "1"],
+                                cwd=folder, env=env, stdout=out, stderr=out,
+                                start_new_session=True)
+    server = Server(f"http://127.0.0.1:{port}", folder, log, client_env(f"http://127.0.0.1:{port}"))
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"{server.url}/readyz", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, f"serve exited:\n{server.logs()}"
+            assert time.monotonic() < deadline, f"serve not ready:\n{server.logs()}"
+            time.sleep(0.3)
+        yield server
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def run_cli(server: Server, *args: str, timeout: float = 300, cwd: Path | None = None
+            ) -> subprocess.CompletedProcess[str]:
+    out = subprocess.run([LRSEARCH, *args], capture_output=True, text=True, env=server.env,
+                         timeout=timeout, cwd=cwd)
+    return out
+
+
+SMALL_STUDY: dict[str, Any] = {
+    "name": "e2e-cross-family", "families": ["cosine", "constant"], "dataset": "digits",
+    "epochs": 2, "batch_size": 64, "n_trials": 4, "pruner": {"name": "none"},
+    "search_space": {"cosine": {"peak_lr": {"low": 0.05, "high": 0.5}},
+                     "constant": {"lr": {"low": 0.02, "high": 0.2}}}}
+
+
+@pytest.fixture(scope="session")
+def finished_study(server: Server) -> dict[str, Any]:
+    """A cross-family study of 4 tiny trials, submitted with the Python client and waited on."""
+    with server.client() as c:
+        study = c.submit(SMALL_STUDY, idempotency_key="e2e-study")
+        done = c.wait(study["id"], timeout=600, poll=0.5)
+    assert done["status"] == "succeeded", (done, server.logs())
+    return done
+
+
+@pytest.fixture(scope="session")
+def finished_range_test(server: Server) -> dict[str, Any]:
+    with server.client() as c:
+        test = c.range_test({"dataset": "digits", "min_lr": 1e-4, "max_lr": 10,
+                             "num_iter": 50, "batch_size": 32}, idempotency_key="e2e-rt")
+        done = c.wait_range_test(test["id"], timeout=300, poll=0.5)
+    assert done["status"] == "succeeded", (done, server.logs())
+    return done
