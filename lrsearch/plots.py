@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from lrsearch import schedules
 from lrsearch.schedules.base import registry
@@ -88,6 +89,7 @@ def study_lr_curves(trials: Sequence[Mapping[str, Any]], *, metric: str, directi
     lr_ax.set_yscale("log")
     lr_ax.legend(fontsize=8, loc="best")
     lr_ax.set_title(title or f"Top {len(ranked)} trials: schedules and validation curves")
+    val_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     val_ax.set_xlabel("epoch")
     val_ax.set_ylabel(metric)
     val_ax.grid(alpha=0.3)
@@ -122,6 +124,7 @@ def study_history(trials: Sequence[Mapping[str, Any]], *, metric: str, direction
         xs.append(t["number"])
     if best:
         ax.step(xs, best, where="post", color="C3", label="best so far")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial number")
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
