@@ -73,6 +73,8 @@ class StudyOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     request: dict[str, Any]
+    optuna_study_name: str = Field(description="the study's name in the Optuna storage "
+                                   "(optuna.load_study, optuna-dashboard)")
 
     @classmethod
     def of(cls, study: Any) -> StudyOut:
@@ -89,7 +91,7 @@ class StudyOut(BaseModel):
                                  failed=study.n_failed, cancelled=study.n_cancelled),
                    best=best, error=study.error, created_at=study.created_at,
                    started_at=study.started_at, finished_at=study.finished_at,
-                   request=study.request)
+                   request=study.request, optuna_study_name=study.optuna_study_name)
 
 
 class EpochOut(BaseModel):
