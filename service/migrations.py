@@ -18,6 +18,9 @@ VERSION_TABLE = "lrsearch_alembic_version"
 
 
 def alembic_config(engine: Engine) -> Config:
+    if not (SCRIPTS / "env.py").exists():  # e.g. a non-editable install without the checkout
+        raise RuntimeError(f"the migration scripts are not at {SCRIPTS}: run lrsearch from a "
+                           "checkout (pip install -e .), as the Dockerfile does")
     cfg = Config()
     cfg.set_main_option("script_location", str(SCRIPTS))
     cfg.attributes["engine"] = engine
