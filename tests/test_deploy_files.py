@@ -38,17 +38,19 @@ OURS = {name: s for name, s in SERVICES.items() if s.get("image", "").startswith
 
 
 def parse_command(args: list[str]) -> click.Context:
-    """What `lrsearch ARGS` would run, parsed by the real command line (raises on unknown
-    commands or options)."""
-    with cli.make_context("lrsearch", list(args), resilient_parsing=False) as ctx:
-        name, command, rest = cli.resolve_command(ctx, list(args))
-        assert command is not None, args
-        sub = command.make_context(name or "", rest, parent=ctx)
-        while isinstance(command, click.Group) and sub.protected_args:
-            name, command, rest = command.resolve_command(sub, sub.protected_args + sub.args)
-            assert command is not None
-            sub = command.make_context(name or "", rest, parent=sub)
-        return sub
+    """What `lrsearch ARGS` would run, parsed by the real command line (raises UsageError on
+    an unknown command or option, BadParameter on a bad value)."""
+    command: click.Command = cli
+    rest, name = list(args), "lrsearch"
+    while isinstance(command, click.Group):
+        if not rest:
+            raise click.UsageError(f"`{name}` needs a sub-command")
+        name = rest.pop(0)
+        found = command.get_command(click.Context(command), name)
+        if found is None:
+            raise click.UsageError(f"no such command `{name}`")
+        command = found
+    return command.make_context(name, rest)
 
 
 def duration(text: str) -> float:

@@ -106,12 +106,13 @@ def _merge(spec: dict[str, Any], **flags: Any) -> dict[str, Any]:
 @click.option("--timeout", type=float, default=None, help="--wait: give up after seconds")
 @click.option("--poll", type=float, default=2.0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of tables")
+@click.option("-q", "--quiet", is_flag=True, help="print only the study's id")
 @remote
 def submit(client: Client, spec_file: Path | None, families: tuple[str, ...],
            model: str | None, model_params: dict[str, Any] | None, optimizer: str | None,
            optimizer_params: dict[str, Any] | None, sampler: str | None, pruner: str | None,
            idempotency_key: str | None, wait: bool, timeout: float | None, poll: float,
-           as_json: bool, **flags: Any) -> None:
+           as_json: bool, quiet: bool, **flags: Any) -> None:
     """Submit a schedule search (a study)."""
     spec = _load_spec(spec_file) if spec_file else {}
     if families:
@@ -127,6 +128,9 @@ def submit(client: Client, spec_file: Path | None, families: tuple[str, ...],
                   sampler={**spec.get("sampler", {}), "name": sampler} if sampler else None,
                   pruner={"name": pruner} if pruner else None, **flags)
     study = client.submit(spec, idempotency_key=idempotency_key)
+    if quiet and not wait:
+        click.echo(study["id"])
+        return
     if not wait:
         if as_json:
             click.echo(json.dumps(study))
@@ -275,11 +279,12 @@ def delete(client: Client, study_id: str) -> None:
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
               help="--wait: draw the curve with the suggestions to this PNG file")
 @click.option("--json", "as_json", is_flag=True)
+@click.option("-q", "--quiet", is_flag=True, help="print only the range test's id")
 @remote
 def range_test(client: Client, spec_file: Path | None, model: str | None,
                model_params: dict[str, Any] | None, optimizer: str | None,
                optimizer_params: dict[str, Any] | None, test_id: str | None, wait: bool,
-               timeout: float | None, plot_path: Path | None, as_json: bool,
+               timeout: float | None, plot_path: Path | None, as_json: bool, quiet: bool,
                **flags: Any) -> None:
     """Run an LR range test on the server's workers (fastai's lr_find, remotely)."""
     if test_id is None:
@@ -289,6 +294,9 @@ def range_test(client: Client, spec_file: Path | None, model: str | None,
                                        optimizer_params), **flags)
         test = client.range_test(spec)
         test_id = test["id"]
+        if quiet and not wait:
+            click.echo(test_id)
+            return
         click.echo(f"queued range test {test_id}", err=True)
     else:
         test = client.get_range_test(test_id)
