@@ -77,41 +77,41 @@ class Client:
 
     # -- health and catalog --------------------------------------------------------------
     def health(self) -> dict[str, Any]:
-        return self._json("GET", "/healthz")  # type: ignore[no-any-return]
+        return self._json("GET", "/healthz")
 
     def ready(self) -> dict[str, Any]:
-        return self._json("GET", "/readyz")  # type: ignore[no-any-return]
+        return self._json("GET", "/readyz")
 
     def schedules(self) -> list[dict[str, Any]]:
-        return self._json("GET", "/v1/schedules")  # type: ignore[no-any-return]
+        return self._json("GET", "/v1/schedules")
 
     def schedule(self, family: str) -> dict[str, Any]:
-        return self._json("GET", f"/v1/schedules/{family}")  # type: ignore[no-any-return]
+        return self._json("GET", f"/v1/schedules/{family}")
 
     def preview(self, family: str, params: dict[str, Any], *, epochs: int,
                 steps_per_epoch: int, points: int = 1000) -> dict[str, Any]:
         body = {"params": params, "epochs": epochs, "steps_per_epoch": steps_per_epoch,
                 "points": points}
-        return self._json("POST", f"/v1/schedules/{family}/preview",  # type: ignore[no-any-return]
+        return self._json("POST", f"/v1/schedules/{family}/preview",
                           json=body)
 
     def models(self) -> list[dict[str, Any]]:
-        return self._json("GET", "/v1/models")  # type: ignore[no-any-return]
+        return self._json("GET", "/v1/models")
 
     def optimizers(self) -> list[dict[str, Any]]:
-        return self._json("GET", "/v1/optimizers")  # type: ignore[no-any-return]
+        return self._json("GET", "/v1/optimizers")
 
     # -- datasets ------------------------------------------------------------------------
     def datasets(self) -> list[dict[str, Any]]:
-        return self._json("GET", "/v1/datasets")  # type: ignore[no-any-return]
+        return self._json("GET", "/v1/datasets")
 
     def dataset(self, name: str) -> dict[str, Any]:
-        return self._json("GET", f"/v1/datasets/{name}")  # type: ignore[no-any-return]
+        return self._json("GET", f"/v1/datasets/{name}")
 
     def upload_dataset(self, name: str, path: str | Path) -> dict[str, Any]:
         """Upload an .npz with x_train, y_train and optionally x_val, y_val."""
         with open(path, "rb") as f:
-            return self._json("POST", "/v1/datasets",  # type: ignore[no-any-return]
+            return self._json("POST", "/v1/datasets",
                               data={"name": name}, files={"file": (Path(path).name, f)})
 
     def delete_dataset(self, name: str) -> None:
@@ -122,7 +122,7 @@ class Client:
                ) -> dict[str, Any]:
         """Submit a study (the body of POST /v1/studies); returns the study."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        return self._json("POST", "/v1/studies", json=spec,  # type: ignore[no-any-return]
+        return self._json("POST", "/v1/studies", json=spec,
                           headers=headers)
 
     def studies(self, *, status: str | None = None, offset: int = 0, limit: int = 50
@@ -130,16 +130,16 @@ class Client:
         params: dict[str, Any] = {"offset": offset, "limit": limit}
         if status:
             params["status"] = status
-        return self._json("GET", "/v1/studies", params=params)  # type: ignore[no-any-return]
+        return self._json("GET", "/v1/studies", params=params)
 
     def study(self, study_id: str) -> dict[str, Any]:
-        return self._json("GET", f"/v1/studies/{study_id}")  # type: ignore[no-any-return]
+        return self._json("GET", f"/v1/studies/{study_id}")
 
     def best(self, study_id: str) -> dict[str, Any]:
-        return self._json("GET", f"/v1/studies/{study_id}/best")  # type: ignore[no-any-return]
+        return self._json("GET", f"/v1/studies/{study_id}/best")
 
     def trials(self, study_id: str, *, offset: int = 0, limit: int = 100) -> dict[str, Any]:
-        return self._json("GET", f"/v1/studies/{study_id}/trials",  # type: ignore[no-any-return]
+        return self._json("GET", f"/v1/studies/{study_id}/trials",
                           params={"offset": offset, "limit": limit})
 
     def all_trials(self, study_id: str) -> list[dict[str, Any]]:
@@ -152,11 +152,11 @@ class Client:
                 return items
 
     def trial(self, study_id: str, number: int) -> dict[str, Any]:
-        return self._json("GET",  # type: ignore[no-any-return]
+        return self._json("GET",
                           f"/v1/studies/{study_id}/trials/{number}")
 
     def cancel(self, study_id: str) -> dict[str, Any]:
-        return self._json("POST", f"/v1/studies/{study_id}/cancel")  # type: ignore[no-any-return]
+        return self._json("POST", f"/v1/studies/{study_id}/cancel")
 
     def delete(self, study_id: str) -> None:
         self._json("DELETE", f"/v1/studies/{study_id}")
@@ -178,15 +178,15 @@ class Client:
                    ) -> dict[str, Any]:
         """Queue an LR range test (the body of POST /v1/range-tests)."""
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
-        return self._json("POST", "/v1/range-tests", json=spec,  # type: ignore[no-any-return]
+        return self._json("POST", "/v1/range-tests", json=spec,
                           headers=headers)
 
     def range_tests(self, *, offset: int = 0, limit: int = 50) -> dict[str, Any]:
-        return self._json("GET", "/v1/range-tests",  # type: ignore[no-any-return]
+        return self._json("GET", "/v1/range-tests",
                           params={"offset": offset, "limit": limit})
 
     def get_range_test(self, test_id: str) -> dict[str, Any]:
-        return self._json("GET", f"/v1/range-tests/{test_id}")  # type: ignore[no-any-return]
+        return self._json("GET", f"/v1/range-tests/{test_id}")
 
     def range_test_plot(self, test_id: str) -> bytes:
         """A PNG: the smoothed loss against the LR (log axis) with the suggestions marked."""

@@ -108,12 +108,11 @@ def study_history(trials: Sequence[Mapping[str, Any]], *, metric: str, direction
                   key=lambda t: t["number"])
     if not done:
         return _empty(fig, ax, "No finished trial yet.")
-    for state, style in (("complete", {"color": "C0"}),
-                         ("pruned", {"facecolors": "none", "edgecolors": "C1"})):
+    for state, face, edge in (("complete", "C0", "C0"), ("pruned", "none", "C1")):
         chosen = [t for t in done if t["state"] == state]
         if chosen:
             ax.scatter([t["number"] for t in chosen], [t["value"] for t in chosen],
-                       label=state, **style)
+                       label=state, facecolors=face, edgecolors=edge)
     better = max if direction == "maximize" else min
     best: list[float] = []
     xs: list[int] = []

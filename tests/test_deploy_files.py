@@ -28,7 +28,7 @@ ComposeLoader.add_constructor("!override", lambda loader, node: loader.construct
 
 
 def load(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = yaml.load((ROOT / name).read_text(), Loader=ComposeLoader)  # noqa: S506
+    data: dict[str, Any] = yaml.load((ROOT / name).read_text(), Loader=ComposeLoader)
     return data
 
 

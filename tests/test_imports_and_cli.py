@@ -47,8 +47,8 @@ def test_cli_preview_prints_per_epoch_lrs(tmp_path: Path) -> None:
 
 
 def test_cli_bad_input_exits_2_with_the_message() -> None:
-    out = run_cli("schedules", "preview", "cosine", "--params", '{"warmup_epochs": 12}', "--epochs", "10",
-                  "--steps-per-epoch", "5")
+    out = run_cli("schedules", "preview", "cosine", "--params", '{"warmup_epochs": 12}',
+                  "--epochs", "10", "--steps-per-epoch", "5")
     assert out.returncode == 2
     assert "`warmup_epochs` must be < `epochs`" in out.stderr and "Traceback" not in out.stderr
 

@@ -13,5 +13,6 @@ def render(test: RangeTest) -> bytes:
         raise Conflict(f"Range test `{test.id}` is {test.status}{reason}; its plot exists once "
                        "it has succeeded.", field="status")
     req = test.request
-    title = f"LR range test: {req['model']['name']} on {req['dataset']} ({req['optimizer']['name']})"
+    title = (f"LR range test: {req['model']['name']} on {req['dataset']} "
+             f"({req['optimizer']['name']})")
     return plots.png(plots.range_test(test.result, title=title))

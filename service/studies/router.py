@@ -63,7 +63,8 @@ def get_trial(study_id: str, number: Annotated[int, Path(ge=0, le=2**31 - 1)],
     return TrialOut.of(ops.get_trial(session, study, number), with_history=True)
 
 
-PNG = {200: {"content": {"image/png": {}}, "description": "A PNG image."}}
+PNG: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/png": {}}, "description": "A PNG image."}}
 
 
 @router.get("/{study_id}/plots/{kind}.png", response_class=Response, responses=PNG)

@@ -9,6 +9,7 @@ Every page is read-only: changing anything goes through the API with a key.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -122,13 +123,13 @@ def _safe_next(path: str | None) -> str:
 
 
 @router.get("/login", response_class=HTMLResponse)
-def login_page(request: Request, next: str = "/ui") -> HTMLResponse:  # noqa: A002
+def login_page(request: Request, next: str = "/ui") -> HTMLResponse:
     return _page(request, "login.html", next=_safe_next(next), error=None)
 
 
 @router.post("/login", response_class=HTMLResponse)
 def login(request: Request, key: Annotated[str, Form(max_length=200)], session: SessionDep,
-          next: Annotated[str, Form(max_length=2000)] = "/ui") -> Response:  # noqa: A002
+          next: Annotated[str, Form(max_length=2000)] = "/ui") -> Response:
     if auth.authenticate(session, key.strip()) is None:
         return _page(request, "login.html", status_code=401, next=_safe_next(next),
                      error="Invalid or revoked API key.")
@@ -158,7 +159,8 @@ def install(app: FastAPI) -> None:
 
     async def api_error(request: Request, exc: Exception) -> Response:
         if not request.url.path.startswith("/ui") or request.url.path.endswith(".png"):
-            return await previous(request, exc)
+            response = previous(request, exc)
+            return await response if inspect.isawaitable(response) else response
         assert isinstance(exc, APIError)
         return _page(request, "error.html", status_code=exc.status, error=exc.detail)
 

@@ -64,10 +64,8 @@ class Browser:
     def _pump(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            try:
+            with contextlib.suppress(TimeoutError):
                 self.events.append(json.loads(self.ws.recv(timeout=0.1)))
-            except TimeoutError:
-                pass
 
     def load(self, url: str, timeout: float = 30) -> list[str]:
         """Navigate and wait for the load event (images included); return the problems the

@@ -14,7 +14,6 @@ import optuna
 from prometheus_client.parser import text_string_to_metric_families
 
 from lrsearch.schedules.search import FAMILY_PARAM
-
 from tests.e2e.conftest import Server, free_port
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -96,7 +95,8 @@ def test_optuna_dashboard_serves_our_storage(server: Server, finished_study: dic
     """The README's `optuna-dashboard <storage URL>` command, run for real."""
     port = free_port()
     storage = f"sqlite:///{server.folder / '.lrsearch' / 'optuna.db'}"
-    dashboard = subprocess.Popen([str(Path(sys.executable).with_name("optuna-dashboard")), storage, "--port", str(port)],
+    program = str(Path(sys.executable).with_name("optuna-dashboard"))
+    dashboard = subprocess.Popen([program, storage, "--port", str(port)],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                  env=server.env, cwd=tmp_path)
     try:
