@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck clean
+.PHONY: run test lint typecheck clean bench bench-smoke
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,8 +19,16 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Benchmarks (BENCHMARKS.md): the full run rewrites its figures; the smoke run is seconds-long
+# per benchmark and is also run by `make test` (tests/test_bench_smoke.py).
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+bench-smoke: $(STAMP)
+	LRSEARCH_BENCH_RESULTS=$$(mktemp -d) $(BIN)/python -m bench.run --smoke
+
 lint: $(STAMP)
-	$(BIN)/ruff check lrsearch service worker tests
+	$(BIN)/ruff check lrsearch service worker tests bench
 	$(BIN)/mypy
 
 clean:

@@ -1,0 +1,68 @@
+"""Writes the results table of BENCHMARKS.md (between its `results` markers) from the JSON
+files the benchmarks wrote. The prose around it (machine, analysis, profiles) is kept."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from bench.common import ROOT
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def _row(figure: dict[str, Any]) -> str:
+    spread = (f"IQR {figure['iqr'][0]:.3f}–{figure['iqr'][1]:.3f}; " if "iqr" in figure
+              else "")
+    return (f"| {figure['name']} | {figure['ratio']} | **{figure['median']:.3f}** | "
+            f"{spread}range {figure['min']:.3f}–{figure['max']:.3f} | {figure['repeats']} | "
+            f"{figure.get('target') or ''} |")
+
+
+def table(results: Path) -> str:
+    lines = ["| figure | ratio | median | spread | repeats | target |",
+             "|---|---|---|---|---|---|"]
+    extra = []
+    machine = None
+    for path in sorted(results.glob("b*.json")):
+        data = json.loads(path.read_text())
+        if data.get("smoke"):
+            continue
+        machine = data["machine"]
+        for figure in data["figures"]:
+            lines.append(_row(figure))
+            if "fixed_cost_s_median" in figure:
+                extra.append(f"- B1 fixed per-trial cost: {figure['fixed_cost_s_median']:.2f} s "
+                             f"median (trial {figure['numerator_median']:.2f} s, bare fit "
+                             f"{figure['denominator_median']:.2f} s)")
+            if "idle_p99_ms" in figure:
+                extra.append(f"- B4 latency with {figure['clients']} clients: idle p50 "
+                             f"{figure['idle_p50_ms']:.1f} ms, p99 {figure['idle_p99_ms']:.1f} ms "
+                             f"(target p99 <= 50 ms); busy p50 {figure['busy_p50_ms']:.1f} ms, "
+                             f"p99 {figure['busy_p99_ms']:.1f} ms")
+            if "numerator_median" in figure and figure["name"].startswith("B5"):
+                extra.append(f"- B5 throughput: {figure['numerator_median']:.1f} trials/min "
+                             f"with 2 workers, {figure['denominator_median']:.1f} with 1")
+        if "grid" in data:
+            g = data["grid"]
+            extra.append(f"- B2 grid: {g['configurations']} configurations, {g['epochs']} "
+                         f"epochs, best val_accuracy {g['best']:.4f}, target {g['target']:.4f}")
+            for figure in data["figures"]:
+                epochs = [r["epochs"] for r in figure["runs"]]
+                extra.append(f"  - {figure['name'].split(': ')[1]}: epochs per seed {epochs}, "
+                             f"reached {figure['reached']}/{figure['repeats']}")
+    if machine is not None:
+        extra.append(f"- Machine: {machine.get('cpu', '?')}, {machine['cpus']} CPUs, "
+                     f"{machine.get('memory_gib', '?')} GiB, GPUs: "
+                     f"{', '.join(machine['gpus']) or 'none'}; Python {machine['python']}, "
+                     + ", ".join(f"{k} {v}" for k, v in machine["versions"].items()))
+    return "\n".join(lines + [""] + extra)
+
+
+def write(results: Path) -> None:
+    doc = ROOT / "BENCHMARKS.md"
+    text = doc.read_text()
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    doc.write_text(f"{head}{START}\n{table(results)}\n{END}{tail}")

@@ -1,0 +1,56 @@
+"""Run the benchmarks, each in its own process, then write their figures into BENCHMARKS.md.
+
+    python -m bench.run                 # B1-B5 on this machine (about 30 minutes on 2 cores)
+    python -m bench.run --smoke         # every benchmark on tiny sizes (what `make test` runs)
+    python -m bench.run --only b1,b3    # some of them
+    python -m bench.run --gpu           # the GPU tier (B6), on a machine with GPUs
+
+Results are JSON files in bench/results/ (LRSEARCH_BENCH_RESULTS moves them); BENCHMARKS.md is
+only rewritten by full runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+from bench import report
+from bench.common import QUIET, RESULTS
+
+BENCHMARKS = ("b1_overhead", "b2_search_efficiency", "b3_range_test", "b4_api_latency",
+              "b5_scaling")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--only", default="", help="comma-separated, e.g. b1,b3")
+    parser.add_argument("--gpu", action="store_true", help="run the GPU tier (b6)")
+    args = parser.parse_args()
+    names = ("b6_gpu",) if args.gpu else BENCHMARKS
+    if args.only:
+        wanted = {w.strip() for w in args.only.split(",")}
+        names = tuple(n for n in names if n.split("_")[0] in wanted)
+    failed = []
+    for name in names:
+        start = time.monotonic()
+        cmd = [sys.executable, "-m", f"bench.{name}"] + (["--smoke"] if args.smoke else [])
+        print(f"== {name}", flush=True)
+        code = subprocess.run(cmd, env={**os.environ, **QUIET}).returncode
+        print(f"== {name}: exit {code} in {time.monotonic() - start:.0f} s", flush=True)
+        if code:
+            failed.append(name)
+    if not args.smoke and not failed:
+        report.write(RESULTS)
+        print("BENCHMARKS.md updated")
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
