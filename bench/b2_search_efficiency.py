@@ -3,9 +3,10 @@ median pruner) spends to come within 0.5 percentage points of the best validatio
 an exhaustive grid, divided by the epochs of that grid; over several sampler seeds, with TPE
 without pruning and random search reported the same way.
 
-The grid is the service's own grid sampler over step_decay's three searched parameters (lr0,
-drop, epochs_drop; `grid_points` values each, the default ranges): 4 points -> 64 configurations
-on digits with the mlp, SGD, batch size 64, `epochs` epochs. Every search runs in this process
+The grid is the service's own grid sampler over step_decay's three searched parameters, with
+`grid_points` values each over the search space every variant uses (lr0 1e-3..1 log, drop
+0.1..0.9, epochs_drop 1..4 epochs): 4 points -> 64 configurations on digits with the mlp, SGD,
+batch size 64, 8 epochs. Every search runs in this process
 with the worker's sampler and pruner construction (worker/search.py: a sampler per trial slot
 seeded seed + slot, TPE multivariate with constant liar, MedianPruner(2 startup trials, 1
 warm-up epoch)) and the library's training loop, one trial after another, as one worker would,
@@ -22,10 +23,11 @@ from typing import Any
 from bench.common import write_result
 
 FAMILY = "step_decay"
+SPACE = {FAMILY: {"lr0": {"low": 1e-3, "high": 1.0, "log": True}}}  # drop, epochs_drop: defaults
 
 
 def spec(sampler: str, pruner: str, seed: int, epochs: int, grid_points: int) -> dict[str, Any]:
-    return {"families": [FAMILY], "search_space": {}, "epochs": epochs, "seed": 0,
+    return {"families": [FAMILY], "search_space": SPACE, "epochs": epochs, "seed": 0,
             "direction": "maximize", "pruner": {"name": pruner},
             "sampler": {"name": sampler, "seed": seed, "grid_points": grid_points}}
 
@@ -86,7 +88,7 @@ def search(sampler: str, pruner: str, seed: int, epochs: int, batch_size: int,
     for slot in range(max_trials):
         study = worker_search.load(s, "b2", storage, slot)  # type: ignore[arg-type]
         ot = study.ask()
-        params = suggest(ot, FAMILY, None, epochs=epochs)
+        params = suggest(ot, FAMILY, SPACE[FAMILY], epochs=epochs)
         value, ran = train_trial(ot, params, epochs, batch_size, prune=pruner != "none")
         spent += ran
         if value is None:
