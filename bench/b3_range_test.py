@@ -11,6 +11,7 @@ more and the per-step Python work weighs less."""
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from typing import Any
 
@@ -27,9 +28,11 @@ def _model(name: str, data: Any) -> Any:
 def range_test_seconds(name: str, data: Any, num_iter: int) -> float:
     from lrsearch.range_test import SweepSettings
     from lrsearch.range_test.runner import lr_find
+    from lrsearch.training import pipeline
 
     model = _model(name, data)
-    model.train_on_batch(data.x_train[:32], data.y_train[:32])  # trace outside the timer
+    warm = pipeline(data.x_train, data.y_train, 32, 0).repeat()
+    model.fit(warm, epochs=1, steps_per_epoch=1, verbose=0)  # trace, untimed
     start = time.perf_counter()
     sweep = lr_find(model, data.x_train, data.y_train, SweepSettings(1e-5, 1.0, num_iter),
                     batch_size=32, seed=0)
@@ -43,7 +46,7 @@ def plain_steps_seconds(name: str, data: Any, num_iter: int) -> float:
 
     model = _model(name, data)
     ds = pipeline(data.x_train, data.y_train, 32, 0).repeat()
-    model.fit(ds, epochs=1, steps_per_epoch=1, verbose=0)  # trace outside the timer
+    model.fit(ds, epochs=1, steps_per_epoch=1, verbose=0)  # trace, untimed
     start = time.perf_counter()
     model.fit(ds, epochs=1, steps_per_epoch=num_iter, verbose=0)
     return time.perf_counter() - start
@@ -64,8 +67,8 @@ def main(smoke: bool = False, repeats: int = 7) -> list[dict[str, Any]]:
         ratio = Ratio(f"B3 range test cost ({name})", "range test",
                       f"{num_iter} plain training steps", target="<= 1.2")
         ratio.pairs = [(a, b) for a, b in interleave(
-            repeats, lambda n=name: range_test_seconds(n, data, num_iter),
-            lambda n=name: plain_steps_seconds(n, data, num_iter))]
+            repeats, functools.partial(range_test_seconds, name, data, num_iter),
+            functools.partial(plain_steps_seconds, name, data, num_iter))]
         keras.backend.clear_session()
         print(ratio.line())
         figures.append({**ratio.summary(), "config": {"dataset": "digits", "model": name,

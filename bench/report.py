@@ -12,11 +12,17 @@ from bench.common import ROOT
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
+def _n(value: float | None) -> str:
+    return "never" if value is None else f"{value:.3f}"  # null: a search that never reached
+
+
 def _row(figure: dict[str, Any]) -> str:
-    spread = (f"IQR {figure['iqr'][0]:.3f}–{figure['iqr'][1]:.3f}; " if "iqr" in figure
+    spread = (f"IQR {_n(figure['iqr'][0])}–{_n(figure['iqr'][1])}; " if "iqr" in figure
               else "")
-    return (f"| {figure['name']} | {figure['ratio']} | **{figure['median']:.3f}** | "
-            f"{spread}range {figure['min']:.3f}–{figure['max']:.3f} | {figure['repeats']} | "
+    reached = (f" (reached {figure['reached']}/{figure['repeats']})" if "reached" in figure
+               else "")
+    return (f"| {figure['name']} | {figure['ratio']} | **{_n(figure['median'])}**{reached} | "
+            f"{spread}range {_n(figure['min'])}–{_n(figure['max'])} | {figure['repeats']} | "
             f"{figure.get('target') or ''} |")
 
 
@@ -57,7 +63,7 @@ def table(results: Path) -> str:
                      f"{machine.get('memory_gib', '?')} GiB, GPUs: "
                      f"{', '.join(machine['gpus']) or 'none'}; Python {machine['python']}, "
                      + ", ".join(f"{k} {v}" for k, v in machine["versions"].items()))
-    return "\n".join(lines + [""] + extra)
+    return "\n".join([*lines, "", *extra])
 
 
 def write(results: Path) -> None:

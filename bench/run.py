@@ -3,7 +3,6 @@
     python -m bench.run                 # B1-B5 on this machine (about 30 minutes on 2 cores)
     python -m bench.run --smoke         # every benchmark on tiny sizes (what `make test` runs)
     python -m bench.run --only b1,b3    # some of them
-    python -m bench.run --gpu           # the GPU tier (B6), on a machine with GPUs
 
 Results are JSON files in bench/results/ (LRSEARCH_BENCH_RESULTS moves them); BENCHMARKS.md is
 only rewritten by full runs.
@@ -29,9 +28,8 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--only", default="", help="comma-separated, e.g. b1,b3")
-    parser.add_argument("--gpu", action="store_true", help="run the GPU tier (b6)")
     args = parser.parse_args()
-    names = ("b6_gpu",) if args.gpu else BENCHMARKS
+    names: tuple[str, ...] = BENCHMARKS
     if args.only:
         wanted = {w.strip() for w in args.only.split(",")}
         names = tuple(n for n in names if n.split("_")[0] in wanted)

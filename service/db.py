@@ -46,7 +46,7 @@ def utcnow() -> datetime:
 
 
 def make_engine(url: str, *, immediate: bool = False, pool_size: int = 5,
-                idle_timeout: float | None = None) -> Engine:
+                max_overflow: int = 10, idle_timeout: float | None = None) -> Engine:
     """SQLite: WAL, a busy timeout and foreign keys on (its folder is created); with
     `immediate`, every transaction starts with BEGIN IMMEDIATE, so a read-then-write (a job
     claim) holds the write lock from its first statement. PostgreSQL: pre-ping, so a dropped
@@ -58,10 +58,12 @@ def make_engine(url: str, *, immediate: bool = False, pool_size: int = 5,
         if idle_timeout is not None:
             ms = int(idle_timeout * 1000)
             args["options"] = f"-c idle_in_transaction_session_timeout={ms}"
-        return create_engine(url, pool_pre_ping=True, pool_size=pool_size, connect_args=args)
+        return create_engine(url, pool_pre_ping=True, pool_size=pool_size,
+                             max_overflow=max_overflow, connect_args=args)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    engine = create_engine(url, pool_size=pool_size, max_overflow=max_overflow,
+                           connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lrsearch.errors import LRSearchError
@@ -77,6 +78,12 @@ def install(app: FastAPI) -> None:
                   for e in exc.errors()]
         detail = "; ".join(f"{_loc(e['loc']) or 'body'}: {e['msg']}" for e in errors)
         return JSONResponse(body("validation_error", detail, errors=errors), status_code=422)
+
+    @app.exception_handler(SQLAlchemyTimeout)
+    async def pool_exhausted(_: Request, exc: SQLAlchemyTimeout) -> JSONResponse:
+        return JSONResponse(body("unavailable", "The database is busy: no connection was free "
+                                 "in time. Retry shortly."), status_code=503,
+                            headers={"Retry-After": "1"})
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

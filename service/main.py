@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, RedirectResponse
 from sqlalchemy import text
@@ -77,7 +78,11 @@ def create_app(settings: Settings | None = None, *, anonymous: bool = True) -> F
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, pool_size=settings.db_pool_size,
+                             max_overflow=0)
+        # As many threads as connections: a thread never waits for a connection that only
+        # another waiting request's teardown (which needs a thread) could give back.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.db_pool_size
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
         collector = metrics.DatabaseCollector(app.state.sessions, settings)

@@ -75,4 +75,5 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorOut, "description": "Body too large"},
     422: {"model": ValidationErrorOut, "description": "Invalid input"},
     429: {"model": ErrorOut, "description": "Too many active studies"},
+    503: {"model": ErrorOut, "description": "The database is busy; retry (Retry-After)"},
 }

@@ -3,7 +3,10 @@
 `lr_find(model, x, y, settings)` works on any compiled Keras model whose optimizer has a float
 learning rate: one optimizer step per ladder LR, recording the raw loss of each batch (the
 metrics are reset before every step, because Keras 3 otherwise reports the running mean of the
-epoch). Afterwards every model and optimizer variable is restored bit for bit.
+epoch). The training-loss sweep is one `model.fit` over the ladder's steps with a callback that
+sets each step's LR and reads its loss (per-step `train_on_batch` calls cost about 3x as much;
+see BENCHMARKS.md, B3); the validation-loss sweep steps with `train_on_batch` and
+`test_on_batch`. Afterwards every model and optimizer variable is restored bit for bit.
 `run(config)` builds the dataset, model and optimizer by name and adds repeats and suggestions.
 """
 
@@ -15,6 +18,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from lrsearch import datasets, optimizers
 from lrsearch.errors import RangeTestError, require_int
@@ -75,9 +79,61 @@ def lr_find(model: keras.Model, x: np.ndarray, y: np.ndarray, settings: SweepSet
         opt.build(model.trainable_variables)
     saved = snapshot(model)
     try:
+        if validation is None:
+            return _fit_sweep(model, pipeline(x, y, batch_size, seed).repeat(), settings)
         return _sweep(model, _batches(x, y, batch_size, seed), settings, validation)
     finally:
         restore(model, saved)
+
+
+class _Ladder(keras.callbacks.Callback):
+    """Inside one `fit`: before step i, LR = lrs[i] and the metrics reset; after it, its raw
+    loss goes to the tracker, and training stops as soon as the tracker says so."""
+
+    def __init__(self, lrs: np.ndarray, tracker: SweepTracker) -> None:
+        super().__init__()
+        self.lrs, self.tracker = lrs, tracker
+        self.lr_variable: Any = None
+        self.lr_values: list[Any] = []
+        self.resets: list[tuple[Any, Any]] = []
+
+    def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        # Per-step writes go straight to the TensorFlow variables with tensors made up front:
+        # Keras' own Variable.assign costs 2-3x as much, and with it the LR write was most of
+        # the sweep's cost over plain training (BENCHMARKS.md, B3). Only the loss's running
+        # mean is reset; the other metrics (accuracy) are not read.
+        lr = self.model.optimizer.learning_rate
+        self.lr_variable = getattr(lr, "value", lr)
+        self.lr_values = [tf.constant(v, self.lr_variable.dtype) for v in self.lrs]
+        tracker = next((m for m in self.model.metrics if m.name == "loss"), None)
+        metrics = [tracker] if tracker is not None else list(self.model.metrics)
+        self.resets = []
+        for v in (v for m in metrics for v in m.variables):
+            variable = getattr(v, "value", v)
+            self.resets.append((variable, tf.zeros_like(variable)))
+
+    def on_train_batch_begin(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
+        self.lr_variable.assign(self.lr_values[batch], read_value=False)
+        for variable, zero in self.resets:
+            variable.assign(zero, read_value=False)
+
+    def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:
+        if not self.tracker.add(_loss(logs or {})):
+            self.model.stop_training = True
+
+
+def _fit_sweep(model: keras.Model, batches: Any, settings: SweepSettings) -> Sweep:
+    lrs = ladder(settings.min_lr, settings.max_lr, settings.num_iter, settings.mode)
+    tracker = SweepTracker(settings.beta, settings.diverge_threshold)
+    model.fit(batches, epochs=1, steps_per_epoch=len(lrs), verbose=0,
+              callbacks=[_Ladder(lrs, tracker)])
+    return _result(lrs, tracker)
+
+
+def _result(lrs: np.ndarray, tracker: SweepTracker) -> Sweep:
+    done = len(tracker.raw)
+    return Sweep([float(v) for v in lrs[:done]], tracker.raw, tracker.smoothed, tracker.diverged,
+                 suggest(lrs[:done], tracker.smoothed, tracker.diverged))
 
 
 def _sweep(model: keras.Model, batches: Iterator[tuple[np.ndarray, np.ndarray]],
@@ -94,9 +150,7 @@ def _sweep(model: keras.Model, batches: Iterator[tuple[np.ndarray, np.ndarray]],
             loss = _loss(model.test_on_batch(*validation, return_dict=True))
         if not tracker.add(loss):
             break
-    done = len(tracker.raw)
-    return Sweep([float(v) for v in lrs[:done]], tracker.raw, tracker.smoothed, tracker.diverged,
-                 suggest(lrs[:done], tracker.smoothed, tracker.diverged))
+    return _result(lrs, tracker)
 
 
 @dataclass(frozen=True)
