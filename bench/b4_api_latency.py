@@ -5,8 +5,8 @@ while a worker trains on the same machine ("busy"), and the ratio busy / idle of
 The API is one `lrsearch api` process (uvicorn) on the one-machine default, SQLite in WAL mode.
 The worker runs a long study; idle and busy phases are interleaved by stopping and continuing
 the worker's process group (SIGSTOP / SIGCONT), so both see the same database and the same
-warm API process. The load generator (asyncio + httpx) runs on the same 2 cores: on this
-machine the figures include its cost.
+warm API process. The load generator (64 keep-alive connections on asyncio streams, a minimal
+HTTP client so that it costs little CPU) runs on the same 2 cores.
 """
 
 from __future__ import annotations
@@ -18,26 +18,41 @@ import signal
 import statistics
 import time
 from typing import Any
-
-import httpx
+from urllib.parse import urlsplit
 
 from bench.common import Ratio, percentile, service, write_result
 
 CLIENTS = 64
 
 
-async def _load(url: str, path: str, clients: int, per_client: int) -> list[float]:
-    latencies: list[float] = []
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as http:
-        async def client() -> None:
-            for _ in range(per_client):
-                start = time.perf_counter()
-                r = await http.get(path)
-                latencies.append(time.perf_counter() - start)
-                r.raise_for_status()
+async def _client(host: str, port: int, request: bytes, n: int, out: list[float]) -> None:
+    """One keep-alive HTTP/1.1 connection sending `n` requests one after another. A minimal
+    client on purpose: httpx costs about a millisecond of CPU per request, and on a 2-core
+    machine the load generator's own CPU would then be most of the measured latency."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        for _ in range(n):
+            start = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:"))
+            await reader.readexactly(length)
+            out.append(time.perf_counter() - start)
+            if status != 200:
+                raise RuntimeError(f"HTTP {status}: {head!r}")
+    finally:
+        writer.close()
 
-        await asyncio.gather(*(client() for _ in range(clients)))
+
+async def _load(url: str, path: str, clients: int, per_client: int) -> list[float]:
+    parsed = urlsplit(url)
+    request = (f"GET {path} HTTP/1.1\r\nHost: {parsed.netloc}\r\n"
+               "Accept: application/json\r\n\r\n").encode()
+    latencies: list[float] = []
+    await asyncio.gather(*(_client(parsed.hostname or "127.0.0.1", parsed.port or 80, request,
+                                   per_client, latencies) for _ in range(clients)))
     return latencies
 
 

@@ -1,5 +1,6 @@
 """Profiles behind the analysis in BENCHMARKS.md: where the time goes when a target is missed.
 
+    python -m bench.profile b1     # py-spy of a worker and its child during B1's trial
     python -m bench.profile b3     # cProfile of one range test and of the same plain steps
     python -m bench.profile b4     # py-spy (every thread) of the API process under B4's load
 
@@ -17,6 +18,7 @@ import pstats
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -50,7 +52,7 @@ def b3(num_iter: int = 300) -> str:
     return "\n".join(parts)
 
 
-def b3_decomposition(num_iter: int = 300, repeats: int = 5) -> str:
+def b3_decomposition(num_iter: int = 1000, repeats: int = 7) -> str:
     """What each part of the sweep's per-step work adds to a plain `fit` step: callbacks that
     do one part each, timed like B3 (same model, same data, trace untimed), medians."""
     import statistics
@@ -105,10 +107,15 @@ def b3_decomposition(num_iter: int = 300, repeats: int = 5) -> str:
         "+ read the loss (sync)": {"read"}, "+ write the LR": {"read", "lr"},
         "+ reset the loss mean (the first fit-based sweep)": {"read", "lr", "reset"},
         "read + LR write + reset on the TF variables (the sweep now)": {"read", "direct"}}
-    lines = [f"## B3 per-step cost, mlp, {num_iter} steps, median of {repeats} (ms per step)"]
-    for name, parts in variants.items():
-        ms = statistics.median(timed(parts) for _ in range(repeats))
-        lines.append(f"{ms:7.3f} ms  {name}")
+    lines = [f"## B3 per-step cost, mlp, {num_iter} steps, median of {repeats} interleaved "
+             "repeats (ms per step)"]
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):  # interleaved, so a slow moment of the machine hits every variant
+        for name, parts in variants.items():
+            samples[name].append(timed(parts))
+    for name, values in samples.items():
+        lines.append(f"{statistics.median(values):7.3f} ms  {name}  (range "
+                     f"{min(values):.3f}-{max(values):.3f})")
     return "\n".join(lines)
 
 
@@ -167,12 +174,38 @@ def b4(seconds: int = 10) -> str:
                 f"{served[0]} requests\n{summarize_raw(raw)}")
 
 
+def b1(epochs: int = 100, seconds: int = 12) -> str:
+    """Where a worker's time goes while its child trains B1's trial: py-spy on the worker
+    (every thread) and, with --subprocesses, on its training child."""
+    from bench.b1_overhead import study
+
+    with service() as svc:
+        worker = svc.start_worker()
+        svc.wait(svc.submit(study(1, 16, 0)))  # warm the child (B1's first configuration)
+        raw = svc.folder / "worker.pyspy.txt"
+        svc.submit(study(epochs, 16, 0))
+        time.sleep(1.5)  # the trial is under way
+        spy = subprocess.run([PY_SPY, "record", "--pid", str(worker.pid), "--subprocesses",
+                              "--duration", str(seconds), "--format", "raw", "--output",
+                              str(raw), "--rate", "200", "--nonblocking", "--idle"],
+                             capture_output=True, text=True, timeout=seconds + 60)
+        if spy.returncode != 0:
+            raise RuntimeError(f"py-spy failed: {spy.stderr}")
+        return (f"## worker and child during a {epochs}-epoch B1 trial ({seconds} s sampled)\n"
+                f"{summarize_raw(raw, limit=40)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name", choices=["b3", "b4"])
+    parser.add_argument("name", choices=["b1", "b3", "b4"])
     args = parser.parse_args()
-    text = f"{b3()}\n\n{b3_decomposition()}" if args.name == "b3" else b4()
+    if args.name == "b1":
+        text = b1()
+    elif args.name == "b3":
+        text = f"{b3()}\n\n{b3_decomposition()}"
+    else:
+        text = b4()
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"profile_{args.name}.txt"
     out.write_text(text)

@@ -39,8 +39,10 @@ def table(results: Path) -> str:
         for figure in data["figures"]:
             lines.append(_row(figure))
             if "fixed_cost_s_median" in figure:
-                extra.append(f"- B1 fixed per-trial cost: {figure['fixed_cost_s_median']:.2f} s "
-                             f"median (trial {figure['numerator_median']:.2f} s, bare fit "
+                extra.append(f"- {figure['name']}: fixed per-trial cost "
+                             f"{figure['fixed_cost_s_median']:.2f} s median "
+                             f"({figure['fixed_cost_s_per_epoch_ms']:.1f} ms per epoch; trial "
+                             f"{figure['numerator_median']:.2f} s, bare fit "
                              f"{figure['denominator_median']:.2f} s)")
             if "idle_p99_ms" in figure:
                 extra.append(f"- B4 latency with {figure['clients']} clients: idle p50 "
@@ -55,7 +57,8 @@ def table(results: Path) -> str:
             extra.append(f"- B2 grid: {g['configurations']} configurations, {g['epochs']} "
                          f"epochs, best val_accuracy {g['best']:.4f}, target {g['target']:.4f}")
             for figure in data["figures"]:
-                epochs = [r["epochs"] for r in figure["runs"]]
+                epochs = ", ".join(str(r["epochs"]) if r["reached"]
+                                   else f"{r['epochs']} (not reached)" for r in figure["runs"])
                 extra.append(f"  - {figure['name'].split(': ')[1]}: epochs per seed {epochs}, "
                              f"reached {figure['reached']}/{figure['repeats']}")
     if machine is not None:

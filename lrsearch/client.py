@@ -26,6 +26,7 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 STUDY_DONE = frozenset({"succeeded", "failed", "cancelled"})
 RANGE_TEST_DONE = frozenset({"succeeded", "failed"})
 PLOT_KINDS = ("lr_curves", "history", "leaderboard")
+GET_RETRIES = 3
 
 
 class ClientError(Exception):
@@ -61,12 +62,19 @@ class Client:
 
     # -- transport -----------------------------------------------------------------------
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as e:
-            raise ClientError("unreachable", f"cannot reach the lrsearch server at {self.url}: "
-                              f"{e}. Is it running (`lrsearch serve`)? Set LRSEARCH_URL or "
-                              "--url to its address.") from None
+        """One request; a GET answered 503 (database busy) is retried up to GET_RETRIES times
+        after the server's Retry-After (at most 5 s each): reads are safe to repeat."""
+        for attempt in range(GET_RETRIES + 1):
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as e:
+                raise ClientError("unreachable", f"cannot reach the lrsearch server at "
+                                  f"{self.url}: {e}. Is it running (`lrsearch serve`)? Set "
+                                  "LRSEARCH_URL or --url to its address.") from None
+            if response.status_code == 503 and method == "GET" and attempt < GET_RETRIES:
+                time.sleep(_retry_after(response))
+                continue
+            break
         if response.status_code >= 400:
             raise _error(response)
         return response
@@ -219,6 +227,13 @@ class Client:
                                   f"{timeout:g} s")
             time.sleep(poll if deadline is None else
                        max(0.0, min(poll, deadline - time.monotonic())))
+
+
+def _retry_after(response: httpx.Response) -> float:
+    try:
+        return min(5.0, max(0.0, float(response.headers.get("retry-after", "1"))))
+    except ValueError:
+        return 1.0
 
 
 def _error(response: httpx.Response) -> ClientError:

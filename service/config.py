@@ -28,9 +28,8 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 256_000_000
     page_size_max: int = 500
     max_active_studies: int = 20  # queued or running studies per tenant
-    # Database connections of one API process. Its thread pool (where FastAPI runs sync
-    # handlers and dependencies) gets the same size: with more threads than connections, the
-    # threads waiting for a connection can starve the ones that must run to give one back.
+    # Database connections of one API process; as many requests are let in at once, and its
+    # thread pool gets the same size (service/main.py, DatabaseSlots, says why).
     db_pool_size: int = 20
     # Prometheus metrics at /metrics: off with LRSEARCH_METRICS_ENABLED=false; with a token
     # set, scrapers must send `Authorization: Bearer <token>`.

@@ -3,6 +3,7 @@ never at import time. This process never imports TensorFlow."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -62,6 +63,29 @@ class BodyLimit:
         await response({"type": "http"}, _no_receive, send)
 
 
+class DatabaseSlots:
+    """At most `slots` requests inside the app at once: the size of the connection pool.
+
+    A request holds its database connection across several thread-pool hops (the session
+    dependency, the tenant check, the handler, the commit). Without this limit, under load
+    every pool thread could be blocked waiting for a connection while the requests holding the
+    connections wait for a thread to finish: a deadlock that ended in the pool's timeout after
+    30 s (B4, 64 concurrent pollers). Waiting here costs an event-loop task, not a thread."""
+
+    def __init__(self, app: ASGIApp, slots: int) -> None:
+        self.app, self.slots = app, slots
+        self._semaphore: asyncio.Semaphore | None = None  # made in the server's event loop
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] == "/healthz":
+            await self.app(scope, receive, send)
+            return
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.slots)
+        async with self._semaphore:
+            await self.app(scope, receive, send)
+
+
 class _TooLarge(Exception):
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -80,8 +104,7 @@ def create_app(settings: Settings | None = None, *, anonymous: bool = True) -> F
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url, pool_size=settings.db_pool_size,
                              max_overflow=0)
-        # As many threads as connections: a thread never waits for a connection that only
-        # another waiting request's teardown (which needs a thread) could give back.
+        # As many threads as connections (and DatabaseSlots lets in as many requests).
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.db_pool_size
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
@@ -130,5 +153,6 @@ def create_app(settings: Settings | None = None, *, anonymous: bool = True) -> F
         app.add_api_route("/metrics", metrics.endpoint, methods=["GET"], tags=["health"],
                           include_in_schema=False)
         app.add_middleware(metrics.RequestLatency, histogram=latency)
+    app.add_middleware(DatabaseSlots, slots=settings.db_pool_size)
     app.add_middleware(BodyLimit, settings=settings)
     return app

@@ -1,7 +1,8 @@
 """Many clients at once against the real server: 64 concurrent pollers (B4's load) all get
-answers. This once deadlocked: with more threads than database connections, threads waiting
-for a connection starved the request teardowns that would have returned one, and after the
-pool's 30 s timeout every waiting request answered 500."""
+answers. This once deadlocked: every pool thread blocked waiting for a database connection
+while the requests holding the connections waited for a thread to finish, and after the pool's
+30 s timeout the waiting requests answered 500 (503 once that was mapped). DatabaseSlots in
+service/main.py now lets in only as many requests as there are connections."""
 
 from __future__ import annotations
 
