@@ -13,13 +13,12 @@ is a round trip to the worker, a curve point and an Optuna report), and 30 longe
 
 from __future__ import annotations
 
-import argparse
 import functools
 import statistics
 import time
 from typing import Any
 
-from bench.common import Ratio, interleave, service, write_result
+from bench.common import Ratio, command_line, interleave, service, write_result
 
 FAMILY = "cosine"
 PARAMS = {"peak_lr": 0.05, "alpha": 0.0, "warmup_epochs": 0.0, "warmup_start_lr": 0.0}
@@ -105,8 +104,4 @@ def main(smoke: bool = False, repeats: int = 7) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--repeats", type=int, default=7)
-    args = parser.parse_args()
-    main(args.smoke, args.repeats)
+    command_line(main, __doc__)

@@ -17,12 +17,11 @@ reaching it (an infinite ratio) in the median, never as its (small) spend.
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
 from typing import Any
 
-from bench.common import write_result
+from bench.common import command_line, write_result
 
 FAMILY = "step_decay"
 NOT_REACHED = None  # JSON has no infinity: a median or bound that is "never" is null
@@ -149,8 +148,4 @@ def main(smoke: bool = False, seeds: int = 5) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--seeds", type=int, default=5)
-    args = parser.parse_args()
-    main(args.smoke, args.seeds)
+    command_line(main, __doc__, repeats=None, seeds=(int, 5, "sampler seeds"))

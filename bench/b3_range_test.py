@@ -10,12 +10,11 @@ more and the per-step Python work weighs less."""
 
 from __future__ import annotations
 
-import argparse
 import functools
 import time
 from typing import Any
 
-from bench.common import Ratio, interleave, write_result
+from bench.common import Ratio, command_line, interleave, write_result
 
 
 def _model(name: str, data: Any) -> Any:
@@ -78,8 +77,4 @@ def main(smoke: bool = False, repeats: int = 7) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--repeats", type=int, default=7)
-    args = parser.parse_args()
-    main(args.smoke, args.repeats)
+    command_line(main, __doc__)

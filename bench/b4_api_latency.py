@@ -11,7 +11,6 @@ HTTP client so that it costs little CPU) runs on the same 2 cores.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import signal
@@ -20,7 +19,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from bench.common import Ratio, percentile, service, write_result
+from bench.common import Ratio, command_line, percentile, service, write_result
 
 CLIENTS = 64
 
@@ -116,8 +115,4 @@ def main(smoke: bool = False, repeats: int = 5) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    main(args.smoke, args.repeats)
+    command_line(main, __doc__, repeats=5)

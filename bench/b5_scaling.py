@@ -11,11 +11,10 @@ trial rows. Phases with 1 and 2 workers alternate, on the API's SQLite database.
 
 from __future__ import annotations
 
-import argparse
 from datetime import datetime
 from typing import Any
 
-from bench.common import Ratio, Service, interleave, service, write_result
+from bench.common import Ratio, Service, command_line, interleave, service, write_result
 
 
 def _study(n: int, epochs: int, batch_size: int) -> dict[str, Any]:
@@ -72,9 +71,5 @@ def main(smoke: bool = False, repeats: int = 5, gpus: int = 0) -> dict[str, Any]
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--smoke", action="store_true")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--gpus", type=int, default=0, help="one GPU per worker")
-    args = parser.parse_args()
-    main(args.smoke, args.repeats, args.gpus)
+    command_line(main, __doc__, repeats=5,
+                 gpus=(int, 0, "one GPU per worker"))

@@ -226,6 +226,20 @@ def service(database_url: str | None = None, **settings: str) -> Iterator[Servic
             api.kill()
 
 
+def command_line(main: Callable[..., Any], doc: str | None, *, repeats: int | None = 7,
+                 **extra: tuple[type, Any, str]) -> None:
+    """`python -m bench.bN ... [--smoke] [--repeats N] [--EXTRA ...]`: parse and call `main`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, 2 repeats")
+    if repeats is not None:
+        parser.add_argument("--repeats", type=int, default=repeats)
+    for name, (kind, default, text) in extra.items():
+        parser.add_argument(f"--{name}", type=kind, default=default, help=text)
+    main(**vars(parser.parse_args()))
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The q-th percentile (0-100), linear between closest ranks."""
     s = sorted(values)
