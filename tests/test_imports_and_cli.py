@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-LRSEARCH = str(Path(sys.executable).with_name("lrsearch"))
+from tests.processes import LRSEARCH
+
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
 
 

@@ -7,27 +7,16 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from lrsearch.client import Client
-
-LRSEARCH = str(Path(sys.executable).with_name("lrsearch"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.processes import LRSEARCH, free_port, wait_ready
 
 
 @dataclass
@@ -65,16 +54,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                                 start_new_session=True)
     server = Server(f"http://127.0.0.1:{port}", folder, log, client_env(f"http://127.0.0.1:{port}"))
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{server.url}/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, f"serve exited:\n{server.logs()}"
-            assert time.monotonic() < deadline, f"serve not ready:\n{server.logs()}"
-            time.sleep(0.3)
+        wait_ready(server.url, proc, log)
         yield server
     finally:
         proc.send_signal(signal.SIGINT)
@@ -86,9 +66,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 def run_cli(server: Server, *args: str, timeout: float = 300, cwd: Path | None = None
             ) -> subprocess.CompletedProcess[str]:
-    out = subprocess.run([LRSEARCH, *args], capture_output=True, text=True, env=server.env,
-                         timeout=timeout, cwd=cwd)
-    return out
+    return subprocess.run([LRSEARCH, *args], capture_output=True, text=True, env=server.env,
+                          timeout=timeout, cwd=cwd)
 
 
 SMALL_STUDY: dict[str, Any] = {

@@ -16,7 +16,8 @@ from pathlib import Path
 import keras
 
 import lrsearch.schedules.keras  # noqa: F401  (registers FamilySchedule for deserialize)
-from tests.e2e.conftest import LRSEARCH, Server, run_cli
+from tests.e2e.conftest import Server, run_cli
+from tests.processes import LRSEARCH
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -13,7 +13,7 @@ import pytest
 
 from lrsearch import schedules
 from lrsearch.client import Client, ClientError
-from tests.e2e.conftest import Server
+from tests.e2e.conftest import SMALL_STUDY, Server
 
 
 def decode(png: bytes) -> np.ndarray:
@@ -49,8 +49,6 @@ def test_study_endpoints(server: Server, finished_study: dict[str, Any]) -> None
             pixels = decode(c.study_plot(sid, kind))
             assert pixels.shape[0] > 100 and float(np.std(pixels)) > 0.01
         # The same study again with the same Idempotency-Key: no new study.
-        from tests.e2e.conftest import SMALL_STUDY
-
         assert c.submit(SMALL_STUDY, idempotency_key="e2e-study")["id"] == sid
 
 

@@ -14,7 +14,8 @@ import optuna
 from prometheus_client.parser import text_string_to_metric_families
 
 from lrsearch.schedules.search import FAMILY_PARAM
-from tests.e2e.conftest import Server, free_port
+from tests.e2e.conftest import Server
+from tests.processes import free_port
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

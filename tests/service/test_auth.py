@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from sqlalchemy.orm import Session
 from service.auth import ops as auth
 from service.config import Settings
 from service.main import create_app
+from tests.processes import LRSEARCH
 from tests.service.helpers import STUDY, run_trial
 
 OPEN = {"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
@@ -144,7 +144,6 @@ def test_active_study_limit_is_429(client: TestClient, settings: Settings) -> No
     assert r.status_code == 429 and "LRSEARCH_MAX_ACTIVE_STUDIES=2" in r.json()["detail"]
 
 
-LRSEARCH = str(Path(sys.executable).with_name("lrsearch"))
 
 
 def test_cli_keys_and_the_loopback_rule(settings: Settings, engine: Engine,

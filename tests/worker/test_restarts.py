@@ -10,7 +10,6 @@ import pwd
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from service import migrations
 from service.config import Settings
 from service.db import make_engine
 from service.main import create_app
+from tests.processes import LRSEARCH, free_port, is_ready
 from tests.worker.conftest import (
     Workers,
     finished,
@@ -34,9 +34,7 @@ from tests.worker.conftest import (
     trials,
     wait_for,
 )
-from tests.worker.test_serve_e2e import free_port
 
-LRSEARCH = str(Path(sys.executable).with_name("lrsearch"))
 N = 4
 
 # Real processes on a 2-core machine: one unexplained wait timeout was seen once in six full
@@ -72,7 +70,7 @@ def test_api_restart_mid_study(settings: Settings, engine: Engine, workers: Work
         log = open(tmp_path / f"api-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen([LRSEARCH, "api", "--port", str(port)], env=env,
                                 stdout=log, stderr=log)
-        wait_for(lambda: _ready(port), 60, "the API to answer")
+        wait_for(lambda: is_ready(f"http://127.0.0.1:{port}"), 60, "the API to answer")
         return proc
 
     api = start_api()
@@ -95,13 +93,6 @@ def test_api_restart_mid_study(settings: Settings, engine: Engine, workers: Work
             assert http.get(f"/v1/studies/{sid}/best").status_code == 200
     finally:
         api.kill()
-
-
-def _ready(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def submit_http(http: httpx.Client) -> str:

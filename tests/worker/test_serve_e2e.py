@@ -7,9 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,19 +19,12 @@ import pytest
 
 import lrsearch.schedules.keras  # noqa: F401
 from lrsearch import schedules
-
-LRSEARCH = str(Path(sys.executable).with_name("lrsearch"))
+from tests.processes import LRSEARCH, free_port, wait_ready
 
 # Real processes on a 2-core machine: one unexplained wait timeout was seen once in six full
 # runs (a worker idle, no trial observed running). A failed attempt is rerun once; the first
 # attempt's report, with every job and trial row, still shows in the output as RERUN.
 pytestmark = pytest.mark.flaky(reruns=1, reruns_delay=2)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def group_alive(pgid: int) -> bool:
@@ -60,16 +51,8 @@ def test_serve_runs_a_study_and_a_range_test_end_to_end(tmp_path: Path) -> None:
                              cwd=tmp_path, env=env, stdout=log, stderr=log,
                              start_new_session=True)  # its own process group, see below
     try:
+        wait_ready(f"http://127.0.0.1:{port}", serve, tmp_path / "serve.log", timeout=60)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if http.get("/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
-                time.sleep(0.3)
             run_study(http)
             run_range_test(http)
         serve.send_signal(signal.SIGINT)
