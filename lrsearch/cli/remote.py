@@ -62,13 +62,26 @@ def _load_spec(path: Path) -> dict[str, Any]:
     return spec
 
 
-def _named(name: str | None, params: dict[str, Any] | None) -> dict[str, Any] | None:
+def _named(current: Any, name: str | None, params: dict[str, Any] | None, default: str
+           ) -> dict[str, Any] | None:
+    """{"name", "params"} from --X and --X-params on top of the file's `current` value (the
+    server's default name when neither gives one); None when no flag was given."""
     if name is None and params is None:
         return None
-    out: dict[str, Any] = {"name": name or "mlp"}
+    out: dict[str, Any] = dict(current) if isinstance(current, dict) else {"name": default}
+    if name is not None:
+        out["name"] = name
     if params is not None:
         out["params"] = params
     return out
+
+
+def _model_and_optimizer(spec: dict[str, Any], model: str | None,
+                         model_params: dict[str, Any] | None, optimizer: str | None,
+                         optimizer_params: dict[str, Any] | None) -> dict[str, Any]:
+    """The `model` and `optimizer` entries the flags set (for _merge)."""
+    return {"model": _named(spec.get("model"), model, model_params, "mlp"),
+            "optimizer": _named(spec.get("optimizer"), optimizer, optimizer_params, "sgd")}
 
 
 def _merge(spec: dict[str, Any], **flags: Any) -> dict[str, Any]:
@@ -122,9 +135,8 @@ def submit(client: Client, spec_file: Path | None, families: tuple[str, ...],
             spec["family"] = families[0]
         else:
             spec["families"] = list(families)
-    spec = _merge(spec, model=_named(model, model_params),
-                  optimizer=_named(optimizer or ("sgd" if optimizer_params else None),
-                                   optimizer_params),
+    spec = _merge(spec, **_model_and_optimizer(spec, model, model_params, optimizer,
+                                               optimizer_params),
                   sampler={**spec.get("sampler", {}), "name": sampler} if sampler else None,
                   pruner={"name": pruner} if pruner else None, **flags)
     study = client.submit(spec, idempotency_key=idempotency_key)
@@ -288,10 +300,9 @@ def range_test(client: Client, spec_file: Path | None, model: str | None,
                **flags: Any) -> None:
     """Run an LR range test on the server's workers (fastai's lr_find, remotely)."""
     if test_id is None:
-        spec = _merge(_load_spec(spec_file) if spec_file else {},
-                      model=_named(model, model_params),
-                      optimizer=_named(optimizer or ("sgd" if optimizer_params else None),
-                                       optimizer_params), **flags)
+        spec = _load_spec(spec_file) if spec_file else {}
+        spec = _merge(spec, **_model_and_optimizer(spec, model, model_params, optimizer,
+                                                   optimizer_params), **flags)
         test = client.range_test(spec)
         test_id = test["id"]
         if quiet and not wait:
