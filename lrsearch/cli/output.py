@@ -13,8 +13,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.syntax import Syntax
 from rich.table import Table
 
-FINISHED_COUNTS = ("complete", "pruned", "failed", "cancelled")
-
 
 def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
@@ -52,7 +50,7 @@ def _fmt(value: Any) -> str:
 
 
 def finished(study: Mapping[str, Any]) -> int:
-    return sum(study["counts"][k] for k in FINISHED_COUNTS)
+    return int(study["counts"]["finished"])
 
 
 def progress_line(study: Mapping[str, Any]) -> str:

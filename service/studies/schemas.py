@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 from service.schemas import Named, Strict, finite_or_none
 
@@ -50,6 +50,12 @@ class Counts(BaseModel):
     pruned: int
     failed: int
     cancelled: int
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def finished(self) -> int:
+        """Trials that ended: complete + pruned + failed + cancelled."""
+        return self.complete + self.pruned + self.failed + self.cancelled
 
 
 class Best(BaseModel):

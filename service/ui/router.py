@@ -86,13 +86,11 @@ def study_page(study_id: str, request: Request, session: SessionDep, tenant: Ten
     trials, n_trials = studies.list_trials(session, study, 0, TRIALS_SHOWN)
     best = studies.best(session, study) if study.best_trial_number is not None else None
     out = StudyOut.of(study)
-    finished = sum(getattr(out.counts, k) for k in ("complete", "pruned", "failed",
-                                                   "cancelled"))
     kinds = ["lr_curves", "history"] + (["leaderboard"] if len(study.spec["families"]) > 1
                                         else [])
     return _page(request, "study.html", tenant=tenant, study=out, spec=study.spec,
                  best=best, trials=[TrialOut.of(t) for t in trials], n_trials=n_trials,
-                 finished=finished, plot_kinds=kinds,
+                 plot_kinds=kinds,
                  refresh=None if study.status in FINISHED else REFRESH_SECONDS)
 
 

@@ -170,7 +170,7 @@ def test_trials_and_live_history(client: TestClient, engine: Engine) -> None:
     study = client.get(f"/v1/studies/{sid}").json()
     assert study["status"] == "running"
     assert study["counts"] == {"queued": 1, "running": 0, "complete": 1, "pruned": 0,
-                               "failed": 1, "cancelled": 0}
+                               "failed": 1, "cancelled": 0, "finished": 2}
     assert study["best"]["value"] == 0.8 and study["best"]["trial_number"] == 0
     run_trial(engine, sid, 2, "one_cycle", {"max_lr": 0.3}, 0.9)
     done = client.get(f"/v1/studies/{sid}").json()
