@@ -1,6 +1,6 @@
 """Every table, imported in one place for Alembic's autogenerate and for tests."""
 
-from service.auth.models import ApiKey
+from service.auth.models import ApiKey, WebSession
 from service.datasets.models import UploadedDataset
 from service.db import Base
 from service.jobs.models import Job
@@ -11,4 +11,5 @@ from service.workers.models import WorkerRow
 metadata = Base.metadata
 __all__ = [
     "ApiKey",
-    "CurvePoint", "Job", "RangeTest", "Study", "Trial", "UploadedDataset", "WorkerRow", "metadata"]
+    "CurvePoint", "Job", "RangeTest", "Study", "Trial", "UploadedDataset", "WebSession", "WorkerRow",
+    "metadata"]
