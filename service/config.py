@@ -26,6 +26,12 @@ class Settings(BaseSettings):
     max_preview_steps: int = 1_000_000
     max_body_bytes: int = 1_000_000
     max_upload_bytes: int = 256_000_000
+    # An uploaded .npz's arrays may declare at most this many bytes together once
+    # decompressed (413 beyond); read from the zip directory before anything is decompressed,
+    # so a 1 MB compression bomb is refused or checked a chunk at a time, never inflated whole.
+    max_decompressed_bytes: int = 2_000_000_000
+    # The uploads one tenant may keep: the sum of their file sizes (413 beyond).
+    tenant_storage_bytes: int = 10_000_000_000
     page_size_max: int = 500
     max_active_studies: int = 20  # queued or running studies per tenant
     # Database connections of one API process; as many requests are let in at once, and its

@@ -40,9 +40,14 @@ def split(x: np.ndarray, y: np.ndarray, val_fraction: float, seed: int
         raise DatasetError(f"Argument `val_fraction` must be in (0, 1). Received: "
                            f"val_fraction={val_fraction!r}", field="val_fraction")
     order = np.random.default_rng(seed).permutation(len(x))
-    n_val = max(1, round(val_fraction * len(x)))
+    n_val = holdout_size(len(x), val_fraction)
     val, train = order[:n_val], order[n_val:]
     return x[train], y[train], x[val], y[val]
+
+
+def holdout_size(n: int, val_fraction: float) -> int:
+    """How many of `n` samples `split` holds out: round(val_fraction * n), at least one."""
+    return max(1, round(val_fraction * n))
 
 
 Loader = Callable[[Path | None, float, int], Dataset]

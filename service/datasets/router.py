@@ -24,7 +24,8 @@ def list_datasets(session: SessionDep, settings: SettingsDep, tenant: TenantDep
 def upload_dataset(session: SessionDep, settings: SettingsDep, tenant: TenantDep,
                    name: Annotated[str, Form(max_length=64)],
                    file: Annotated[UploadFile, File()]) -> dict[str, Any]:
-    """Upload an .npz (x_train, y_train, optional x_val, y_val); validated before it is kept."""
+    """Upload an .npz (x_train, y_train, optional x_val, y_val); validated before it is kept
+    (422 naming the array; 413 beyond the decompressed size or the tenant's storage quota)."""
     return ops.upload(session, settings, tenant, name, file.file).info()
 
 
@@ -37,5 +38,5 @@ def get_dataset(name: str, session: SessionDep, settings: SettingsDep, tenant: T
 
 @router.delete("/{name}", status_code=204)
 def delete_dataset(name: str, session: SessionDep, tenant: TenantDep) -> None:
-    """Delete an uploaded dataset that no unfinished study uses."""
+    """Delete an uploaded dataset that no unfinished study or range test uses."""
     ops.delete(session, tenant, name)
