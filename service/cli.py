@@ -181,11 +181,13 @@ def _reaper(stop: threading.Event) -> None:
     from service.config import Settings
     from service.db import make_engine
     from worker.loop import reap
+    from worker.reconcile import Reconciler
     from worker.search import storage
 
     settings = Settings()
     engine = make_engine(settings.database_url, immediate=True)
     optuna = storage(settings.optuna_url())
+    reconciler = Reconciler(settings.lease_seconds)
 
     def db(fn: Any) -> Any:
         with Session(engine) as session, session.begin():
@@ -194,6 +196,7 @@ def _reaper(stop: threading.Event) -> None:
     while not stop.wait(settings.lease_seconds / 2):
         try:
             reap(settings, db, optuna)
+            reconciler.run(db, optuna)
         except Exception as e:  # the next pass tries again
             logging.getLogger("lrsearch.serve").warning("reaper: %s", e)
     engine.dispose()

@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     # Fault injection for the crash-recovery tests: trial slots whose child process kills
     # itself with SIGSEGV. Empty in production.
     fault_crash_slots: str = ""
+    # ... and trial slots whose worker process kills itself right after committing the
+    # trial's outcome, before telling Optuna (the reconciliation tests). Empty in production.
+    fault_exit_before_tell_slots: str = ""
+    # ... and a pause before each epoch's write, so a test can act at an epoch boundary
+    # (cancel, delete, expire the lease) while the child waits. Zero in production.
+    fault_epoch_pause_seconds: float = 0.0
 
     def optuna_url(self) -> str:
         """Optuna's storage: given, or derived so Optuna's tables never mix with ours:

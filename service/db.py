@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -43,6 +43,20 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def db_now(session: Session) -> datetime:
+    """The database server's clock (UTC), for every time two machines must agree on: leases,
+    heartbeats, presence. A worker whose own clock is hours off then neither loses its lease
+    nor takes a live one. SQLite lives on one host, so its clock is that host's."""
+    if session.get_bind().dialect.name == "postgresql":
+        value = session.scalar(text("SELECT clock_timestamp()"))
+    else:
+        value = datetime.strptime(
+            session.scalar(text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")),
+            "%Y-%m-%d %H:%M:%S.%f")
+    assert isinstance(value, datetime)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def make_engine(url: str, *, immediate: bool = False, pool_size: int = 5,

@@ -1,12 +1,16 @@
 """The spawned child process: the only place a worker initialises TensorFlow.
 
 It receives tasks over a pipe, trains, and answers with messages; the parent owns the
-database, the lease and Optuna. Protocol (child -> parent):
+database, the lease and Optuna. Every message carries the task's tag, (job id, attempt).
+Protocol (child -> parent), each as (tag, kind, payload):
   ("started", {"steps_per_epoch": n})      once the data is loaded
-  ("epoch", record)                        then waits for "go", "prune" or "cancel"
+  ("epoch", record)                        then waits for (tag, "go" | "prune" | "cancel")
   ("done", payload) | ("pruned", {...}) | ("cancelled", {...})
   ("failed", {"kind": diverged|oom|invalid|error, "message": ..., "traceback": ...})
-A crash (segfault, OOM kill) shows in the parent as a dead process without an answer.
+A reply with another tag is dropped. Anything else while waiting for a reply (a new task, the
+pipe closing) means the parent gave this task up: the child exits rather than train on for a
+job nobody holds. A crash (segfault, OOM kill) shows in the parent as a dead process without an
+answer.
 """
 
 from __future__ import annotations
@@ -16,6 +20,10 @@ import signal
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any
+
+
+class _Abandoned(Exception):
+    """The parent moved on from this task (it sent something other than a reply)."""
 
 
 class _Stop(Exception):
@@ -31,22 +39,35 @@ def _prepare_tensorflow(gpu: int | None) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def _await_reply(conn: Connection, tag: Any) -> str:
+    """The parent's reply to this task's last message; replies for other tags are dropped."""
+    while True:
+        message = conn.recv()
+        if isinstance(message, tuple) and len(message) == 2 and isinstance(message[1], str):
+            if tuple(message[0]) == tuple(tag):
+                return message[1]
+            continue  # a late reply meant for an earlier task
+        raise _Abandoned()
+
+
 def _train(conn: Connection, task: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     from lrsearch.training import EpochRecord, TrainConfig, train
 
     if task.get("crash"):
         os.kill(os.getpid(), signal.SIGSEGV)  # fault injection for the recovery tests
+    tag = task["tag"]
 
     def on_epoch(record: EpochRecord) -> None:
-        conn.send(("epoch", record.as_dict()))
-        reply = conn.recv()
+        conn.send((tag, "epoch", record.as_dict()))
+        reply = _await_reply(conn, tag)
         if reply in ("prune", "cancel"):
             raise _Stop(reply, record.epoch)
 
     config = TrainConfig(**task["config"])
     try:
         result = train(config, on_epoch_end=on_epoch,
-                       on_start=lambda spe: conn.send(("started", {"steps_per_epoch": spe})))
+                       on_start=lambda spe: conn.send((tag, "started",
+                                                       {"steps_per_epoch": spe})))
     except _Stop as stop:
         return ("pruned" if stop.kind == "prune" else "cancelled"), {"epoch": stop.epoch}
     return "done", {"epochs": [r.as_dict() for r in result.epochs],
@@ -96,13 +117,13 @@ def main(conn: Connection, gpu: int | None) -> None:
         if task is None:
             return
         try:
-            reply = _train(conn, task) if task["kind"] == "trial" else _range_test(task)
-        except (EOFError, BrokenPipeError):
-            return  # the worker is gone: nobody to report to
+            kind, payload = _train(conn, task) if task["kind"] == "trial" else _range_test(task)
+        except (EOFError, BrokenPipeError, _Abandoned):
+            return  # the worker is gone or gave this task up: nobody to report to
         except Exception as exc:  # every failure goes back with its reason
-            reply = _failure(exc)
+            kind, payload = _failure(exc)
         try:
-            conn.send(reply)
+            conn.send((task["tag"], kind, payload))
         except (EOFError, BrokenPipeError, OSError):
             return
         import keras

@@ -25,7 +25,8 @@ from service.config import Settings
 from service.db import make_engine
 from service.jobs import ops as jobs
 from service.jobs.ops import Claim, LeaseLost
-from worker import search
+from worker import reconcile, search
+from worker.errors import Cancelled, Released, Retryable
 from worker.executor import ChildDied, Executor
 from worker.lease import Heartbeat, Presence
 
@@ -34,12 +35,7 @@ T = TypeVar("T")
 DB_RETRY_SECONDS = 60.0
 
 
-class Released(Exception):
-    """The worker is shutting down: the job goes back to the queue."""
-
-
-class Retryable(Exception):
-    """Lost child, crash or timeout: the job is retried up to max_attempts."""
+__all__ = ["Cancelled", "Released", "Retryable", "Worker", "reap"]
 
 
 class Worker:
@@ -60,7 +56,9 @@ class Worker:
         self.stop_requested = threading.Event()
         self.hard_stop = threading.Event()
         self.grace_deadline = float("inf")
-        self.crash_slots = {int(s) for s in settings.fault_crash_slots.split(",") if s.strip()}
+        self.crash_slots = _slots(settings.fault_crash_slots)
+        self.exit_before_tell_slots = _slots(settings.fault_exit_before_tell_slots)
+        self.reconciler = reconcile.Reconciler(settings.lease_seconds)
         self._last_reap = 0.0
 
     # -- signals -------------------------------------------------------------------------
@@ -122,6 +120,10 @@ class Worker:
             return
         self._last_reap = time.monotonic()
         reap(self.settings, self.db, self.optuna)
+        try:
+            self.reconciler.run(self.db, self.optuna)
+        except Exception as e:  # Optuna or the database away: the next pass tries again
+            log.warning("could not reconcile Optuna with the job table: %s", e)
 
     def execute(self, claim: Claim) -> None:
         from worker.tasks import range_test, trial
@@ -135,6 +137,7 @@ class Worker:
             try:
                 task(self, claim, beat)
             except LeaseLost as e:
+                self.executor.kill()  # never train on for a job that is not ours
                 log.warning("%s; another worker takes it over", e)
             except Exception as e:  # a bug or an outage: the job is retried, the worker lives
                 log.exception("job %s failed in the worker", claim.job_id)
@@ -147,34 +150,52 @@ class Worker:
                     log.exception("could not record the failure; the reaper will")
 
     def supervise(self, claim: Claim, beat: Heartbeat, task: dict[str, Any],
-                  on_message: Callable[[str, dict[str, Any]], str | None]
-                  ) -> tuple[str, dict[str, Any]]:
+                  on_message: Callable[[str, dict[str, Any]], str | None],
+                  stop_on_cancel: bool = False) -> tuple[str, dict[str, Any]]:
         """Run a task in the child; `on_message` handles "started" and "epoch" messages
-        (returning the reply to an epoch). Returns the final message."""
+        (returning the reply to an epoch). Returns the final message.
+
+        Whatever way this gives the job up (lease lost here or in `on_message`, shutdown,
+        timeout, cancellation, any exception), the child is killed first: a child never
+        outlives the job it was given unless it reported that job finished."""
         deadline = time.monotonic() + self.settings.trial_timeout_seconds
-        self.executor.submit(task)
-        while True:
-            if beat.lost.is_set():
+        self.executor.submit((claim.job_id, claim.attempt), task)
+        try:
+            while True:
+                self._check(claim, beat, deadline, stop_on_cancel)
+                try:
+                    message = self.executor.receive(0.25)
+                except ChildDied as e:
+                    raise Retryable(str(e)) from None
+                if message is None:
+                    continue
+                kind, payload = message
+                if kind not in ("started", "epoch"):
+                    return kind, payload
+                reply = on_message(kind, payload)
+                if reply is not None:
+                    self.executor.reply(reply)
+        finally:
+            if self.executor.busy:
+                log.warning("job %s attempt %s given up: stopping its child", claim.job_id,
+                            claim.attempt)
                 self.executor.kill()
-                raise LeaseLost(f"job {claim.job_id} attempt {claim.attempt}: lease lost")
-            if self.hard_stop.is_set() or time.monotonic() > self.grace_deadline:
-                self.executor.kill()
-                raise Released("the worker is stopping")
-            if time.monotonic() > deadline:
-                self.executor.kill()
-                raise Retryable(f"timeout after {self.settings.trial_timeout_seconds:.0f} s")
-            try:
-                message = self.executor.receive(0.25)
-            except ChildDied as e:
-                raise Retryable(str(e)) from None
-            if message is None:
-                continue
-            kind, payload = message
-            if kind not in ("started", "epoch"):
-                return kind, payload
-            reply = on_message(kind, payload)
-            if reply is not None:
-                self.executor.reply(reply)
+
+    def _check(self, claim: Claim, beat: Heartbeat, deadline: float, stop_on_cancel: bool
+               ) -> None:
+        """Raise why the running job must be given up now, if it must."""
+        if beat.lost.is_set():
+            raise LeaseLost(f"job {claim.job_id} attempt {claim.attempt}: lease lost")
+        if self.hard_stop.is_set() or time.monotonic() > self.grace_deadline:
+            raise Released("the worker is stopping")
+        if time.monotonic() > deadline:
+            raise Retryable(f"timeout after {self.settings.trial_timeout_seconds:.0f} s")
+        if stop_on_cancel and beat.cancel_requested.is_set():
+            raise Cancelled("cancelled by its owner")
+
+
+def _slots(text: str) -> set[int]:
+    return {int(s) for s in text.split(",") if s.strip()}
 
 
 def _is_disconnect(e: DBAPIError) -> bool:
@@ -189,6 +210,6 @@ def reap(settings: Settings, db: Callable[[Callable[[Session], Any]], Any],
     for study_name, number in lost:
         try:
             search.fail(optuna, study_name, number, "lost worker: lease expired")
-        except Exception as e:  # Optuna's record is repaired at the next pass
+        except Exception as e:  # the reconciler (reconcile.py) repairs it at a later pass
             log.warning("could not mark trial %s of %s FAIL: %s", number, study_name, e)
     return len(lost)

@@ -13,6 +13,7 @@ from lrsearch.schedules.search import Choice, Range, space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 LOST_REASON = "lrsearch_failure"
+SLOT, ATTEMPT = "lrsearch_slot", "lrsearch_attempt"  # which claim asked for a trial
 
 
 def grid_space(spec: dict[str, Any]) -> dict[str, list[Any]]:
@@ -76,14 +77,23 @@ def load(spec: dict[str, Any], name: str, rdb: optuna.storages.RDBStorage, slot:
                                pruner=pruner(spec))
 
 
-def retry_trial(study: optuna.Study, number: int) -> optuna.Trial:
+def ask(study: optuna.Study, slot: int, attempt: int) -> optuna.Trial:
+    """A new trial, marked with the slot and claim attempt that asked for it (what the
+    reconciler needs to tell a live trial from a lost one)."""
+    trial = study.ask()
+    trial.set_user_attr(SLOT, slot)
+    trial.set_user_attr(ATTEMPT, attempt)
+    return trial
+
+
+def retry_trial(study: optuna.Study, number: int, slot: int, attempt: int) -> optuna.Trial:
     """A new running trial with the same parameters as trial `number` (a lost attempt)."""
     storage = study._storage
     study_id = storage.get_study_id_from_name(study.study_name)
     old = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study_id, number))
-    template = optuna.trial.create_trial(state=TrialState.RUNNING, params=old.params,
-                                         distributions=old.distributions,
-                                         user_attrs={"lrsearch_retry_of": number})
+    template = optuna.trial.create_trial(
+        state=TrialState.RUNNING, params=old.params, distributions=old.distributions,
+        user_attrs={"lrsearch_retry_of": number, SLOT: slot, ATTEMPT: attempt})
     trial_id = storage.create_new_trial(study_id, template_trial=template)
     return optuna.Trial(study, trial_id)
 

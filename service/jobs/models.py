@@ -15,10 +15,15 @@ JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
 class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (UniqueConstraint("study_id", "slot"),
-                      Index("ix_jobs_state_created", "state", "created_at"))
+                      Index("ix_jobs_state_created", "state", "created_at"),
+                      # fair claims: which tenants have queued jobs, and each one's oldest
+                      Index("ix_jobs_state_tenant_created", "state", "tenant", "created_at"),
+                      # ... and when each tenant last had a job claimed
+                      Index("ix_jobs_tenant_claimed", "tenant", "claimed_at"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     kind: Mapped[str] = mapped_column(String(16))  # "trial" or "range_test"
+    tenant: Mapped[str] = mapped_column(String(64))  # whose work: claims take turns by tenant
     study_id: Mapped[str | None] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
     slot: Mapped[int | None] = mapped_column(Integer)
     range_test_id: Mapped[str | None] = mapped_column(
@@ -27,7 +32,8 @@ class Job(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=0)  # the fencing token: +1 per claim
     failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # retryable fails
     lease_owner: Mapped[str | None] = mapped_column(String(200))
-    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # database clock
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # the latest claim
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -7,6 +7,12 @@ checks that the lease is still this worker's at this attempt: a worker whose lea
 
 PostgreSQL claims with `SELECT ... FOR UPDATE SKIP LOCKED`; SQLite with an immediate
 transaction (the worker's engine begins every transaction with BEGIN IMMEDIATE).
+
+Claims take turns across tenants: the next job is the oldest queued job of the tenant whose
+latest claim is the oldest (a tenant never claimed goes first), so one tenant's 10,000 queued
+trials delay another tenant's first trial by one claim, not by 10,000.
+
+Every lease time is read from the database's clock (`db_now`), never the worker host's.
 """
 
 from __future__ import annotations
@@ -15,10 +21,10 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from service.db import utcnow
+from service.db import db_now
 from service.jobs.models import Job
 from service.range_tests.models import RangeTest
 from service.studies import progress
@@ -42,20 +48,35 @@ class Claim:
     range_test_id: str | None
 
 
+def _tenant_turns(session: Session) -> list[str]:
+    """Tenants with queued jobs, the one whose latest claim is oldest first (never claimed
+    before all others). One row per tenant: cheap however many jobs are queued."""
+    queued = select(Job.tenant).where(Job.state == "queued").distinct().subquery()
+    last = (select(func.max(Job.claimed_at)).where(Job.tenant == queued.c.tenant)
+            .scalar_subquery())
+    rows = session.execute(select(queued.c.tenant, last.label("last"))).all()
+    return [t for t, _ in sorted(rows, key=lambda r: (r[1] is not None, r[1] or 0, r[0]))]
+
+
 def claim(session: Session, owner: str, lease_seconds: float) -> Claim | None:
-    """Take the oldest queued job, or None. The caller commits."""
-    query = (select(Job).where(Job.state == "queued").order_by(Job.created_at, Job.id)
-             .limit(1))
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    job = session.scalar(query)
-    if job is None:
-        return None
-    job.state, job.attempt, job.lease_owner = "running", job.attempt + 1, owner
-    job.lease_expires_at = utcnow() + timedelta(seconds=lease_seconds)
-    session.flush()
-    return Claim(job.id, job.kind, job.attempt, owner, job.study_id, job.slot,
-                 job.range_test_id)
+    """Take the oldest queued job of the tenant whose turn it is, or None. The caller
+    commits."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    for tenant in _tenant_turns(session):
+        query = (select(Job).where(Job.state == "queued", Job.tenant == tenant)
+                 .order_by(Job.created_at, Job.id).limit(1))
+        if postgres:  # another worker may hold this tenant's oldest: take the next one
+            query = query.with_for_update(skip_locked=True)
+        job = session.scalar(query)
+        if job is None:
+            continue
+        now = db_now(session)
+        job.state, job.attempt, job.lease_owner = "running", job.attempt + 1, owner
+        job.claimed_at, job.lease_expires_at = now, now + timedelta(seconds=lease_seconds)
+        session.flush()
+        return Claim(job.id, job.kind, job.attempt, owner, job.study_id, job.slot,
+                     job.range_test_id)
+    return None
 
 
 def fenced(session: Session, c: Claim, lease_seconds: float | None = None) -> Job:
@@ -64,23 +85,26 @@ def fenced(session: Session, c: Claim, lease_seconds: float | None = None) -> Jo
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update()
     job = session.scalar(query)
+    now = db_now(session)
     if job is None or job.state != "running" or job.attempt != c.attempt \
-            or job.lease_owner != c.owner or (job.lease_expires_at or utcnow()) < utcnow():
+            or job.lease_owner != c.owner or (job.lease_expires_at or now) < now:
         raise LeaseLost(f"job {c.job_id} attempt {c.attempt} is no longer held by {c.owner}")
     if lease_seconds is not None:
-        job.lease_expires_at = utcnow() + timedelta(seconds=lease_seconds)
+        job.lease_expires_at = now + timedelta(seconds=lease_seconds)
     return job
 
 
-def heartbeat(session: Session, c: Claim, lease_seconds: float) -> bool:
-    """Extend the lease; False when it is no longer ours."""
-    result = session.execute(
+def heartbeat(session: Session, c: Claim, lease_seconds: float) -> bool | None:
+    """Extend the lease. None when it is no longer ours; otherwise whether the job's
+    cancellation was requested."""
+    now = db_now(session)
+    row = session.execute(
         update(Job).where(Job.id == c.job_id, Job.attempt == c.attempt,
                           Job.lease_owner == c.owner, Job.state == "running",
-                          Job.lease_expires_at >= utcnow())
-        .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
-        .returning(Job.id))
-    return result.first() is not None
+                          Job.lease_expires_at >= now)
+        .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
+        .returning(Job.cancel_requested)).first()
+    return None if row is None else bool(row[0])
 
 
 def release(session: Session, c: Claim) -> None:
@@ -139,8 +163,8 @@ def _unstart(session: Session, job: Job, reason: str | None = None) -> None:
 def _fail_started(session: Session, job: Job, reason: str, state: str) -> None:
     if job.kind != "trial":
         test = session.get(RangeTest, job.range_test_id) if job.range_test_id else None
-        if test is not None:
-            test.status, test.error, test.finished_at = "failed", reason, utcnow()
+        if test is not None and test.status in ("queued", "running"):
+            test.status, test.error, test.finished_at = state, reason, db_now(session)
         return
     study, trial = _slot_trial(session, job)
     if trial is not None and trial.state == "running":
@@ -153,7 +177,7 @@ def _fail_started(session: Session, job: Job, reason: str, state: str) -> None:
 def reap(session: Session, max_attempts: int) -> list[tuple[str, int]]:
     """Return expired leases to the queue (or fail them after max_attempts). Returns the
     (optuna study name, trial number) of every lost attempt, to be marked FAIL in Optuna."""
-    query = select(Job).where(Job.state == "running", Job.lease_expires_at < utcnow())
+    query = select(Job).where(Job.state == "running", Job.lease_expires_at < db_now(session))
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     lost: list[tuple[str, int]] = []

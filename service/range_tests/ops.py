@@ -45,7 +45,7 @@ def create(session: Session, settings: Settings, tenant: str, req: RangeTestCrea
                      idempotency_key=idempotency_key, request_hash=digest)
     session.add(test)
     session.flush()
-    session.add(Job(kind="range_test", range_test_id=test.id, state="queued"))
+    session.add(Job(kind="range_test", tenant=tenant, range_test_id=test.id, state="queued"))
     session.flush()
     return test
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
@@ -26,6 +27,7 @@ from service.studies import progress
 from service.studies.models import FINISHED, CurvePoint, Study, Trial
 from service.studies.schemas import EpochOut, StudyCreate, TrialOut
 
+log = logging.getLogger("lrsearch.studies")
 MAXIMIZE = {"val_accuracy", "accuracy"}
 
 
@@ -113,7 +115,8 @@ def create(session: Session, settings: Settings, tenant: str, req: StudyCreate,
     session.add(study)
     session.flush()
     session.execute(insert(Job), [
-        {"kind": "trial", "study_id": study_id, "slot": i, "state": "queued", "attempt": 0,
+        {"kind": "trial", "tenant": tenant, "study_id": study_id, "slot": i, "state": "queued",
+         "attempt": 0,
          "cancel_requested": False, "created_at": study.created_at,
          "updated_at": study.created_at} for i in range(req.n_trials)])
     return study
@@ -162,6 +165,18 @@ def delete(session: Session, study: Study) -> None:
                        field="status")
     session.delete(study)
     session.flush()
+
+
+def delete_optuna_study(settings: Settings, name: str) -> None:
+    """Delete a deleted study's Optuna study (none when no trial was ever asked for)."""
+    import optuna  # here, not at import: only deletions need it
+
+    try:
+        optuna.delete_study(study_name=name, storage=settings.optuna_url())
+    except KeyError:
+        pass
+    except Exception as e:  # the workers' reconciler deletes it later
+        log.warning("could not delete Optuna study %s: %s", name, e)
 
 
 def list_trials(session: Session, study: Study, offset: int, limit: int

@@ -39,8 +39,13 @@ def _clean(value: float | None) -> float | None:
 def start_trial(session: Session, study: Study, *, slot: int, number: int, family: str,
                 params: dict[str, Any], steps_per_epoch: int, worker: str, attempt: int = 1
                 ) -> Trial:
-    """A slot starts running (moves from queued to running in the summary)."""
+    """A slot starts running (moves from queued to running in the summary). Idempotent for
+    one attempt: a transaction re-run after a commit whose acknowledgement was lost finds the
+    trial already started and counts nothing twice."""
     trial = session.scalar(select(Trial).where(Trial.study_id == study.id, Trial.slot == slot))
+    if trial is not None and trial.state == "running" and trial.number == number \
+            and trial.attempt == attempt and trial.worker == worker:
+        return trial
     if trial is None:
         trial = Trial(study_id=study.id, slot=slot)
         session.add(trial)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query
+from fastapi import APIRouter, BackgroundTasks, Header, Path, Query
 from fastapi.responses import Response
 
 from service.deps import SessionDep, SettingsDep, TenantDep
@@ -83,6 +83,13 @@ def cancel_study(study_id: str, session: SessionDep, tenant: TenantDep) -> Study
 
 
 @router.delete("/{study_id}", status_code=204)
-def delete_study(study_id: str, session: SessionDep, tenant: TenantDep) -> None:
-    """Delete a finished or cancelled study with its trials and curves."""
-    ops.delete(session, ops.get(session, tenant, study_id))
+def delete_study(study_id: str, session: SessionDep, settings: SettingsDep, tenant: TenantDep,
+                 background: BackgroundTasks) -> None:
+    """Delete a finished or cancelled study with its trials, curves and Optuna study."""
+    study = ops.get(session, tenant, study_id)
+    optuna_name = study.optuna_study_name
+    ops.delete(session, study)
+    # After our commit (the session dependency commits before background tasks run): a
+    # failure here leaves an Optuna study without a row, which the workers' reconciler
+    # deletes; the other order could delete the Optuna study of a study that still exists.
+    background.add_task(ops.delete_optuna_study, settings, optuna_name)

@@ -1,4 +1,5 @@
-"""A remote LR range test: run it in the child and store the curves and suggestions."""
+"""A remote LR range test: run it in the child and store the curves and suggestions. A
+cancellation while it runs stops the child at the next heartbeat."""
 
 from __future__ import annotations
 
@@ -10,24 +11,41 @@ from service.db import utcnow
 from service.jobs import ops as jobs
 from service.jobs.ops import Claim
 from service.range_tests.models import RangeTest
+from worker.errors import Cancelled, Released, Retryable
 
 if TYPE_CHECKING:
     from worker.lease import Heartbeat
     from worker.loop import Worker
 
 
-def _start(s: Session, c: Claim, lease_seconds: float) -> dict[str, Any]:
-    jobs.fenced(s, c, lease_seconds)
+def _test(s: Session, c: Claim) -> RangeTest:
     test = s.get(RangeTest, c.range_test_id)
-    assert test is not None
+    assert test is not None  # the job row cascades with it: fenced() found the job
+    return test
+
+
+def _start(s: Session, c: Claim, lease_seconds: float) -> dict[str, Any] | None:
+    """Mark the test running and return its request; None when it was cancelled."""
+    job = jobs.fenced(s, c, lease_seconds)
+    test = _test(s, c)
+    if job.cancel_requested or test.status == "cancelled":
+        _cancelled(s, c)
+        return None
     test.status, test.started_at, test.error = "running", utcnow(), None
     return dict(test.request)
 
 
+def _cancelled(s: Session, c: Claim) -> None:
+    jobs.fenced(s, c)
+    test = _test(s, c)
+    test.status, test.finished_at = "cancelled", test.finished_at or utcnow()
+    test.error = test.error or "cancelled by its owner"
+    jobs.finish(s, c, "cancelled", "cancelled by its owner")
+
+
 def _finish(s: Session, c: Claim, kind: str, payload: dict[str, Any]) -> None:
     jobs.fenced(s, c)
-    test = s.get(RangeTest, c.range_test_id)
-    assert test is not None
+    test = _test(s, c)
     test.finished_at = utcnow()
     if kind == "done":
         test.status, test.result = "succeeded", payload
@@ -39,14 +57,18 @@ def _finish(s: Session, c: Claim, kind: str, payload: dict[str, Any]) -> None:
 
 
 def run(w: Worker, c: Claim, beat: Heartbeat) -> None:
-    from worker.loop import Released, Retryable
-
     request = w.db(lambda s: _start(s, c, w.settings.lease_seconds))
+    if request is None:
+        return
     task = {"kind": "range_test", "request": request, "data_dir": str(w.settings.data_dir)}
     try:
-        kind, payload = w.supervise(c, beat, task, lambda kind, payload: None)
+        kind, payload = w.supervise(c, beat, task, lambda kind, payload: None,
+                                    stop_on_cancel=True)
     except Released:
         w.db(lambda s: jobs.release(s, c))
+        return
+    except Cancelled:
+        w.db(lambda s: _cancelled(s, c))
         return
     except Retryable as e:
         reason = str(e)

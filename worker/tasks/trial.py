@@ -1,14 +1,23 @@
 """One trial slot: Optuna ask (or the same parameters again on a retry), train in the child
-with per-epoch reports for pruning, then record and tell, all behind the lease's fence."""
+with per-epoch reports for pruning, then record behind the lease's fence and tell Optuna.
+
+Optuna is told only after our transaction commits: our tables are the truth, and a crash
+between the two leaves an Optuna trial RUNNING that worker/reconcile.py finishes the way our
+row says. (Telling first could leave Optuna with a COMPLETE trial for a slot that our tables
+then retry: two COMPLETE trials for one slot.)"""
 
 from __future__ import annotations
 
 import logging
 import math
+import os
+import signal
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -20,6 +29,7 @@ from service.jobs.ops import Claim
 from service.studies import progress
 from service.studies.models import Study, Trial
 from worker import search
+from worker.errors import Released, Retryable
 
 if TYPE_CHECKING:
     from worker.lease import Heartbeat
@@ -53,23 +63,37 @@ def _plan(s: Session, c: Claim) -> Plan | None:
     return Plan(study.spec, study.optuna_study_name, None, None, None)
 
 
-def _tell(study: optuna.Study, trial: optuna.Trial, state: TrialState,
-          value: float | None = None, reason: str | None = None) -> None:
-    """Tell Optuna once (a retried database transaction may call this again)."""
-    if study._storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
-        return
-    if reason is not None:
-        trial.set_user_attr(search.LOST_REASON, reason[:500])
+@dataclass(frozen=True)
+class Outcome:
+    """What Optuna is told once our transaction committed."""
+
+    state: TrialState
+    value: float | None = None
+    reason: str | None = None
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> None:
+    """Tell Optuna once; a trial already finished (by the reconciler) is left as it is.
+    A failure here is logged, not raised: our tables already hold the outcome, and the
+    reconciler gives Optuna the same state at its next pass."""
     try:
-        if state == TrialState.COMPLETE:
-            study.tell(trial, value)
+        if study._storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
+            return
+        if outcome.reason is not None:
+            trial.set_user_attr(search.LOST_REASON, outcome.reason[:500])
+        if outcome.state == TrialState.COMPLETE:
+            study.tell(trial, outcome.value)
         else:
-            study.tell(trial, state=state)
+            study.tell(trial, state=outcome.state)
+    except UpdateFinishedTrialError:
+        return
     except RuntimeError as e:
         # GridSampler calls study.stop() once the grid is used up, which only works inside
         # study.optimize(); the trial's state is already stored by then.
         if "Study.stop" not in str(e):
-            raise
+            log.warning("could not tell Optuna trial %s: %s", trial.number, e)
+    except Exception as e:  # Optuna's storage away: the reconciler repairs it
+        log.warning("could not tell Optuna trial %s: %s", trial.number, e)
 
 
 def _config(spec: dict[str, Any], family: str, params: dict[str, Any], data_dir: str
@@ -98,16 +122,16 @@ def run(w: Worker, c: Claim, beat: Heartbeat) -> None:
     assert c.slot is not None
     study = search.load(plan.spec, plan.optuna_name, w.optuna, c.slot)
     if plan.retry_number is not None and plan.family and plan.params is not None:
-        ot = search.retry_trial(study, plan.retry_number)
+        ot = search.retry_trial(study, plan.retry_number, c.slot, c.attempt)
         family, params = plan.family, plan.params
     else:
-        ot = study.ask()
+        ot = search.ask(study, c.slot, c.attempt)
         try:
             family, params = _sample(plan, ot)
         except LRSearchError as e:
             reason = str(e)
-            _tell(study, ot, TrialState.FAIL, reason=reason)
             w.db(lambda s: _record_unrunnable(s, c, ot.number, reason))
+            _tell(study, ot, Outcome(TrialState.FAIL, reason=reason))
             return
     w.db(lambda s: _start(s, c, w, ot.number, family, params))
     metric = METRIC_KEYS[plan.spec["metric"]]
@@ -118,6 +142,8 @@ def run(w: Worker, c: Claim, beat: Heartbeat) -> None:
         if kind == "started":
             w.db(lambda s: _set_spe(s, c, payload["steps_per_epoch"]))
             return None
+        if w.settings.fault_epoch_pause_seconds:
+            time.sleep(w.settings.fault_epoch_pause_seconds)
         cancel = w.db(lambda s: _epoch(s, c, w, payload))
         value = payload.get(metric)
         if value is not None and math.isfinite(value):
@@ -128,21 +154,20 @@ def run(w: Worker, c: Claim, beat: Heartbeat) -> None:
 
     try:
         kind, payload = w.supervise(c, beat, task, on_message)
-    except Exception as e:
-        from worker.loop import Released, Retryable
-
-        if isinstance(e, Released):
-            w.db(lambda s: jobs.release(s, c))
-            _tell(study, ot, TrialState.FAIL, reason="released: the worker shut down")
-            return
-        if isinstance(e, Retryable):
-            reason = str(e)
-            w.db(lambda s: jobs.retry_or_fail(s, jobs.fenced(s, c), reason,
-                                              w.settings.max_attempts))
-            _tell(study, ot, TrialState.FAIL, reason=reason)
-            return
-        raise
-    w.db(lambda s: _finish(s, c, study, ot, metric, kind, payload))
+    except Released:
+        w.db(lambda s: jobs.release(s, c))
+        _tell(study, ot, Outcome(TrialState.FAIL, reason="released: the worker shut down"))
+        return
+    except Retryable as e:
+        reason = str(e)
+        w.db(lambda s: jobs.retry_or_fail(s, jobs.fenced(s, c), reason,
+                                          w.settings.max_attempts))
+        _tell(study, ot, Outcome(TrialState.FAIL, reason=reason))
+        return
+    outcome = w.db(lambda s: _finish(s, c, metric, kind, payload))
+    if c.slot in w.exit_before_tell_slots:  # fault injection: die between the two writes
+        os.kill(os.getpid(), signal.SIGKILL)
+    _tell(study, ot, outcome)
     log.info("job %s (study %s slot %s) ended: %s %s", c.job_id, c.study_id, c.slot, kind,
              payload.get("message", "") if kind == "failed" else "")
 
@@ -184,9 +209,10 @@ def _epoch(s: Session, c: Claim, w: Worker, record: dict[str, Any]) -> bool:
     return job.cancel_requested
 
 
-def _finish(s: Session, c: Claim, study: optuna.Study, ot: optuna.Trial, metric: str,
-            kind: str, payload: dict[str, Any]) -> None:
-    """Record the outcome and tell Optuna inside the same fenced transaction."""
+def _finish(s: Session, c: Claim, metric: str, kind: str, payload: dict[str, Any]
+            ) -> Outcome:
+    """Record the outcome behind the fence; returns what Optuna is to be told after the
+    commit."""
     jobs.fenced(s, c)
     row_study, trial = _trial(s, c)
     if kind == "done":
@@ -197,21 +223,19 @@ def _finish(s: Session, c: Claim, study: optuna.Study, ot: optuna.Trial, metric:
         else:
             progress.finish_trial(s, row_study, trial, "complete", value)
             jobs.finish(s, c, "done")
-            _tell(study, ot, TrialState.COMPLETE, value)
-            return
+            return Outcome(TrialState.COMPLETE, value)
     if kind == "pruned":
         progress.finish_trial(s, row_study, trial, "pruned",
                               reason=f"pruned after epoch {payload['epoch']}")
         jobs.finish(s, c, "done")
-        _tell(study, ot, TrialState.PRUNED)
-    elif kind == "cancelled":
+        return Outcome(TrialState.PRUNED)
+    if kind == "cancelled":
         progress.finish_trial(s, row_study, trial, "cancelled",
                               reason=f"cancelled after epoch {payload['epoch']}")
         jobs.finish(s, c, "cancelled")
-        _tell(study, ot, TrialState.FAIL, reason="cancelled")
-    else:
-        reason = f"{payload['kind']}: {payload['message']}"
-        detail = f"{reason}\n{payload.get('traceback', '')}".strip()
-        progress.finish_trial(s, row_study, trial, "failed", reason=detail)
-        jobs.finish(s, c, "failed", reason)
-        _tell(study, ot, TrialState.FAIL, reason=reason)
+        return Outcome(TrialState.FAIL, reason="cancelled")
+    reason = f"{payload['kind']}: {payload['message']}"
+    detail = f"{reason}\n{payload.get('traceback', '')}".strip()
+    progress.finish_trial(s, row_study, trial, "failed", reason=detail)
+    jobs.finish(s, c, "failed", reason)
+    return Outcome(TrialState.FAIL, reason=reason)
