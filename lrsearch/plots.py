@@ -46,14 +46,19 @@ def _finite(values: Sequence[float | None]) -> list[float]:
     return [v for v in values if v is not None and math.isfinite(v)]
 
 
+CURVE_POINTS = 1000  # steps drawn per schedule: a plot is a few hundred pixels wide
+
+
 def trial_lr_curve(trial: Mapping[str, Any], steps_per_epoch: int, epochs: int
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """(epoch as a float per step, LR per step) of a trial: the family's closed form, or for
-    an adaptive family the LR it applied at each epoch (from its history)."""
+    """(epoch as a float, LR) of a trial at up to CURVE_POINTS steps: the family's closed form
+    (only those steps are computed, however long the training), or for an adaptive family the
+    LR it applied at each epoch (from its history)."""
     family, params = trial["family"], trial["params"] or {}
     if not registry.get(family).adaptive:
-        lrs = schedules.curve(family, params, steps_per_epoch=steps_per_epoch, epochs=epochs)
-        return np.arange(len(lrs)) / steps_per_epoch, lrs
+        steps, lrs = schedules.sampled_curve(family, params, steps_per_epoch=steps_per_epoch,
+                                             epochs=epochs, points=CURVE_POINTS)
+        return steps / steps_per_epoch, lrs
     history = trial.get("history") or []
     x = np.array([p["epoch"] for p in history], dtype=float)
     return x, np.array([p["lr_first"] or np.nan for p in history], dtype=float)

@@ -24,6 +24,12 @@ class Settings(BaseSettings):
     max_num_iter: int = 10_000
     max_repeats: int = 20
     max_preview_steps: int = 1_000_000
+    # Work bounded at submission, before it is done: a model's weights (counted without
+    # building it), a grid search's points (the product of the values per parameter), and a
+    # schedule curve's evaluations (steps evaluated x the family's pieces, e.g. piecewise knots).
+    max_model_params: int = 50_000_000
+    max_grid_points: int = 10_000
+    max_curve_evaluations: int = 10_000_000
     max_body_bytes: int = 1_000_000
     max_upload_bytes: int = 256_000_000
     # An uploaded .npz's arrays may declare at most this many bytes together once

@@ -5,11 +5,10 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from lrsearch.schedules.search import Choice, Range, space
+from lrsearch.schedules.search import grid
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 LOST_REASON = "lrsearch_failure"
@@ -17,19 +16,11 @@ SLOT, ATTEMPT = "lrsearch_slot", "lrsearch_attempt"  # which claim asked for a t
 
 
 def grid_space(spec: dict[str, Any]) -> dict[str, list[Any]]:
-    """Grid values per searched parameter of a single-family study."""
+    """Grid values per searched parameter of a single-family study (the API checked its size
+    with the same function)."""
     family = spec["families"][0]
-    points = spec["sampler"].get("grid_points", 5)
-    grid: dict[str, list[Any]] = {}
-    for name, d in space(family, spec["search_space"].get(family), epochs=spec["epochs"]).items():
-        if isinstance(d, Choice):
-            grid[name] = list(d.choices)
-        elif isinstance(d, Range):
-            make = np.geomspace if d.log else np.linspace
-            values = make(d.low, d.high, points)
-            grid[name] = sorted({round(v) for v in values}) if d.integer else [
-                float(v) for v in values]
-    return grid
+    return grid(family, spec["search_space"].get(family), epochs=spec["epochs"],
+                points=spec["sampler"].get("grid_points", 5))
 
 
 def sampler(spec: dict[str, Any], slot: int) -> optuna.samplers.BaseSampler:

@@ -1,7 +1,10 @@
 """Models by name, shaped from the dataset (input shape, number of classes).
 
-The registry is plain data (the API lists it without TensorFlow); `build()` imports the
-architecture's module, which imports Keras. Every model ends in a softmax over the classes.
+The registry is plain data (the API lists it without TensorFlow). Each architecture's module
+holds its rules beside its builder: `check(**params)` (types and ranges) and
+`count_params(input_shape, num_classes, **params)` are pure Python, so `validate()` refuses a
+bad or oversized model at submission without TensorFlow; only `build()` imports Keras.
+Every model ends in a softmax over the classes.
 """
 
 from __future__ import annotations
@@ -10,9 +13,11 @@ import importlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 from lrsearch.errors import ModelError
+from lrsearch.models.mlp import ACTIVATIONS
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,8 @@ class ModelSpec:
 SPECS: dict[str, ModelSpec] = {s.name: s for s in (
     ModelSpec("mlp", "Dense layers on the flattened input (seed 004 uses hidden=[9, 9, 9]).",
               "mlp", (ModelParam("hidden", [64], "Units of each hidden layer."),
-                      ModelParam("activation", "relu", "relu, tanh, elu or gelu."),
+                      ModelParam("activation", "relu", "A Keras activation: "
+                                 f"{', '.join(ACTIVATIONS)}."),
                       ModelParam("dropout", 0.0, "Dropout after each hidden layer, in [0, 1)."))),
     ModelSpec("small_cnn", "Seed 000's network: Conv(4)-Conv(8)-MaxPool-Dropout-Dense(16)-"
               "Dropout-Dense; 25,546 parameters on 32x32x3 with 2 classes.", "small_cnn",
@@ -67,15 +73,50 @@ def spec(name: str) -> ModelSpec:
     return SPECS[name]
 
 
+def _module(name: str) -> ModuleType:
+    """The architecture's module (pure at import: Keras is imported inside `build`)."""
+    return importlib.import_module(f"lrsearch.models.{spec(name).module}")
+
+
 def resolve_params(name: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Defaults filled in; unknown parameters raise."""
+    """Defaults filled in, then checked by the architecture's own rules; unknown parameters
+    and bad values raise ModelError naming `model.params.<name>`."""
     s = spec(name)
     known = {p.name: p.default for p in s.params}
+    if params is not None and not isinstance(params, Mapping):
+        raise ModelError(f"{name}: `params` must be an object. Received: params={params!r}",
+                         field="model.params")
     for key in params or {}:
         if key not in known:
             raise ModelError(f"{name}: unknown parameter `{key}`. Known parameters: "
                              f"{', '.join(known) or 'none'}", field=f"model.params.{key}")
-    return {**known, **dict(params or {})}
+    resolved = {**known, **dict(params or {})}
+    _module(name).check(**resolved)
+    return resolved
+
+
+def count_params(name: str, params: Mapping[str, Any] | None, input_shape: tuple[int, ...],
+                 num_classes: int) -> int:
+    """What keras.Model.count_params() of the built model returns (trainable and not),
+    computed in pure Python from the architecture. Checks the parameters and the input."""
+    resolved = resolve_params(name, params)
+    check_input(name, tuple(input_shape))
+    return int(_module(name).count_params(tuple(input_shape), num_classes, **resolved))
+
+
+def validate(name: str, params: Mapping[str, Any] | None, input_shape: tuple[int, ...],
+             num_classes: int, *, max_params: int) -> dict[str, Any]:
+    """Everything known about a model before it is built: the parameters (resolved, which is
+    returned), the input it needs, and its size: more than `max_params` weights raises."""
+    resolved = resolve_params(name, params)
+    n = count_params(name, resolved, input_shape, num_classes)
+    if n > max_params:
+        size_param = getattr(_module(name), "SIZE_PARAM", None)
+        raise ModelError(f"Model `{name}` must have at most {max_params:,} parameters (the "
+                         f"server's max_model_params). Received: {n:,} parameters for input "
+                         f"shape {tuple(input_shape)} and {num_classes} classes",
+                         field=f"model.params.{size_param}" if size_param else "model")
+    return resolved
 
 
 def check_input(name: str, input_shape: tuple[int, ...]) -> None:
@@ -103,5 +144,4 @@ def build(name: str, params: Mapping[str, Any] | None, input_shape: tuple[int, .
         raise ModelError(f"Model `{name}` needs >= 2 classes and a non-empty input. Received "
                          f"num_classes={num_classes}, input_shape={input_shape}", field="model")
     check_input(name, tuple(input_shape))
-    module = importlib.import_module(f"lrsearch.models.{s.module}")
-    return module.build(tuple(input_shape), num_classes, **resolved)
+    return _module(s.name).build(tuple(input_shape), num_classes, **resolved)

@@ -1,18 +1,36 @@
-"""Seed 000's small CNN, layer for layer (25,546 parameters on 32x32x3 with 2 classes)."""
+"""Seed 000's small CNN, layer for layer (25,546 parameters on 32x32x3 with 2 classes).
+
+`check` and `count_params` are pure Python; `build` imports Keras."""
 
 from __future__ import annotations
 
-import keras
+from typing import TYPE_CHECKING, Any
 
-from lrsearch.errors import ModelError
+from lrsearch.models.checks import require_fraction
+
+if TYPE_CHECKING:
+    import keras
+
+
+def check(*, dropout_conv: Any, dropout_dense: Any) -> None:
+    """Both dropout rates in [0, 1)."""
+    require_fraction("small_cnn", "dropout_conv", dropout_conv)
+    require_fraction("small_cnn", "dropout_dense", dropout_dense)
+
+
+def count_params(input_shape: tuple[int, ...], num_classes: int, **_: Any) -> int:
+    """Two valid 3x3 convolutions (4 then 8 filters) shrink each side by 4, the 2x2 pooling
+    halves it (rounding down); then Dense(16) and the softmax layer."""
+    height, width, channels = input_shape
+    flat = ((height - 4) // 2) * ((width - 4) // 2) * 8
+    return ((9 * channels + 1) * 4 + (9 * 4 + 1) * 8 + (flat + 1) * 16
+            + (16 + 1) * num_classes)
 
 
 def build(input_shape: tuple[int, ...], num_classes: int, *, dropout_conv: float,
           dropout_dense: float) -> keras.Model:
-    for name, value in (("dropout_conv", dropout_conv), ("dropout_dense", dropout_dense)):
-        if not isinstance(value, int | float) or not 0 <= value < 1:
-            raise ModelError(f"small_cnn: argument `{name}` must be in [0, 1). Received: "
-                             f"{name}={value!r}", field=f"model.params.{name}")
+    import keras
+
     return keras.Sequential([
         keras.Input(input_shape),
         keras.layers.Conv2D(4, 3, activation="relu"),

@@ -6,6 +6,8 @@ Public API:
   description) and formula, as JSON-ready plain data.
 - `make(name, params)`: a validated family instance (`validate` adds the training length).
 - `curve(name, params, steps_per_epoch=, epochs=)`: the LR at every step, a float64 array.
+- `sampled_curve(..., points=)`: the LR at `sample_steps(S, points)` only (previews, exports),
+  and `evaluations(..., points=)`: what that costs, known before computing it.
 - `to_keras(...)`: a `keras.optimizers.schedules.LearningRateSchedule` equal to `curve()`
   (imports Keras, so it lives in `lrsearch.schedules.keras` and is loaded on first use).
 - The Optuna search space lives in `lrsearch.schedules.search`.
@@ -29,9 +31,12 @@ __all__ = [
     "ParamSpec",
     "Timeline",
     "curve",
+    "evaluations",
     "make",
     "momentum_curve",
     "names",
+    "sample_steps",
+    "sampled_curve",
     "spec",
     "to_keras",
     "validate",
@@ -95,6 +100,47 @@ def curve(
     family, timeline = validate(name, params, steps_per_epoch=steps_per_epoch, epochs=epochs)
     steps = np.arange(timeline.total_steps, dtype=np.float64)
     return np.asarray(family.schedule(steps, timeline, np), dtype=np.float64)
+
+
+def sample_steps(total_steps: int, points: int) -> np.ndarray:
+    """At most `points` step indices spread evenly over 0 .. S-1, always keeping the first and
+    the last; every step when S <= points."""
+    if total_steps <= points:
+        return np.arange(total_steps)
+    return np.unique(np.round(np.linspace(0, total_steps - 1, points)).astype(int))
+
+
+def evaluations(
+    name: str,
+    params: Mapping[str, Any] | None,
+    *,
+    steps_per_epoch: int,
+    epochs: int,
+    points: int,
+) -> int:
+    """The work of `sampled_curve` with the same arguments, before doing it: the steps it
+    samples, min(S, points), times the family's pieces (a piecewise schedule's knots), which is
+    what the one-`where`-per-piece Keras form computes. Validates the parameters."""
+    family, timeline = validate(name, params, steps_per_epoch=steps_per_epoch, epochs=epochs)
+    return min(timeline.total_steps, points) * family.pieces()
+
+
+def sampled_curve(
+    name: str,
+    params: Mapping[str, Any] | None,
+    *,
+    steps_per_epoch: int,
+    epochs: int,
+    points: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, LR at those steps) for steps = `sample_steps(S, points)`: equal to
+    `curve(...)[steps]`, but only those steps are computed, so the cost is bounded by `points`
+    however long the training is."""
+    family, timeline = validate(name, params, steps_per_epoch=steps_per_epoch, epochs=epochs)
+    steps = sample_steps(timeline.total_steps, points)
+    lrs = family.schedule(steps.astype(np.float64), timeline, np)
+    # A constant schedule's formula can give a scalar: one value per step, always.
+    return steps, np.broadcast_to(np.asarray(lrs, dtype=np.float64), steps.shape).copy()
 
 
 def momentum_curve(

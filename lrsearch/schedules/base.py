@@ -70,6 +70,7 @@ class ParamMeta:
     below: str | None = None  # this parameter must be < the named one (checked and sampled so)
     role: Role | None = None
     lt_epochs: bool = False  # a duration in epochs that must be shorter than the training
+    max_items: int | None = None  # a list parameter's longest length (its cost grows with it)
 
 
 def param(
@@ -85,9 +86,12 @@ def param(
     below: str | None = None,
     role: Role | None = None,
     lt_epochs: bool = False,
+    max_items: int | None = None,
 ) -> Any:
     """Declare a family parameter (a dataclass field carrying its ParamMeta)."""
-    meta = ParamMeta(description, gt, ge, lt, le, choices, search, below, role, lt_epochs)
+    meta = ParamMeta(
+        description, gt, ge, lt, le, choices, search, below, role, lt_epochs, max_items
+    )
     if default is _MISSING:
         return field(metadata={"param": meta})
     return field(default=default, metadata={"param": meta})
@@ -119,6 +123,7 @@ class ParamSpec:
             "search": search,
             "below": m.below,
             "shorter_than_training": m.lt_epochs,
+            "max_items": m.max_items,
             "description": m.description,
         }
 
@@ -207,6 +212,12 @@ class Family:
     def momentum(self, s: Any, t: Timeline, xp: Any) -> Any | None:
         """The momentum (SGD momentum or Adam beta_1) at steps `s`, or None to leave it alone."""
         return None
+
+    def pieces(self) -> int:
+        """How many pieces the formula is made of: evaluating n steps costs n * pieces terms in
+        the Keras form, which computes every piece at every step (override when it grows with
+        the parameters, as piecewise's knots do)."""
+        return 1
 
     def params(self) -> dict[str, Any]:
         """The parameters as JSON-ready plain data (tuples become lists)."""
@@ -309,6 +320,13 @@ def _coerce(family: str, spec: ParamSpec, value: Any) -> Any:
     if spec.kind == "float_list":
         if not isinstance(value, list | tuple) or not value:
             raise bad("must be a non-empty list of numbers")
+        most = spec.meta.max_items
+        if most is not None and len(value) > most:  # the count, not the (long) list
+            raise ScheduleError(
+                f"{family}: argument `{name}` must have at most {most} entries. "
+                f"Received: {len(value)} entries",
+                field=name,
+            )
         return tuple(_check_number(bad, spec, v, as_int=False) for v in value)
     return _check_number(bad, spec, value, as_int=spec.kind == "int")
 

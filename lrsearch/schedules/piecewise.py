@@ -6,7 +6,13 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from lrsearch.schedules.base import Family, Timeline, param, register
+
+# The Keras form evaluates every knot at every training step, so a schedule's cost grows with
+# its knots: 1000 boundaries are enough for an LR per epoch over a 1000-epoch training.
+MAX_BOUNDARIES = 1000
 
 
 @register
@@ -26,9 +32,13 @@ class Piecewise(Family):
         "v_i + (v_(i+1) - v_i) * (s - B_i) / (B_(i+1) - B_i) between knots, v_n after"
     )
     boundaries_epochs: tuple[float, ...] = param(
-        description="Epochs where the LR changes (strictly increasing, > 0).", gt=0.0
+        description="Epochs where the LR changes (strictly increasing, > 0).",
+        gt=0.0,
+        max_items=MAX_BOUNDARIES,
     )
-    values: tuple[float, ...] = param(description="LRs: one more than boundaries.", gt=0.0)
+    values: tuple[float, ...] = param(
+        description="LRs: one more than boundaries.", gt=0.0, max_items=MAX_BOUNDARIES + 1
+    )
     interpolation: str = param(
         "constant", description="Steps or straight lines.", choices=("constant", "linear")
     )
@@ -68,7 +78,30 @@ class Piecewise(Family):
                 epochs=t.epochs,
             )
 
+    def pieces(self) -> int:
+        return len(self.values)
+
     def schedule(self, s: Any, t: Timeline, xp: Any) -> Any:
+        if xp is np:  # curves and previews: O(steps * log(knots)) instead of steps * knots
+            return self.indexed(np.asarray(s, dtype=np.float64), t)
+        return self.unrolled(s, t, xp)
+
+    def indexed(self, s: np.ndarray, t: Timeline) -> np.ndarray:
+        """The formula with each step's piece found by binary search; the same arithmetic as
+        `unrolled`, so the values are identical (a test compares them bit for bit)."""
+        knots = np.asarray(self.knots(t), dtype=np.float64)
+        v = np.asarray(self.values, dtype=np.float64)
+        i = np.searchsorted(knots, s, side="right") - 1  # knots[i] <= s < knots[i + 1]
+        if self.interpolation == "constant":
+            return v[np.maximum(i, 0)] + s * 0.0
+        j = np.clip(i, 0, len(knots) - 2)
+        a, b = knots[j], knots[j + 1]
+        line = v[j] + (v[j + 1] - v[j]) * (np.minimum(s, b) - a) / (b - a)
+        return np.where(s >= knots[-1], v[-1], np.where(s >= a, line, v[0]))
+
+    def unrolled(self, s: Any, t: Timeline, xp: Any) -> Any:
+        """The formula as one `where` per knot: what the Keras schedule computes (keras.ops
+        has no binary search over a scalar step)."""
         knots, v = self.knots(t), self.values
         out = s * 0.0 + v[0]
         for i in range(1, len(knots)):

@@ -14,10 +14,13 @@ always possible when the lower range starts below the upper one, which `space()`
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from lrsearch.errors import ScheduleError
 from lrsearch.schedules import validate
@@ -168,7 +171,51 @@ def space(
                 )
         if p.meta.below is not None:
             _check_order(family, name, dims[name], p.meta.below, dims[p.meta.below])
+    _check_discrete(family, dims)
     return dims
+
+
+DISCRETE_CHECKED = 64  # parameter sets built by _check_discrete, at most
+
+
+def _check_discrete(family: str, dims: Mapping[str, Dimension]) -> None:
+    """A space with no range is a few parameter sets: build each, so that one no trial could
+    run (piecewise `values` that do not match its `boundaries_epochs`) is refused up front.
+    Cross-parameter rules of spaces with ranges are checked by each trial's own parameters."""
+    options: list[list[Any]] = []
+    for d in dims.values():
+        if isinstance(d, Range):
+            return
+        options.append([d.value] if isinstance(d, Fixed) else list(d.choices))
+    for combination in itertools.islice(itertools.product(*options), DISCRETE_CHECKED):
+        try:
+            make(family, dict(zip(dims, combination, strict=True)))
+        except ScheduleError as e:
+            raise _error(family, e.field or "params", str(e)) from None
+
+
+def grid(
+    family: str, overrides: Mapping[str, Any] | None = None, *, epochs: int, points: int
+) -> dict[str, list[Any]]:
+    """The values per searched parameter of a grid search (what Optuna's GridSampler takes):
+    a choice's values, or `points` values spread over a range (geometrically on a log range;
+    whole numbers, deduplicated, on an integer one). Fixed parameters are not in the grid."""
+    out: dict[str, list[Any]] = {}
+    for name, d in space(family, overrides, epochs=epochs).items():
+        if isinstance(d, Choice):
+            out[name] = list(d.choices)
+        elif isinstance(d, Range):
+            values = (np.geomspace if d.log else np.linspace)(d.low, d.high, points)
+            out[name] = (
+                sorted({round(v) for v in values}) if d.integer else [float(v) for v in values]
+            )
+    return out
+
+
+def grid_size(values: Mapping[str, Sequence[Any]]) -> int:
+    """The number of grid points: the product of the values per parameter (the grid itself,
+    which can be astronomically large, is never built)."""
+    return math.prod(len(v) for v in values.values())
 
 
 def _lowest(d: Dimension) -> Any:

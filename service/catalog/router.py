@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from fastapi import APIRouter, Depends
 from pydantic import Field
 
 from lrsearch import models, optimizers, schedules
-from lrsearch.schedules.base import registry
+from lrsearch.errors import ScheduleError
+from lrsearch.schedules.base import param_specs, registry
 from service.deps import SettingsDep, get_tenant
 from service.errors import Invalid, NotFound
 from service.schemas import ERROR_RESPONSES, Strict
@@ -24,13 +24,6 @@ class PreviewRequest(Strict):
     epochs: int = Field(ge=1)
     steps_per_epoch: int = Field(ge=1)
     points: int = Field(default=1000, ge=2, le=100_000)
-
-
-def downsample(n: int, points: int) -> np.ndarray:
-    """At most `points` step indices spread over 0..n-1, always keeping the first and last."""
-    if n <= points:
-        return np.arange(n)
-    return np.unique(np.round(np.linspace(0, n - 1, points)).astype(int))
 
 
 @router.get("/schedules")
@@ -55,18 +48,31 @@ def get_schedule(family: str) -> dict[str, Any]:
 
 @router.post("/schedules/{family}/preview")
 def preview(family: str, body: PreviewRequest, settings: SettingsDep) -> dict[str, Any]:
-    """The LR per step of a family's parameters, downsampled to at most `points` steps."""
+    """The LR of a family's parameters at most `points` steps spread over the training (only
+    those steps are computed)."""
     known_family(family)
     steps = body.epochs * body.steps_per_epoch
     if steps > settings.max_preview_steps:
         raise Invalid(f"epochs * steps_per_epoch must be <= {settings.max_preview_steps}. "
                       f"Received: {steps}", field="steps_per_epoch")
-    lrs = schedules.curve(family, body.params, steps_per_epoch=body.steps_per_epoch,
-                          epochs=body.epochs)
-    idx = downsample(len(lrs), body.points)
+    timeline = {"steps_per_epoch": body.steps_per_epoch, "epochs": body.epochs,
+                "points": body.points}
+    try:
+        work = schedules.evaluations(family, body.params, **timeline)  # validates the params
+    except ScheduleError as e:  # name the field as the body has it: params.<name>
+        known = {p.name for p in param_specs(registry.get(family))}
+        raise Invalid(str(e), field=f"params.{e.field}" if e.field in known else e.field
+                      ) from None
+    if work > settings.max_curve_evaluations:
+        raise Invalid(f"The preview must take <= {settings.max_curve_evaluations} evaluations "
+                      "(LRSEARCH_MAX_CURVE_EVALUATIONS): steps shown x the family's pieces. "
+                      f"Received: points={body.points} over {steps} steps of {family} with "
+                      f"{schedules.make(family, body.params).pieces()} pieces = {work}; "
+                      "ask for fewer points", field="points")
+    idx, lrs = schedules.sampled_curve(family, body.params, **timeline)
     return {"family": family, "adaptive": registry.get(family).adaptive,
             "step": idx.tolist(), "epoch": (idx / body.steps_per_epoch).tolist(),
-            "lr": lrs[idx].tolist()}
+            "lr": lrs.tolist()}
 
 
 @router.get("/models")

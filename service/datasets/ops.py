@@ -45,6 +45,16 @@ def resolve(session: Session, settings: Settings, tenant: str, name: str
     return tuple(row.input_shape), row.path
 
 
+def num_classes(session: Session, tenant: str, name: str) -> int:
+    """The number of classes of a dataset `resolve` accepted (what sizes the model's output)."""
+    if name in datasets.SOURCES:
+        return datasets.SOURCES[name].num_classes
+    row = find_upload(session, tenant, name)
+    if row is None:
+        raise Invalid(f"Unknown dataset `{name}`.", field="dataset")
+    return int(row.num_classes)
+
+
 def list_all(session: Session, settings: Settings, tenant: str) -> list[dict[str, Any]]:
     uploads = session.scalars(select(UploadedDataset).where(UploadedDataset.tenant == tenant)
                               .order_by(UploadedDataset.name)).all()

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from lrsearch import models, optimizers
 from lrsearch.range_test import SweepSettings
 from service.config import Settings
+from service.datasets.ops import num_classes
 from service.datasets.ops import resolve as resolve_dataset
 from service.errors import NotFound
 from service.jobs.models import Job
@@ -26,8 +27,9 @@ def validate(session: Session, settings: Settings, tenant: str, req: RangeTestCr
                     ("batch_size", req.batch_size, settings.max_batch_size))
     SweepSettings(req.min_lr, req.max_lr, req.num_iter, req.mode, req.diverge_threshold)
     shape, dataset_file = resolve_dataset(session, settings, tenant, req.dataset)
-    models.resolve_params(req.model.name, req.model.params)
-    models.check_input(req.model.name, shape)
+    models.validate(req.model.name, req.model.params, shape,
+                    num_classes(session, tenant, req.dataset),
+                    max_params=settings.max_model_params)
     optimizers.resolve_params(req.optimizer.name, req.optimizer.params)
     return dataset_file
 

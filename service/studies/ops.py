@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 from lrsearch import models, optimizers, schedules
 from lrsearch.schedules.base import registry
 from lrsearch.schedules.export import keras_config, python_snippet
-from lrsearch.schedules.search import space
-from service.catalog.router import downsample
+from lrsearch.schedules.search import grid, grid_size, space
 from service.config import Settings
+from service.datasets.ops import num_classes
 from service.datasets.ops import resolve as resolve_dataset
 from service.db import utcnow
 from service.errors import Conflict, Invalid, NotFound, TooMany
@@ -71,6 +71,27 @@ def _search_space(session: Session, tenant: str, req: StudyCreate, families: lis
     return resolved
 
 
+def _check_grid(settings: Settings, req: StudyCreate, families: list[str],
+                search_space: dict[str, dict[str, Any]]) -> None:
+    """A grid search's size, from the grid the worker will hand Optuna's GridSampler (which
+    builds every point in memory), computed with the same function and never built here."""
+    if req.sampler.name != "grid":
+        return
+    if len(families) > 1:
+        raise Invalid("The grid sampler searches one family (the family choice of a "
+                      "cross-family study has no place on a grid). Received: "
+                      f"sampler.name='grid', families={families}", field="sampler.name")
+    values = grid(families[0], search_space[families[0]], epochs=req.epochs,
+                  points=req.sampler.grid_points)
+    total = grid_size(values)
+    if total > settings.max_grid_points:
+        sizes = " x ".join(f"{len(v)} ({k})" for k, v in values.items())
+        raise Invalid(f"The grid must have <= {settings.max_grid_points} points "
+                      f"(LRSEARCH_MAX_GRID_POINTS). Received: sampler.grid_points="
+                      f"{req.sampler.grid_points} gives {sizes} = {total} points",
+                      field="sampler.grid_points")
+
+
 def validate(session: Session, settings: Settings, tenant: str, req: StudyCreate
              ) -> dict[str, Any]:
     """Every check before anything is stored; returns the resolved study spec."""
@@ -79,16 +100,19 @@ def validate(session: Session, settings: Settings, tenant: str, req: StudyCreate
                     ("batch_size", req.batch_size, settings.max_batch_size))
     families = _families(req)
     shape, dataset_file = resolve_dataset(session, settings, tenant, req.dataset)
-    model_params = models.resolve_params(req.model.name, req.model.params)
-    models.check_input(req.model.name, shape)
+    model_params = models.validate(req.model.name, req.model.params, shape,
+                                   num_classes(session, tenant, req.dataset),
+                                   max_params=settings.max_model_params)
     optimizer_params = optimizers.resolve_params(req.optimizer.name, req.optimizer.params)
     direction = req.direction or ("maximize" if req.metric in MAXIMIZE else "minimize")
+    search_space = _search_space(session, tenant, req, families)
+    _check_grid(settings, req, families, search_space)
     return {"families": families, "dataset": req.dataset, "dataset_file": dataset_file,
             "model": {"name": req.model.name, "params": model_params},
             "optimizer": {"name": req.optimizer.name, "params": optimizer_params},
             "epochs": req.epochs, "batch_size": req.batch_size, "n_trials": req.n_trials,
             "metric": req.metric, "direction": direction,
-            "search_space": _search_space(session, tenant, req, families),
+            "search_space": search_space,
             "sampler": req.sampler.model_dump(), "pruner": req.pruner.model_dump(),
             "seed": req.seed, "range_test_id": req.range_test_id}
 
@@ -196,11 +220,15 @@ def get_trial(session: Session, study: Study, number: int) -> Trial:
     return trial
 
 
+EXPORT_POINTS = 1000  # steps of the exported curve: only those are evaluated
+
+
 def _export(family: str, params: dict[str, Any], spe: int, epochs: int) -> dict[str, Any]:
-    """Per-step curve (downsampled), Keras config and snippet of a trial's schedule."""
-    lrs = schedules.curve(family, params, steps_per_epoch=spe, epochs=epochs)
-    idx = downsample(len(lrs), 1000)
-    curve = {"step": idx.tolist(), "epoch": (idx / spe).tolist(), "lr": lrs[idx].tolist()}
+    """Curve at EXPORT_POINTS steps (however long the training: the submission capped the
+    family's pieces, so this is bounded work), Keras config and snippet of a trial's schedule."""
+    idx, lrs = schedules.sampled_curve(family, params, steps_per_epoch=spe, epochs=epochs,
+                                       points=EXPORT_POINTS)
+    curve = {"step": idx.tolist(), "epoch": (idx / spe).tolist(), "lr": lrs.tolist()}
     if registry.get(family).adaptive:
         return {"curve": curve, "keras": None, "snippet": None,
                 "note": f"{family} is adaptive: use Keras' ReduceLROnPlateau with these "
