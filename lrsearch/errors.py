@@ -6,6 +6,11 @@ Every message names the argument and the value, Keras-style:
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Mapping
+from typing import overload
+
 
 class LRSearchError(ValueError):
     """Base class of every error the library raises on purpose.
@@ -63,3 +68,47 @@ class TrainingCancelled(LRSearchError):
 
 class RangeTestError(LRSearchError):
     """Bad range-test settings (min_lr, max_lr, num_iter, mode, ...)."""
+
+
+# An absolute POSIX path: a "/" that does not continue a word, a URL ("https://"), a label
+# ("<data_dir>/"), a home ("~/") or a relative path ("a/b"), then any characters up to a space,
+# a quote or a bracket. Paths with spaces are cut at the space, so only their tail can remain.
+_ABSOLUTE = re.compile(r"(?<![\w.:/~>\-])/[^\s'\"`,;()\[\]<>|]*")
+
+
+Roots = (Mapping[str, str] | Mapping[os.PathLike[str], str]
+         | Mapping[str | os.PathLike[str], str] | None)  # a folder -> its label
+
+
+@overload
+def redact_paths(text: str, roots: Roots = None) -> str: ...
+
+
+@overload
+def redact_paths(text: None, roots: Roots = None) -> None: ...
+
+
+def redact_paths(text: str | None, roots: Roots = None) -> str | None:
+    """`text` with no absolute file path left in it, for messages shown to people who must not
+    learn the server's file layout (a tenant reading an error or a failure reason).
+
+    A path under one of `roots` (a folder -> its label, e.g. data_dir -> "<data_dir>") keeps its
+    part below the root: "/srv/data/mnist.npz" -> "<data_dir>/mnist.npz". Any other absolute
+    path becomes its last component: "/usr/lib/python3/site.py" -> "site.py". URLs, relative
+    paths and text already redacted are left alone, so redacting twice changes nothing.
+    None stays None.
+    """
+    if not text:
+        return text
+    labelled = sorted(((os.path.abspath(os.fspath(root)).rstrip("/"), label)
+                       for root, label in (roots or {}).items()), key=lambda r: -len(r[0]))
+
+    def replace(match: re.Match[str]) -> str:
+        path = match.group(0)
+        for root, label in labelled:
+            if root and (path == root or path.startswith(root + "/")):
+                return label + path[len(root):]
+        tail = path.rstrip("/").rsplit("/", 1)[-1]
+        return tail or "/"
+
+    return _ABSOLUTE.sub(replace, text)

@@ -4,6 +4,9 @@ Every function takes the plain data the API returns (so the server, the CLI and 
 the same picture) and returns a `Figure`; `png(fig)` renders it. Figures are built with
 `matplotlib.figure.Figure` and the Agg canvas, never with pyplot's global state, so the API
 can draw from several threads at once.
+
+Titles carry user text (a study's name): they are drawn with `parse_math=False`, so a `$` is
+a dollar sign, never the start of matplotlib mathtext (an unbalanced one would fail the draw).
 """
 
 from __future__ import annotations
@@ -93,7 +96,8 @@ def study_lr_curves(trials: Sequence[Mapping[str, Any]], *, metric: str, directi
     lr_ax.set_ylabel("learning rate")
     lr_ax.set_yscale("log")
     lr_ax.legend(fontsize=8, loc="best")
-    lr_ax.set_title(title or f"Top {len(ranked)} trials: schedules and validation curves")
+    lr_ax.set_title(title or f"Top {len(ranked)} trials: schedules and validation curves",
+                    parse_math=False)
     val_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     val_ax.set_xlabel("epoch")
     val_ax.set_ylabel(metric)
@@ -133,7 +137,7 @@ def study_history(trials: Sequence[Mapping[str, Any]], *, metric: str, direction
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(title or "Optimization history")
+    ax.set_title(title or "Optimization history", parse_math=False)
     return fig
 
 
@@ -152,7 +156,7 @@ def leaderboard(entries: Sequence[Mapping[str, Any]], *, metric: str, title: str
     pad = (high - low) * 0.15 or abs(high) * 0.05 or 0.05
     ax.set_xlim(low - pad, high + pad)  # zoomed in: the families often differ by little
     ax.set_xlabel(metric)
-    ax.set_title(title or "Best trial per schedule family")
+    ax.set_title(title or "Best trial per schedule family", parse_math=False)
     return fig
 
 
@@ -188,7 +192,7 @@ def range_test(result: Mapping[str, Any], title: str = "") -> Figure:
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    ax.set_title(title or "LR range test")
+    ax.set_title(title or "LR range test", parse_math=False)
     return fig
 
 
@@ -204,5 +208,5 @@ def schedule(family: str, params: Mapping[str, Any], *, epochs: int, steps_per_e
     ax.grid(alpha=0.3)
     shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                       for k, v in params.items())
-    ax.set_title(f"{family}({shown})" if shown else family)
+    ax.set_title(f"{family}({shown})" if shown else family, parse_math=False)
     return fig

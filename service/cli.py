@@ -24,11 +24,14 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from lrsearch.cli import cli
+
+if TYPE_CHECKING:
+    from service.config import Settings
 
 
 @cli.command("migrate")
@@ -90,17 +93,35 @@ def cmd_api(host: str, port: int, log_level: str, insecure: bool) -> None:
     import uvicorn
 
     from service.auth import ops as auth
+    from service.config import Settings
     from service.main import create_app
 
     loopback = is_loopback(host)
-    if not loopback and not insecure and not _with_session(auth.any_active):
+    if not loopback and not insecure and not _with_session(auth.any_key_ever):
         raise SystemExit(
             f"error: refusing to serve on {host} without API keys: anyone who can reach "
             "it could submit work and read results. Create a key with `lrsearch keys create "
             "--tenant NAME`, bind to 127.0.0.1, or pass --insecure to accept anonymous "
             "requests anyway.")
-    app = create_app(anonymous=loopback or insecure)
+    app = create_app(with_bind_host(Settings(), host), anonymous=loopback or insecure)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+def with_bind_host(settings: Settings, host: str) -> Settings:
+    """Settings whose allowed hosts include the address the API binds to, when that is one
+    specific address (clients then reach it by that name); a wildcard address (0.0.0.0, ::)
+    names no host, so LRSEARCH_ALLOWED_HOSTS decides."""
+    from service.origin import host_name
+
+    try:
+        unspecified = ipaddress.ip_address(host.strip("[]")).is_unspecified
+    except ValueError:
+        unspecified = not host
+    name = f"[{host.strip('[]')}]" if ":" in host else host
+    name = host_name(name)
+    if unspecified or "*" in settings.allowed_hosts or name in settings.allowed_hosts:
+        return settings
+    return settings.model_copy(update={"allowed_hosts": [*settings.allowed_hosts, name]})
 
 
 @cli.group("keys")

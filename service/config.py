@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
 OPTUNA_SCHEMA = "optuna"
@@ -47,6 +49,19 @@ class Settings(BaseSettings):
     # set, scrapers must send `Authorization: Bearer <token>`.
     metrics_enabled: bool = True
     metrics_token: str | None = None
+    # Once an API key exists, /metrics needs the token; true keeps it open to anyone who can
+    # reach it (a scraper on a private network).
+    metrics_public: bool = False
+    # Host names the server answers to (the Host header, port ignored), comma-separated in the
+    # environment; "*" accepts any, "*.example.com" a domain's subdomains. Anything else is
+    # refused (400), so a web page on another site cannot reach a local server through DNS
+    # rebinding. Behind a proxy, list the public name. `lrsearch api --host ADDRESS` adds a
+    # specific ADDRESS it binds to.
+    allowed_hosts: Annotated[list[str], NoDecode] = ["localhost", "127.0.0.1", "[::1]"]
+    # Believe X-Forwarded-Proto from a TLS-terminating proxy (login cookies become Secure).
+    # Only turn on when every request comes through that proxy: clients can send the header.
+    trust_forwarded_headers: bool = False
+    web_session_seconds: int = 7 * 24 * 3600  # a web page login lasts this long
     # Workers
     lease_seconds: float = 30.0  # a claim expires this long after its last heartbeat
     heartbeat_seconds: float = 5.0
@@ -64,6 +79,16 @@ class Settings(BaseSettings):
     # ... and a pause before each epoch's write, so a test can act at an epoch boundary
     # (cancel, delete, expire the lease) while the child waits. Zero in production.
     fault_epoch_pause_seconds: float = 0.0
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        """"a, B" -> ["a", "b"]: the environment gives one comma-separated string."""
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list | tuple):
+            return [str(h).strip().lower() for h in value if str(h).strip()]
+        return value
 
     def optuna_url(self) -> str:
         """Optuna's storage: given, or derived so Optuna's tables never mix with ours:

@@ -14,7 +14,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lrsearch.errors import LRSearchError
+from lrsearch import datasets
+from lrsearch.errors import LRSearchError, redact_paths
 
 
 class APIError(Exception):
@@ -69,8 +70,12 @@ def install(app: FastAPI) -> None:
                             headers=headers)
 
     @app.exception_handler(LRSearchError)
-    async def library_error(_: Request, exc: LRSearchError) -> JSONResponse:
-        return JSONResponse(body("invalid", str(exc), field=exc.field), status_code=422)
+    async def library_error(request: Request, exc: LRSearchError) -> JSONResponse:
+        # Library messages may name files (a missing dataset's folders); tenants never see
+        # the server's paths.
+        labels = datasets.path_labels(request.app.state.settings.data_dir)
+        return JSONResponse(body("invalid", redact_paths(str(exc), labels), field=exc.field),
+                            status_code=422)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -19,6 +19,7 @@ from service.catalog.router import router as catalog_router
 from service.config import Settings
 from service.datasets.router import router as datasets_router
 from service.db import make_engine, session_factory
+from service.origin import RequestOrigin
 from service.range_tests.router import router as range_tests_router
 from service.studies.router import router as studies_router
 from service.ui import router as ui
@@ -155,4 +156,5 @@ def create_app(settings: Settings | None = None, *, anonymous: bool = True) -> F
         app.add_middleware(metrics.RequestLatency, histogram=latency)
     app.add_middleware(DatabaseSlots, slots=settings.db_pool_size)
     app.add_middleware(BodyLimit, settings=settings)
+    app.add_middleware(RequestOrigin, settings=settings)  # outermost: before any body is read
     return app

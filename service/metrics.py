@@ -30,6 +30,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import errors
+from service.auth import ops as auth
 from service.config import Settings
 from service.jobs.models import JOB_STATES, Job
 from service.studies.models import STUDY_STATES, Study, Trial
@@ -136,15 +137,30 @@ def make_registry() -> tuple[CollectorRegistry, Histogram]:
 
 def endpoint(request: Request) -> Response:
     """GET /metrics. With LRSEARCH_METRICS_TOKEN set, the scraper must send it as a Bearer
-    token (Prometheus: `authorization: {credentials: ...}`)."""
+    token (Prometheus: `authorization: {credentials: ...}`). Without a token it is open only
+    while the server runs without keys (local mode) or LRSEARCH_METRICS_PUBLIC=true: once a
+    key exists, the totals are not for anyone who can reach the port."""
     settings: Settings = request.app.state.settings
     if settings.metrics_token:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(
                 given.strip().encode(), settings.metrics_token.encode()):
-            return JSONResponse(errors.body("unauthorized", "/metrics needs `Authorization: "
-                                            "Bearer <LRSEARCH_METRICS_TOKEN>`.",
-                                            field="Authorization"),
-                                status_code=401, headers={"WWW-Authenticate": "Bearer"})
+            return _unauthorized("/metrics needs `Authorization: Bearer "
+                                 "<LRSEARCH_METRICS_TOKEN>`.")
+    elif not settings.metrics_public and _keys_exist(request):
+        return _unauthorized("/metrics is closed: this server has API keys and no metrics "
+                             "token. Set LRSEARCH_METRICS_TOKEN (scrapers send it as "
+                             "`Authorization: Bearer <token>`), or LRSEARCH_METRICS_PUBLIC=true "
+                             "to leave it open.")
     return Response(generate_latest(request.app.state.metrics_registry),
                     media_type=CONTENT_TYPE_LATEST)
+
+
+def _keys_exist(request: Request) -> bool:
+    with request.app.state.sessions() as session:
+        return auth.any_key_ever(session)
+
+
+def _unauthorized(detail: str) -> JSONResponse:
+    return JSONResponse(errors.body("unauthorized", detail, field="Authorization"),
+                        status_code=401, headers={"WWW-Authenticate": "Bearer"})

@@ -11,5 +11,5 @@ from service.workers.models import WorkerRow
 metadata = Base.metadata
 __all__ = [
     "ApiKey",
-    "CurvePoint", "Job", "RangeTest", "Study", "Trial", "UploadedDataset", "WebSession", "WorkerRow",
-    "metadata"]
+    "CurvePoint", "Job", "RangeTest", "Study", "Trial", "UploadedDataset", "WebSession",
+    "WorkerRow", "metadata"]

@@ -54,11 +54,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
+# FastAPI's TestClient sends `Host: testserver`; the default allowed hosts stay as they are.
+TEST_HOSTS = [*Settings.model_fields["allowed_hosts"].get_default(), "testserver"]
+
+
 @pytest.fixture
 def settings(database_url: str, tmp_path: Path) -> Settings:
     return Settings(database_url=database_url, data_dir=tmp_path / "data", max_epochs=100,
                     max_trials=50, max_batch_size=4096, max_body_bytes=200_000,
-                    max_upload_bytes=300_000, max_num_iter=1000, max_repeats=5)
+                    max_upload_bytes=300_000, max_num_iter=1000, max_repeats=5,
+                    allowed_hosts=TEST_HOSTS)
 
 
 @pytest.fixture

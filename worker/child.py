@@ -91,7 +91,8 @@ def _range_test(task: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 def _failure(exc: BaseException) -> tuple[str, dict[str, Any]]:
-    from lrsearch.errors import LRSearchError, TrainingDiverged
+    from lrsearch.datasets import path_labels
+    from lrsearch.errors import LRSearchError, TrainingDiverged, redact_paths
 
     kind = "error"
     if isinstance(exc, TrainingDiverged):
@@ -100,8 +101,12 @@ def _failure(exc: BaseException) -> tuple[str, dict[str, Any]]:
         kind = "oom"
     elif isinstance(exc, LRSearchError):
         kind = "invalid"
-    summary = "".join(traceback.format_exception(exc, limit=-6))[-4000:]
-    return "failed", {"kind": kind, "message": f"{type(exc).__name__}: {exc}",
+    # The reason is shown to the study's tenant: no server paths (file names stay, so the
+    # traceback still says where it failed).
+    labels = path_labels()
+    summary = redact_paths("".join(traceback.format_exception(exc, limit=-6)), labels)[-4000:]
+    return "failed", {"kind": kind,
+                      "message": redact_paths(f"{type(exc).__name__}: {exc}", labels),
                       "traceback": summary}
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "describe",
     "load",
     "load_npz",
+    "path_labels",
     "upload_path",
 ]
 
@@ -42,6 +43,16 @@ def describe(data_dir: str | Path | None = None) -> list[dict[str, object]]:
             available = False
         out.append({**s.info(), "available": available})
     return out
+
+
+def path_labels(data_dir: str | Path | None = None) -> dict[str, str]:
+    """The folders dataset messages name, each with the label `lrsearch.errors.redact_paths`
+    puts in its place when a message leaves the server: `<data_dir>` and `<keras_home>`
+    (Keras' folder, ~/.keras unless $KERAS_HOME says otherwise)."""
+    labels = {str(keras_cache.keras_home().expanduser().resolve()): "<keras_home>"}
+    if data_dir is not None:
+        labels[str(Path(data_dir).expanduser().resolve())] = "<data_dir>"
+    return labels
 
 
 def check_available(name: str, *, data_dir: str | Path | None = None) -> None:

@@ -30,11 +30,15 @@ FASHION_FILES = ("train-labels-idx1-ubyte.gz", "train-images-idx3-ubyte.gz",
                  "t10k-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz")
 
 
+def keras_home() -> Path:
+    """Keras' own folder ($KERAS_HOME, default ~/.keras); its cache is `datasets/` in it."""
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+
+
 def search_dirs(data_dir: Path | None) -> list[Path]:
     """Where dataset files are looked for, in order."""
-    keras_home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
     dirs = [data_dir, data_dir / "datasets"] if data_dir is not None else []
-    return [*dirs, keras_home / "datasets"]
+    return [*dirs, keras_home() / "datasets"]
 
 
 def find(data_dir: Path | None, *candidates: str) -> Path | None:

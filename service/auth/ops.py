@@ -1,9 +1,13 @@
-"""API keys: create (shown once), list, revoke, authenticate.
+"""API keys: create (shown once), list, revoke, authenticate; and the web page's sessions.
 
 A key looks like `lrs_<prefix>_<secret>`: the prefix (8 hex characters) identifies the row, the
 secret has 256 bits of entropy, and the row keeps only sha256(key). Keys are random, not
 passwords, so a fast hash is enough; the comparison is constant-time, and an unknown prefix
 costs the same comparison as a known one.
+
+A web page login opens a session: the browser's cookie holds a random token that is not the
+key and from which the key cannot be derived; the row keeps the token's sha256, its tenant and
+the key it was opened with, so revoking that key ends it.
 """
 
 from __future__ import annotations
@@ -12,11 +16,12 @@ import hashlib
 import hmac
 import re
 import secrets
+from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from service.auth.models import ApiKey
+from service.auth.models import ApiKey, WebSession
 from service.db import utcnow
 from service.errors import Invalid, NotFound
 
@@ -54,21 +59,24 @@ def list_keys(session: Session) -> list[ApiKey]:
 
 
 def revoke(session: Session, prefix: str) -> ApiKey:
+    """Revoke a key; the web page sessions it opened end with it."""
     row = session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
     if row is None:
         raise NotFound(f"No API key with prefix `{prefix}`.", field="prefix")
     row.revoked_at = row.revoked_at or utcnow()
+    session.execute(delete(WebSession).where(WebSession.api_key_id == row.id))
     session.flush()
     return row
 
 
-def any_active(session: Session) -> bool:
-    return bool(session.scalar(select(func.count()).select_from(ApiKey)
-                               .where(ApiKey.revoked_at.is_(None))))
+def any_key_ever(session: Session) -> bool:
+    """Whether a key was ever created, revoked ones included. Anonymous access ends with the
+    first key for good: revoking the last key must lock the server, not open it."""
+    return session.scalar(select(ApiKey.id).limit(1)) is not None
 
 
-def authenticate(session: Session, key: str) -> str | None:
-    """The tenant of an active key, or None."""
+def authenticate_key(session: Session, key: str) -> ApiKey | None:
+    """The row of an active key, or None."""
     match = KEY.match(key)
     row = None
     if match is not None:
@@ -77,4 +85,40 @@ def authenticate(session: Session, key: str) -> str | None:
     ok = hmac.compare_digest(expected, _hash(key))
     if not ok or row is None or row.revoked_at is not None:
         return None
-    return row.tenant
+    return row
+
+
+def authenticate(session: Session, key: str) -> str | None:
+    """The tenant of an active key, or None."""
+    row = authenticate_key(session, key)
+    return None if row is None else row.tenant
+
+
+def open_web_session(session: Session, key: ApiKey, seconds: float) -> str:
+    """A new web page session for an authenticated key; returns its token (256 random bits),
+    which only the browser's cookie holds: the row keeps its sha256. Expired sessions of any
+    key are swept on the way, so the table does not grow with every login."""
+    now = utcnow()
+    session.execute(delete(WebSession).where(WebSession.expires_at <= now))
+    token = secrets.token_urlsafe(32)
+    session.add(WebSession(id_hash=_hash(token), tenant=key.tenant, api_key_id=key.id,
+                           created_at=now, expires_at=now + timedelta(seconds=seconds)))
+    session.flush()
+    return token
+
+
+def web_session_tenant(session: Session, token: str) -> str | None:
+    """The tenant of a live session: known, not expired, and its key not revoked."""
+    if not token or len(token) > 100:
+        return None
+    return session.scalar(select(WebSession.tenant)
+                          .join(ApiKey, ApiKey.id == WebSession.api_key_id)
+                          .where(WebSession.id_hash == _hash(token),
+                                 WebSession.expires_at > utcnow(),
+                                 ApiKey.revoked_at.is_(None)))
+
+
+def close_web_session(session: Session, token: str) -> None:
+    """Log out: the session's row is deleted, so its cookie is worthless even if kept."""
+    session.execute(delete(WebSession).where(WebSession.id_hash == _hash(token)))
+    session.flush()

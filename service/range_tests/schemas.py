@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from lrsearch.errors import redact_paths
 from service.schemas import Named, Strict
 
 
@@ -43,5 +44,5 @@ class RangeTestOut(BaseModel):
         request = {k: v for k, v in t.request.items() if k != "dataset_file"}  # internal path
         return cls(id=t.id, status=t.status, request=request, sweeps=result.get("sweeps"),
                    suggestions=result.get("suggestions"),
-                   family_bounds=result.get("family_bounds"), error=t.error,
+                   family_bounds=result.get("family_bounds"), error=redact_paths(t.error),
                    created_at=t.created_at, started_at=t.started_at, finished_at=t.finished_at)

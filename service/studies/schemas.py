@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, computed_field
 
+from lrsearch.errors import redact_paths
 from service.schemas import Named, Strict, finite_or_none
 
 Metric = Literal["val_accuracy", "val_loss", "accuracy", "loss"]
@@ -95,7 +96,7 @@ class StudyOut(BaseModel):
                    counts=Counts(queued=study.n_queued, running=study.n_running,
                                  complete=study.n_complete, pruned=study.n_pruned,
                                  failed=study.n_failed, cancelled=study.n_cancelled),
-                   best=best, error=study.error, created_at=study.created_at,
+                   best=best, error=redact_paths(study.error), created_at=study.created_at,
                    started_at=study.started_at, finished_at=study.finished_at,
                    request=study.request, optuna_study_name=study.optuna_study_name)
 
@@ -135,7 +136,8 @@ class TrialOut(BaseModel):
     @classmethod
     def of(cls, t: Any, with_history: bool = False) -> TrialOut:
         return cls(number=t.number, slot=t.slot, family=t.family, params=t.params,
-                   state=t.state, value=finite_or_none(t.value), failure_reason=t.failure_reason,
+                   state=t.state, value=finite_or_none(t.value),
+                   failure_reason=redact_paths(t.failure_reason),
                    attempt=t.attempt, worker=t.worker, started_at=t.started_at,
                    finished_at=t.finished_at, duration_s=finite_or_none(t.duration_s),
                    steps_per_epoch=t.steps_per_epoch,

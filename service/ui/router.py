@@ -2,9 +2,12 @@
 plots, trials) and a range-test page. Server-rendered (Jinja2), no JavaScript, no build step;
 pages of running work refresh themselves every few seconds.
 
-Who is asking: the same rule as the API (a Bearer key, or the local tenant while no key exists
-on a loopback server), plus an HttpOnly session cookie holding the key, set by /ui/login.
-Every page is read-only: changing anything goes through the API with a key.
+Who is asking: the same rule as the API (a Bearer key, or the local tenant while no key was
+ever created on a loopback server), plus the login: POST /ui/login checks a key and sets an
+HttpOnly, SameSite=Strict cookie holding a server-side session's random token (never the key;
+Secure over https), and POST /ui/logout deletes that session. Every page is read-only:
+changing anything goes through the API with a key. Cross-site POSTs (a login forced by another
+site) are refused before they get here (service/origin.py).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from service.studies.models import FINISHED
 from service.studies.schemas import StudyOut, TrialOut
 from service.workers import ops as workers
 
-COOKIE = "lrsearch_key"
+COOKIE = "lrsearch_session"
 REFRESH_SECONDS = 5
 TRIALS_SHOWN = 500
 
@@ -45,10 +48,14 @@ class LoginRequired(Exception):
 
 
 def ui_tenant(request: Request, session: SessionDep) -> str:
+    token = request.cookies.get(COOKIE)
     try:
-        return resolve_tenant(request, session, request.cookies.get(COOKIE))
+        tenant = resolve_tenant(request, session, token)
     except Unauthorized as e:
         raise LoginRequired(request.url.path, e.detail) from None
+    # The page offers "log out" only to a browser that logged in.
+    request.state.logged_in = bool(token) and "authorization" not in request.headers
+    return tenant
 
 
 Tenant = Annotated[str, Depends(ui_tenant)]
@@ -56,7 +63,9 @@ Tenant = Annotated[str, Depends(ui_tenant)]
 
 def _page(request: Request, name: str, status_code: int = 200, **context: Any
           ) -> HTMLResponse:
-    return templates.TemplateResponse(request, name, {"refresh": None, **context},
+    logged_in = getattr(request.state, "logged_in", False)
+    return templates.TemplateResponse(request, name,
+                                      {"refresh": None, "logged_in": logged_in, **context},
                                       status_code=status_code,
                                       headers={"Cache-Control": "no-store"})
 
@@ -125,22 +134,47 @@ def login_page(request: Request, next: str = "/ui") -> HTMLResponse:
     return _page(request, "login.html", next=_safe_next(next), error=None)
 
 
+def _https(request: Request) -> bool:
+    """The browser reached us over https: directly, or through a TLS-terminating proxy whose
+    X-Forwarded-Proto we were told to trust (LRSEARCH_TRUST_FORWARDED_HEADERS)."""
+    if request.url.scheme == "https":
+        return True
+    settings: Settings = get_settings(request)
+    forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    return settings.trust_forwarded_headers and forwarded == "https"
+
+
 @router.post("/login", response_class=HTMLResponse)
 def login(request: Request, key: Annotated[str, Form(max_length=200)], session: SessionDep,
           next: Annotated[str, Form(max_length=2000)] = "/ui") -> Response:
-    if auth.authenticate(session, key.strip()) is None:
+    row = auth.authenticate_key(session, key.strip())
+    if row is None:
         return _page(request, "login.html", status_code=401, next=_safe_next(next),
                      error="Invalid or revoked API key.")
+    settings: Settings = get_settings(request)
+    if previous := request.cookies.get(COOKIE):
+        auth.close_web_session(session, previous)
+    token = auth.open_web_session(session, row, settings.web_session_seconds)
     response = RedirectResponse(_safe_next(next), status_code=303)
-    response.set_cookie(COOKIE, key.strip(), httponly=True, samesite="strict", path="/ui",
-                        secure=request.url.scheme == "https", max_age=7 * 24 * 3600)
+    response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/ui",
+                        secure=_https(request), max_age=settings.web_session_seconds)
     return response
 
 
-@router.get("/logout")
-def logout() -> Response:
+@router.get("/logout", response_class=HTMLResponse)
+def logout_page(request: Request) -> HTMLResponse:
+    """Logging out changes state, so it is a POST; a GET (an old link, a prefetch) only shows
+    the button."""
+    return _page(request, "logout.html")
+
+
+@router.post("/logout")
+def logout(request: Request, session: SessionDep) -> Response:
+    if token := request.cookies.get(COOKIE):
+        auth.close_web_session(session, token)
     response = RedirectResponse("/ui/login", status_code=303)
-    response.delete_cookie(COOKIE, path="/ui")
+    response.delete_cookie(COOKIE, path="/ui", httponly=True, samesite="strict",
+                           secure=_https(request))
     return response
 
 

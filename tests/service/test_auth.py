@@ -31,7 +31,7 @@ def make_key(engine: Engine, tenant: str) -> str:
 
 def protected_routes(client: TestClient) -> list[tuple[str, str]]:
     """Every (method, concrete path) the API documents, outside the open ones."""
-    out = []
+    out: list[tuple[str, str]] = []
     for template, operations in client.get("/openapi.json").json()["paths"].items():
         if template in OPEN:
             continue
@@ -121,6 +121,24 @@ def test_anonymous_local_tenant_only_until_a_key_exists(client: TestClient,
     assert client.get("/v1/studies").status_code == 200  # no key exists: local tenant
     make_key(engine, "team-a")
     assert client.get("/v1/studies").status_code == 401
+
+
+def test_revoking_the_last_key_keeps_the_server_locked(client: TestClient,
+                                                       engine: Engine) -> None:
+    assert client.post("/v1/studies", json=STUDY).status_code == 201  # no key yet: local
+    key = make_key(engine, "team-a")
+    with Session(engine) as s, s.begin():
+        auth.revoke(s, key.split("_")[1])
+        assert auth.any_key_ever(s)  # a revoked key still counts
+    # Anonymous access does not come back: every request without a key is refused.
+    for method, path in (("GET", "/v1/studies"), ("GET", "/v1/schedules"),
+                         ("POST", "/v1/studies")):
+        r = client.request(method, path, json=STUDY if method == "POST" else None)
+        assert r.status_code == 401, (method, path)
+        assert "Missing API key" in r.json()["detail"]
+    assert client.get("/v1/studies", headers=bearer(key)).status_code == 401
+    page = client.get("/ui", follow_redirects=False)
+    assert page.status_code == 303 and page.headers["location"].startswith("/ui/login")
 
 
 def test_without_anonymous_access_no_key_means_401(settings: Settings, engine: Engine) -> None:

@@ -24,6 +24,7 @@ from service.auth import ops as auth
 from service.config import Settings
 from service.db import make_engine
 from service.main import create_app
+from tests.fixtures import TEST_HOSTS
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
@@ -33,7 +34,8 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 def fuzzed_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     folder: Path = tmp_path_factory.mktemp("fuzz")
     s = Settings(database_url=f"sqlite:///{folder}/db/lrsearch.db", data_dir=folder / "data",
-                 max_epochs=50, max_trials=20, max_preview_steps=20_000)
+                 max_epochs=50, max_trials=20, max_preview_steps=20_000,
+                 allowed_hosts=TEST_HOSTS)
     engine = make_engine(s.database_url)
     migrations.migrate(s, engine)
     with Session(engine) as session, session.begin():

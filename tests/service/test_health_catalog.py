@@ -83,7 +83,8 @@ from service import migrations
 from service.config import Settings
 from service.db import make_engine
 from service.main import create_app
-s = Settings(database_url="sqlite:///{tmp_path}/t.db", data_dir="{tmp_path}/data")
+s = Settings(database_url="sqlite:///{tmp_path}/t.db", data_dir="{tmp_path}/data",
+             allowed_hosts=["testserver"])
 e = make_engine(s.database_url); migrations.migrate(s, e)
 with TestClient(create_app(s)) as c:
     assert c.post("/v1/studies", json={{"family": "one_cycle", "dataset": "digits",

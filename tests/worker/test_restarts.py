@@ -24,6 +24,7 @@ from service import migrations
 from service.config import Settings
 from service.db import make_engine
 from service.main import create_app
+from tests.fixtures import TEST_HOSTS
 from tests.processes import LRSEARCH, free_port, is_ready
 from tests.worker.conftest import (
     Workers,
@@ -158,7 +159,8 @@ def private_postgres() -> Iterator[PrivatePostgres]:
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_postgres_restart_mid_study(private_postgres: PrivatePostgres, tmp_path: Path,
                                     workers: Workers) -> None:
-    settings = Settings(database_url=private_postgres.url, data_dir=tmp_path / "data")
+    settings = Settings(database_url=private_postgres.url, data_dir=tmp_path / "data",
+                        allowed_hosts=TEST_HOSTS)
     engine = make_engine(settings.database_url)
     migrations.migrate(settings, engine)
     workers.env["LRSEARCH_DATABASE_URL"] = settings.database_url
