@@ -30,12 +30,12 @@ def table(results: Path) -> str:
     lines = ["| figure | ratio | median | spread | repeats | target |",
              "|---|---|---|---|---|---|"]
     extra = []
-    machine = None
+    machines: dict[str, list[str]] = {}  # a machine's description -> the benchmarks run on it
     for path in sorted(results.glob("b*.json")):
         data = json.loads(path.read_text())
         if data.get("smoke"):
             continue
-        machine = data["machine"]
+        machines.setdefault(_machine(data["machine"]), []).append(path.stem.split("_")[0])
         for figure in data["figures"]:
             lines.append(_row(figure))
             if "fixed_cost_s_median" in figure:
@@ -49,6 +49,10 @@ def table(results: Path) -> str:
                              f"{figure['idle_p50_ms']:.1f} ms, p99 {figure['idle_p99_ms']:.1f} ms "
                              f"(target p99 <= 50 ms); busy p50 {figure['busy_p50_ms']:.1f} ms, "
                              f"p99 {figure['busy_p99_ms']:.1f} ms")
+            if "largest_ms_median" in figure:
+                extra.append(f"- B7 largest allowed preview: {figure['largest_ms_median']:.1f} "
+                             f"ms median (an ordinary one_cycle preview "
+                             f"{figure['ordinary_ms_median']:.1f} ms)")
             if "numerator_median" in figure and figure["name"].startswith("B5"):
                 extra.append(f"- B5 throughput: {figure['numerator_median']:.1f} trials/min "
                              f"with 2 workers, {figure['denominator_median']:.1f} with 1")
@@ -61,12 +65,18 @@ def table(results: Path) -> str:
                                    else f"{r['epochs']} (not reached)" for r in figure["runs"])
                 extra.append(f"  - {figure['name'].split(': ')[1]}: epochs per seed {epochs}, "
                              f"reached {figure['reached']}/{figure['repeats']}")
-    if machine is not None:
-        extra.append(f"- Machine: {machine.get('cpu', '?')}, {machine['cpus']} CPUs, "
-                     f"{machine.get('memory_gib', '?')} GiB, GPUs: "
-                     f"{', '.join(machine['gpus']) or 'none'}; Python {machine['python']}, "
-                     + ", ".join(f"{k} {v}" for k, v in machine["versions"].items()))
+    for described, names in machines.items():
+        # Benchmarks measured on different machines say which ran where.
+        which = f" ({', '.join(n.upper() for n in names)})" if len(machines) > 1 else ""
+        extra.append(f"- Machine{which}: {described}")
     return "\n".join([*lines, "", *extra])
+
+
+def _machine(machine: dict[str, Any]) -> str:
+    return (f"{machine.get('cpu', '?')}, {machine['cpus']} CPUs, "
+            f"{machine.get('memory_gib', '?')} GiB, GPUs: "
+            f"{', '.join(machine['gpus']) or 'none'}; Python {machine['python']}, "
+            + ", ".join(f"{k} {v}" for k, v in machine["versions"].items()))
 
 
 def write(results: Path) -> None:

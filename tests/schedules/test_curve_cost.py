@@ -17,7 +17,7 @@ from lrsearch.schedules import (
     sampled_curve,
     validate,
 )
-from lrsearch.schedules.piecewise import MAX_BOUNDARIES
+from lrsearch.schedules.piecewise import MAX_BOUNDARIES, Piecewise
 from lrsearch.schedules.search import grid, grid_size, space
 
 # The one family without defaults for every parameter (as in test_properties, without Keras).
@@ -56,9 +56,8 @@ def test_piecewise_binary_search_equals_the_keras_form_bit_for_bit(interpolation
         "boundaries_epochs": boundaries.tolist(), "values": rng.uniform(1e-4, 1, n + 1).tolist(),
         "interpolation": interpolation}, steps_per_epoch=spe, epochs=epochs)
     s = np.arange(timeline.total_steps, dtype=np.float64)
-    fast = family.indexed(s, timeline)  # type: ignore[attr-defined]
-    unrolled = family.unrolled(s, timeline, np)  # type: ignore[attr-defined]
-    np.testing.assert_array_equal(fast, unrolled)
+    assert isinstance(family, Piecewise)
+    np.testing.assert_array_equal(family.indexed(s, timeline), family.unrolled(s, timeline, np))
 
 
 def test_evaluations_are_the_steps_shown_times_the_pieces() -> None:
