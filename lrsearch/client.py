@@ -196,6 +196,14 @@ class Client:
     def get_range_test(self, test_id: str) -> dict[str, Any]:
         return self._json("GET", f"/v1/range-tests/{test_id}")
 
+    def cancel_range_test(self, test_id: str) -> dict[str, Any]:
+        """Cancel a queued or running range test (409 once it has finished)."""
+        return self._json("POST", f"/v1/range-tests/{test_id}/cancel")
+
+    def delete_range_test(self, test_id: str) -> None:
+        """Delete a finished range test (409 while it is queued or running)."""
+        self._json("DELETE", f"/v1/range-tests/{test_id}")
+
     def range_test_plot(self, test_id: str) -> bytes:
         """A PNG: the smoothed loss against the LR (log axis) with the suggestions marked."""
         return self._request("GET", f"/v1/range-tests/{test_id}/plot.png").content

@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     tenant_storage_bytes: int = 10_000_000_000
     page_size_max: int = 500
     max_active_studies: int = 20  # queued or running studies per tenant
+    max_active_range_tests: int = 5  # queued or running range tests per tenant
     # Database connections of one API process; as many requests are let in at once, and its
     # thread pool gets the same size (service/main.py, DatabaseSlots, says why).
     db_pool_size: int = 20

@@ -43,6 +43,9 @@ def parse_command(args: list[str]) -> click.Context:
     command: click.Command = cli
     rest, name = list(args), "lrsearch"
     while isinstance(command, click.Group):
+        if command.invoke_without_command and (
+                not rest or command.get_command(click.Context(command), rest[0]) is None):
+            break  # a group that also runs on its own (`lrsearch range-test --dataset ...`)
         if not rest:
             raise click.UsageError(f"`{name}` needs a sub-command")
         name = rest.pop(0)

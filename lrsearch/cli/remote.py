@@ -6,6 +6,7 @@
     lrsearch trials ID       lrsearch best ID      lrsearch plot ID --kind history -o h.png
     lrsearch cancel ID       lrsearch delete ID
     lrsearch range-test --dataset digits [--wait] [--plot lr_find.png]
+    lrsearch range-test cancel ID   lrsearch range-test delete ID
     lrsearch datasets list | upload NAME FILE.npz | delete NAME
 """
 
@@ -267,7 +268,9 @@ def delete(client: Client, study_id: str) -> None:
 
 
 # -- range tests ---------------------------------------------------------------------------
-@click.command("range-test")
+# A group that also runs on its own: `lrsearch range-test --dataset ...` starts or follows a
+# range test, `lrsearch range-test cancel|delete ID` manage one.
+@click.group("range-test", invoke_without_command=True)
 @click.option("--file", "spec_file", type=click.Path(exists=True, dir_okay=False,
                                                      path_type=Path),
               help="the range test as JSON or YAML (the body of POST /v1/range-tests)")
@@ -298,7 +301,10 @@ def range_test(client: Client, spec_file: Path | None, model: str | None,
                optimizer_params: dict[str, Any] | None, test_id: str | None, wait: bool,
                timeout: float | None, plot_path: Path | None, as_json: bool, quiet: bool,
                **flags: Any) -> None:
-    """Run an LR range test on the server's workers (fastai's lr_find, remotely)."""
+    """Run an LR range test on the server's workers (fastai's lr_find, remotely); or
+    `cancel` / `delete` one."""
+    if click.get_current_context().invoked_subcommand is not None:
+        return  # `range-test cancel|delete ID`: only the sub-command runs
     if test_id is None:
         spec = _load_spec(spec_file) if spec_file else {}
         spec = _merge(spec, **_model_and_optimizer(spec, model, model_params, optimizer,
@@ -331,6 +337,24 @@ def range_test(client: Client, spec_file: Path | None, model: str | None,
     else:
         console().print(f"range test {test_id} succeeded")
         print_suggestions(test["suggestions"], test["family_bounds"])
+
+
+@range_test.command("cancel")
+@click.argument("test_id")
+@remote
+def range_test_cancel(client: Client, test_id: str) -> None:
+    """Cancel a range test: a queued one now, a running one as its worker stops it."""
+    test = client.cancel_range_test(test_id)
+    click.echo(f"range test {test['id']} {test['status']}")
+
+
+@range_test.command("delete")
+@click.argument("test_id")
+@remote
+def range_test_delete(client: Client, test_id: str) -> None:
+    """Delete a finished range test (studies that used its bounds keep them)."""
+    client.delete_range_test(test_id)
+    click.echo(f"deleted range test {test_id}")
 
 
 # -- datasets ------------------------------------------------------------------------------

@@ -31,16 +31,28 @@ def create_range_test(body: RangeTestCreate, session: SessionDep, settings: Sett
 def list_range_tests(session: SessionDep, tenant: TenantDep,
                      offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
                      limit: Annotated[int, Query(ge=1, le=500)] = 50) -> Page:
-    """Range tests, newest first."""
+    """Range tests, newest first: status, request, suggestions and bounds, without the sweeps
+    (read one range test for its curves)."""
     rows, total = ops.list_tests(session, tenant, offset, limit)
-    return Page(items=[RangeTestOut.of(t) for t in rows], total=total, offset=offset,
-                limit=limit)
+    return Page(items=rows, total=total, offset=offset, limit=limit)
 
 
 @router.get("/{test_id}")
 def get_range_test(test_id: str, session: SessionDep, tenant: TenantDep) -> RangeTestOut:
     """Status, raw and smoothed curves, suggestions and per-family bounds."""
     return RangeTestOut.of(ops.get(session, tenant, test_id))
+
+
+@router.post("/{test_id}/cancel")
+def cancel_range_test(test_id: str, session: SessionDep, tenant: TenantDep) -> RangeTestOut:
+    """Cancel: a queued test now, a running one's worker stops it (409 when finished)."""
+    return RangeTestOut.of(ops.cancel(session, ops.get(session, tenant, test_id)))
+
+
+@router.delete("/{test_id}", status_code=204)
+def delete_range_test(test_id: str, session: SessionDep, tenant: TenantDep) -> None:
+    """Delete a finished or cancelled range test (409 while queued or running)."""
+    ops.delete(session, ops.get(session, tenant, test_id))
 
 
 @router.get("/{test_id}/plot.png", response_class=Response,

@@ -26,11 +26,13 @@ class RangeTestCreate(Strict):
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
 
 
-class RangeTestOut(BaseModel):
+class RangeTestSummary(BaseModel):
+    """A range test without its curves: what lists show (`GET /v1/range-tests`, the web
+    page). The sweeps, megabytes for long or repeated ones, are only in RangeTestOut."""
+
     id: str
     status: str
     request: dict[str, Any]
-    sweeps: list[dict[str, Any]] | None
     suggestions: dict[str, Any] | None
     family_bounds: dict[str, Any] | None
     error: str | None
@@ -39,10 +41,24 @@ class RangeTestOut(BaseModel):
     finished_at: datetime | None
 
     @classmethod
+    def summary(cls, t: Any, suggestions: dict[str, Any] | None,
+                family_bounds: dict[str, Any] | None) -> RangeTestSummary:
+        """From the row's columns and the two parts of its result (read apart by the list)."""
+        request = {k: v for k, v in t.request.items() if k != "dataset_file"}  # internal path
+        return RangeTestSummary(id=t.id, status=t.status, request=request,
+                                suggestions=suggestions, family_bounds=family_bounds,
+                                error=redact_paths(t.error), created_at=t.created_at,
+                                started_at=t.started_at, finished_at=t.finished_at)
+
+
+class RangeTestOut(RangeTestSummary):
+    """Everything about one range test, with each sweep's raw and smoothed curves."""
+
+    sweeps: list[dict[str, Any]] | None
+
+    @classmethod
     def of(cls, t: Any) -> RangeTestOut:
         result = t.result or {}
-        request = {k: v for k, v in t.request.items() if k != "dataset_file"}  # internal path
-        return cls(id=t.id, status=t.status, request=request, sweeps=result.get("sweeps"),
-                   suggestions=result.get("suggestions"),
-                   family_bounds=result.get("family_bounds"), error=redact_paths(t.error),
-                   created_at=t.created_at, started_at=t.started_at, finished_at=t.finished_at)
+        head = RangeTestSummary.summary(t, result.get("suggestions"),
+                                        result.get("family_bounds"))
+        return cls(**head.model_dump(), sweeps=result.get("sweeps"))

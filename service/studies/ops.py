@@ -18,10 +18,17 @@ from service.config import Settings
 from service.datasets.ops import num_classes
 from service.datasets.ops import resolve as resolve_dataset
 from service.db import utcnow
-from service.errors import Conflict, Invalid, NotFound, TooMany
+from service.errors import Conflict, Invalid, NotFound
 from service.jobs.models import Job
 from service.range_tests.models import RangeTest
-from service.requests import replay, request_hash, require_at_most
+from service.requests import (
+    insert_once,
+    lock_tenant,
+    replay,
+    request_hash,
+    require_at_most,
+    require_room,
+)
 from service.schemas import finite_or_none
 from service.studies import progress
 from service.studies.models import FINISHED, CurvePoint, Study, Trial
@@ -119,31 +126,37 @@ def validate(session: Session, settings: Settings, tenant: str, req: StudyCreate
 
 def create(session: Session, settings: Settings, tenant: str, req: StudyCreate,
            idempotency_key: str | None) -> Study:
-    """Validate, then store the study, its N job rows (one per trial slot) at once."""
+    """Validate, then store the study, its N job rows (one per trial slot) at once.
+
+    Safe under concurrency: the active-study check and the insert hold the tenant's lock, and
+    requests racing with one Idempotency-Key all get the one study that was stored."""
     raw = req.model_dump(mode="json", exclude_unset=True)
     digest = request_hash(raw)
     found = replay(session, Study, tenant, idempotency_key, digest)
     if found is not None:
         return found
     spec = validate(session, settings, tenant, req)
-    active = session.scalar(select(func.count()).select_from(Study).where(
-        Study.tenant == tenant, Study.status.in_(("queued", "running")))) or 0
-    if active >= settings.max_active_studies:
-        raise TooMany(f"Tenant `{tenant}` already has {active} queued or running studies, the "
-                      f"limit (LRSEARCH_MAX_ACTIVE_STUDIES={settings.max_active_studies}); "
-                      "wait for one to finish or cancel one.", field="tenant")
+    lock_tenant(session, "study", tenant)
+    # Looked up again under the lock: a request with this key may have committed meanwhile,
+    # and its retry must get that study, not a 429.
+    found = replay(session, Study, tenant, idempotency_key, digest)
+    if found is not None:
+        return found
+    require_room(session, Study, tenant, settings.max_active_studies,
+                 "LRSEARCH_MAX_ACTIVE_STUDIES", "studies")
     study_id = uuid.uuid4().hex
     study = Study(id=study_id, tenant=tenant, name=req.name, status="queued", request=raw,
                   spec=spec, optuna_study_name=f"{tenant}.{study_id}", n_trials=req.n_trials,
                   n_queued=req.n_trials, idempotency_key=idempotency_key, request_hash=digest)
-    session.add(study)
-    session.flush()
-    session.execute(insert(Job), [
-        {"kind": "trial", "tenant": tenant, "study_id": study_id, "slot": i, "state": "queued",
-         "attempt": 0,
-         "cancel_requested": False, "created_at": study.created_at,
-         "updated_at": study.created_at} for i in range(req.n_trials)])
-    return study
+
+    def add_jobs(study: Study) -> None:
+        session.execute(insert(Job), [
+            {"kind": "trial", "tenant": tenant, "study_id": study.id, "slot": i,
+             "state": "queued", "attempt": 0,
+             "cancel_requested": False, "created_at": study.created_at,
+             "updated_at": study.created_at} for i in range(req.n_trials)])
+
+    return insert_once(session, Study, tenant, idempotency_key, digest, study, add_jobs)
 
 
 def get(session: Session, tenant: str, study_id: str) -> Study:

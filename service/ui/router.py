@@ -83,7 +83,7 @@ def index(request: Request, session: SessionDep, tenant: Tenant) -> HTMLResponse
         t.status in ("queued", "running") for t in tests)
     return _page(request, "index.html", tenant=tenant,
                  studies=[StudyOut.of(s) for s in rows], total=total,
-                 range_tests=[RangeTestOut.of(t) for t in tests], n_tests=n_tests,
+                 range_tests=tests, n_tests=n_tests,
                  workers_alive=workers.alive(session, settings.lease_seconds),
                  refresh=REFRESH_SECONDS if active else None)
 
