@@ -96,7 +96,8 @@ def fenced(session: Session, c: Claim, lease_seconds: float | None = None) -> Jo
 
 def heartbeat(session: Session, c: Claim, lease_seconds: float) -> bool | None:
     """Extend the lease. None when it is no longer ours; otherwise whether the job's
-    cancellation was requested."""
+    cancellation was requested (False once this claim itself finished the job: a beat that
+    races the final write is not a lost lease)."""
     now = db_now(session)
     row = session.execute(
         update(Job).where(Job.id == c.job_id, Job.attempt == c.attempt,
@@ -104,7 +105,12 @@ def heartbeat(session: Session, c: Claim, lease_seconds: float) -> bool | None:
                           Job.lease_expires_at >= now)
         .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
         .returning(Job.cancel_requested)).first()
-    return None if row is None else bool(row[0])
+    if row is not None:
+        return bool(row[0])
+    job = session.get(Job, c.job_id)
+    finished_by_us = job is not None and job.attempt == c.attempt \
+        and job.lease_owner == c.owner and job.state not in ("queued", "running")
+    return False if finished_by_us else None
 
 
 def release(session: Session, c: Claim) -> None:

@@ -44,8 +44,11 @@ def _cancelled(s: Session, c: Claim) -> None:
 
 
 def _finish(s: Session, c: Claim, kind: str, payload: dict[str, Any]) -> None:
-    jobs.fenced(s, c)
+    job = jobs.fenced(s, c)
     test = _test(s, c)
+    if job.cancel_requested or test.status == "cancelled":
+        _cancelled(s, c)  # cancelled while it ran: the owner's word wins over a late result
+        return
     test.finished_at = utcnow()
     if kind == "done":
         test.status, test.result = "succeeded", payload
