@@ -73,7 +73,10 @@ class RangeTestError(LRSearchError):
 # An absolute POSIX path: a "/" that does not continue a word, a URL ("https://"), a label
 # ("<data_dir>/"), a home ("~/") or a relative path ("a/b"), then any characters up to a space,
 # a quote or a bracket. Paths with spaces are cut at the space, so only their tail can remain.
-_ABSOLUTE = re.compile(r"(?<![\w.:/~>\-])/[^\s'\"`,;()\[\]<>|]*")
+# Also a path after a scheme-like prefix that is not a URL ("file:/srv/x", "tf:/srv/x") and
+# the path of a file URL ("file:///srv/x").
+_ABSOLUTE = re.compile(r"(?:(?<![\w.:/~>\-])|(?<=file://)|(?<=\w:)(?!//))"
+                       r"/[^\s'\"`,;()\[\]<>|]*")
 
 
 Roots = (Mapping[str, str] | Mapping[os.PathLike[str], str]

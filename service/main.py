@@ -4,6 +4,7 @@ never at import time. This process never imports TensorFlow."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,6 +24,8 @@ from service.origin import RequestOrigin
 from service.range_tests.router import router as range_tests_router
 from service.studies.router import router as studies_router
 from service.ui import router as ui
+
+log = logging.getLogger("lrsearch.api")
 
 
 class BodyLimit:
@@ -142,9 +145,13 @@ def create_app(settings: Settings | None = None, *, anonymous: bool = True) -> F
             with app.state.engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
             current, head = migrations.current(app.state.engine), migrations.head()
-        except Exception as e:  # any database failure means "not ready", with the reason
-            return JSONResponse(errors.body("not_ready", f"database unreachable: {e}"),
-                                status_code=503)
+        except Exception as e:  # any database failure means "not ready"
+            # The full error (host, user, database) goes to the log, not to whoever asks:
+            # this endpoint answers any caller on any Host.
+            log.warning("readyz: database unreachable: %s", e)
+            return JSONResponse(errors.body("not_ready", "database unreachable "
+                                            f"({type(e).__name__}); the API's log has the "
+                                            "error"), status_code=503)
         if current != head:
             return JSONResponse(errors.body("not_ready", f"migrations at {current}, head is "
                                             f"{head}: run `lrsearch migrate`"), status_code=503)

@@ -4,7 +4,8 @@ the page that sent it.
 - Host: only the names in LRSEARCH_ALLOWED_HOSTS (400 otherwise). A web page on another site
   can make a browser send requests to a server on 127.0.0.1 by pointing its own domain at that
   address (DNS rebinding); such requests carry the attacker's name in Host, and are refused.
-  /healthz and /readyz answer any Host, so probes that use a pod's IP keep working.
+  /healthz, /readyz and /metrics answer any Host, so probes and scrapers that use a pod's IP
+  keep working (/metrics needs its token once keys exist).
 - Origin: a POST, PUT, PATCH or DELETE whose `Origin` (or, without one, `Referer`) names
   another site is refused (403), whatever the credentials: browsers add these headers, so a
   page elsewhere cannot submit forms to this server (the web login, or the API of a server
@@ -24,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service import errors
 from service.config import Settings
 
-HEALTH = frozenset({"/healthz", "/readyz"})
+HEALTH = frozenset({"/healthz", "/readyz", "/metrics"})  # probes and scrapers by pod IP
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 

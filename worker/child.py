@@ -110,8 +110,25 @@ def _failure(exc: BaseException) -> tuple[str, dict[str, Any]]:
                       "traceback": summary}
 
 
-def main(conn: Connection, gpu: int | None) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Linux: the kernel kills this child the moment its worker dies (SIGKILL, OOM kill), so
+    it never trains on for a job whose lease nobody renews; elsewhere the closed pipe stops
+    it at the next epoch."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the worker died before the line above took effect
+        os._exit(1)
+
+
+def main(conn: Connection, gpu: int | None, parent: int | None = None) -> None:
     """Serve tasks until the parent sends None or closes the pipe."""
+    if parent is not None:
+        _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when a child stops
     _prepare_tensorflow(gpu)
     while True:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
 from typing import Any
 
 from worker import child
@@ -40,8 +41,8 @@ class Executor:
         self.stop()
         ctx = multiprocessing.get_context("spawn")
         parent, child_end = ctx.Pipe()
-        self._proc = ctx.Process(target=child.main, args=(child_end, self.gpu), daemon=True,
-                                 name="lrsearch-child")
+        self._proc = ctx.Process(target=child.main, args=(child_end, self.gpu, os.getpid()),
+                                 daemon=True, name="lrsearch-child")
         self._proc.start()
         child_end.close()
         self._conn, self._jobs = parent, 0

@@ -13,6 +13,10 @@ and `lrsearch serve`'s reaper) finds those and gives them the state our row reco
   least a lease later, still finds it so: a worker asks Optuna for a trial a moment before
   it records the trial's number, and that moment must not be mistaken for a loss.
 
+Each study is read Optuna first, our rows second: a worker claims its slot (and commits)
+before it asks Optuna, so every RUNNING trial the pass sees has its claim visible to the read
+that follows, and a live trial is never taken for a lost one.
+
 It also deletes Optuna studies whose study row is gone (a deleted study, where the API could
 not delete the Optuna study itself).
 """
@@ -69,26 +73,29 @@ class StudyView:
         return None
 
 
-def _views(session: Session) -> list[StudyView]:
-    """Studies still running, or finished recently: only those can have a stray trial."""
+def _candidates(session: Session) -> list[tuple[str, str]]:
+    """(study id, Optuna name) of the studies still running or finished recently: only
+    those can have a stray trial."""
     since = db_now(session) - WINDOW
-    studies = session.scalars(select(Study).where(or_(
+    rows = session.execute(select(Study.id, Study.optuna_study_name).where(or_(
         Study.status.in_(("queued", "running")), Study.finished_at >= since))).all()
-    views = []
-    for study in studies:
-        jobs = {j.slot: j for j in session.scalars(select(Job).where(Job.study_id == study.id))}
-        trials = {t.slot: t for t in session.scalars(select(Trial).where(
-            Trial.study_id == study.id))}
-        slots = {}
-        for slot, job in jobs.items():
-            if slot is None:
-                continue
-            t = trials.get(slot)
-            slots[slot] = Slot(t.number if t else None, t.state if t else "queued",
-                               t.value if t else None, t.failure_reason if t else None,
-                               job.state, job.attempt)
-        views.append(StudyView(study.optuna_study_name, slots))
-    return views
+    return [(r[0], r[1]) for r in rows]
+
+
+def _view(session: Session, study_id: str, optuna_name: str) -> StudyView:
+    """Our rows of one study's slots, read fresh."""
+    jobs = {j.slot: j for j in session.scalars(select(Job).where(Job.study_id == study_id))}
+    trials = {t.slot: t for t in session.scalars(select(Trial).where(
+        Trial.study_id == study_id))}
+    slots = {}
+    for slot, job in jobs.items():
+        if slot is None:
+            continue
+        t = trials.get(slot)
+        slots[slot] = Slot(t.number if t else None, t.state if t else "queued",
+                           t.value if t else None, t.failure_reason if t else None,
+                           job.state, job.attempt)
+    return StudyView(optuna_name, slots)
 
 
 class Reconciler:
@@ -101,21 +108,30 @@ class Reconciler:
     def run(self, db: Callable[[Callable[[Session], Any]], Any],
             rdb: optuna.storages.RDBStorage) -> int:
         """One pass; returns how many Optuna records it changed."""
-        views = db(_views)
-        changed = sum(self._study(rdb, view) for view in views)
+        changed = sum(self._study(db, rdb, study_id, name)
+                      for study_id, name in db(_candidates))
         return changed + delete_orphans(rdb, db)
 
-    def _study(self, rdb: optuna.storages.RDBStorage, view: StudyView) -> int:
+    def _study(self, db: Callable[[Callable[[Session], Any]], Any],
+               rdb: optuna.storages.RDBStorage, study_id: str, optuna_name: str) -> int:
         try:
-            study_id = rdb.get_study_id_from_name(view.optuna_name)
+            optuna_id = rdb.get_study_id_from_name(optuna_name)
         except KeyError:
             return 0  # no trial was ever asked for
+        running = rdb.get_all_trials(optuna_id, deepcopy=False, states=(TrialState.RUNNING,))
+        if not running:
+            return 0
+        # Optuna first, our rows second: a trial a worker asked for before this read has its
+        # claim committed before it, so the fresh read below sees the slot running under the
+        # trial's attempt (read the other way round, a claim made between the two reads would
+        # make a live trial look lost).
+        view = db(lambda s: _view(s, study_id, optuna_name))
         changed = 0
-        for trial in rdb.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+        for trial in running:
             verdict = self._verdict(view, trial)
             if verdict is not None and _set(rdb, trial, *verdict):
                 log.warning("Optuna trial %s of %s was RUNNING; set to %s (%s)", trial.number,
-                            view.optuna_name, verdict[0].name, verdict[2])
+                            optuna_name, verdict[0].name, verdict[2])
                 changed += 1
         return changed
 
@@ -170,10 +186,13 @@ def delete_orphans(rdb: optuna.storages.RDBStorage,
     # Optuna's names first, ours second: a worker creates an Optuna study only after its
     # study row committed, so a study created between the two reads is never taken for gone.
     names = [n for n in optuna.study.get_all_study_names(rdb) if OUR_NAME.match(n)]
-    if not names:
-        return 0
-    ours = db(lambda s: set(s.scalars(select(Study.optuna_study_name).where(
-        Study.optuna_study_name.in_(names)))))
+    def known(chunk: list[str]) -> Callable[[Session], set[str]]:
+        return lambda s: set(s.scalars(select(Study.optuna_study_name).where(
+            Study.optuna_study_name.in_(chunk))))
+
+    ours: set[str] = set()
+    for i in range(0, len(names), 500):  # bounded IN lists
+        ours |= db(known(names[i:i + 500]))
     removed = 0
     for name in names:
         if name not in ours:

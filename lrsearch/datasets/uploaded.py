@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from lrsearch.datasets.base import Dataset, holdout_size, split
-from lrsearch.datasets.npz import Archive, Member
+from lrsearch.datasets.npz import Archive, DatasetTooLarge, Member
 from lrsearch.errors import DatasetError
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -115,12 +115,27 @@ def _read(archive: Archive, key: str, keep: bool
     return out, (low, high)
 
 
+def _check_training_bytes(members: dict[str, Member], max_bytes: int | None) -> None:
+    """What a worker holds to train on it, inputs as float32 and labels as int64, within the
+    same budget as the decompressed bytes: 2 GB of uint8 images would otherwise be accepted
+    and then cost every trial's child 8 GB."""
+    if max_bytes is None:
+        return
+    total = sum(math.prod(m.shape) * (4 if key.startswith("x_") else 8)
+                for key, m in members.items())
+    if total > max_bytes:
+        raise DatasetTooLarge(
+            f"The arrays take {total} bytes once converted for training (inputs as float32, "
+            f"labels as int64), more than max_decompressed_bytes={max_bytes}.", field="file")
+
+
 def _validate(path: Path, keep: bool, max_decompressed_bytes: int | None
               ) -> tuple[dict[str, Member], dict[str, np.ndarray], int]:
     """Every rule, headers before values; (members, the arrays when `keep`, classes)."""
     with Archive(path, KEY_ORDER, max_decompressed_bytes) as archive:
         members = {k: archive.members[k] for k in KEY_ORDER if k in archive.members}
         _check_shapes(members)
+        _check_training_bytes(members, max_decompressed_bytes)
         arrays, labels = {}, {}
         for key in members:
             array, labels[key] = _read(archive, key, keep)

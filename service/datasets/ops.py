@@ -20,6 +20,7 @@ from service.datasets.models import UploadedDataset
 from service.errors import Conflict, Invalid, NotFound, TooLarge
 from service.jobs.models import Job
 from service.range_tests.models import RangeTest
+from service.requests import lock_tenant
 from service.studies.models import Study
 
 CHUNK = 1 << 20
@@ -163,9 +164,15 @@ def upload(session: Session, settings: Settings, tenant: str, name: str, stream:
         tmp.unlink(missing_ok=True)  # gone already when it became the dataset's file
 
 
-def delete(session: Session, tenant: str, name: str) -> None:
+def delete(session: Session, tenant: str, name: str) -> Path:
+    """Delete an upload's row; returns its file, for the caller to remove once the deletion
+    committed. Holds the locks that study and range-test creation take, so a submission
+    that checked the dataset a moment ago cannot commit after this deletion (it checks
+    again under the lock)."""
     if name in datasets.SOURCES:
         raise Conflict(f"`{name}` is a built-in dataset; it cannot be deleted.", field="name")
+    lock_tenant(session, "study", tenant)
+    lock_tenant(session, "range_test", tenant)
     row = find_upload(session, tenant, name)
     if row is None:
         raise NotFound(f"Unknown dataset `{name}`.", field="name")
@@ -180,6 +187,7 @@ def delete(session: Session, tenant: str, name: str) -> None:
     if test is not None:
         raise Conflict(f"Dataset `{name}` is used by unfinished range test `{test}`.",
                        field="name")
-    Path(row.path).unlink(missing_ok=True)
+    path = Path(row.path)
     session.delete(row)
     session.flush()
+    return path

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, BackgroundTasks, File, Form, UploadFile
 
 from service.datasets import ops
 from service.deps import SessionDep, SettingsDep, TenantDep
@@ -37,6 +37,10 @@ def get_dataset(name: str, session: SessionDep, settings: SettingsDep, tenant: T
 
 
 @router.delete("/{name}", status_code=204)
-def delete_dataset(name: str, session: SessionDep, tenant: TenantDep) -> None:
+def delete_dataset(name: str, session: SessionDep, tenant: TenantDep,
+                   background: BackgroundTasks) -> None:
     """Delete an uploaded dataset that no unfinished study or range test uses."""
-    ops.delete(session, tenant, name)
+    path = ops.delete(session, tenant, name)
+    # The file goes once the deletion committed (the session dependency commits before
+    # background tasks run): a failed commit keeps both the row and its file.
+    background.add_task(path.unlink, missing_ok=True)

@@ -61,6 +61,7 @@ def create(session: Session, settings: Settings, tenant: str, req: RangeTestCrea
     found = replay(session, RangeTest, tenant, idempotency_key, digest)  # committed meanwhile?
     if found is not None:
         return found
+    resolve_dataset(session, settings, tenant, req.dataset)  # not deleted meanwhile
     require_room(session, RangeTest, tenant, settings.max_active_range_tests,
                  "LRSEARCH_MAX_ACTIVE_RANGE_TESTS", "range tests")
     test = RangeTest(id=uuid.uuid4().hex, tenant=tenant, status="queued",

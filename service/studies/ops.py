@@ -142,6 +142,7 @@ def create(session: Session, settings: Settings, tenant: str, req: StudyCreate,
     found = replay(session, Study, tenant, idempotency_key, digest)
     if found is not None:
         return found
+    resolve_dataset(session, settings, tenant, req.dataset)  # not deleted meanwhile
     require_room(session, Study, tenant, settings.max_active_studies,
                  "LRSEARCH_MAX_ACTIVE_STUDIES", "studies")
     study_id = uuid.uuid4().hex
@@ -208,12 +209,17 @@ def delete_optuna_study(settings: Settings, name: str) -> None:
     """Delete a deleted study's Optuna study (none when no trial was ever asked for)."""
     import optuna  # here, not at import: only deletions need it
 
+    storage = None
     try:
-        optuna.delete_study(study_name=name, storage=settings.optuna_url())
+        storage = optuna.storages.RDBStorage(settings.optuna_url())
+        optuna.delete_study(study_name=name, storage=storage)
     except KeyError:
         pass
     except Exception as e:  # the workers' reconciler deletes it later
         log.warning("could not delete Optuna study %s: %s", name, e)
+    finally:
+        if storage is not None:
+            storage.engine.dispose()  # one engine per deletion: give its connections back
 
 
 def list_trials(session: Session, study: Study, offset: int, limit: int

@@ -201,3 +201,16 @@ def test_both_readers_agree_on_every_layout(tmp_path: Path) -> None:
     summary = check_npz(path, max_decompressed_bytes=None)
     assert (summary.input_shape, summary.num_classes) == (data.input_shape, data.num_classes)
     assert (summary.train_samples, summary.val_samples) == (40, 7)
+
+
+def test_inputs_that_grow_past_the_budget_as_float32_are_refused(tmp_path: Path) -> None:
+    """1000 bytes of uint8 images take 4000 bytes as the float32 a worker trains on (4800
+    with the int64 labels): the budget counts what training holds, not only the 1800 bytes
+    the file declares."""
+    path = tmp_path / "grow.npz"
+    x = np.zeros((100, 10), np.uint8)
+    y = np.tile(np.arange(2, dtype=np.int64), 50)
+    np.savez(path, x_train=x, y_train=y)
+    assert check_npz(path, max_decompressed_bytes=10_000).train_samples == 80
+    with pytest.raises(DatasetTooLarge, match="take 4800 bytes once converted for training"):
+        check_npz(path, max_decompressed_bytes=4_500)

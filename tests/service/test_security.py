@@ -59,9 +59,10 @@ def test_only_allowed_hosts_are_served_except_health_probes(settings: Settings,
             assert f"Host `{base.removeprefix('http://')}`" in r.json()["detail"]
             assert c.post(f"{base}/v1/studies", json=STUDY).status_code == 400
         assert count(engine, Study) == 0
-        # Kubernetes probes use the pod's IP as Host.
+        # Kubernetes probes, and Prometheus scrapes, use the pod's IP as Host.
         assert c.get("http://10.1.2.3:8000/healthz").json() == {"status": "ok"}
         assert c.get("http://10.1.2.3:8000/readyz").status_code == 200
+        assert c.get("http://10.1.2.3:8000/metrics").status_code == 200
 
 
 @pytest.mark.parametrize("allowed, host, served", [
@@ -242,6 +243,8 @@ def test_stored_reasons_are_redacted_on_the_way_out(client: TestClient, engine: 
     ("not in any of: /srv/data, /srv/data/datasets, /home/me/.keras/datasets.",
      "not in any of: <data_dir>, <data_dir>/datasets, <keras_home>/datasets."),
     ("(/tmp/x/y.txt)", "(y.txt)"),
+    ("file:/srv/data/x.npz and tf:/srv/secret/dir and file:///etc/passwd",
+     "file:<data_dir>/x.npz and tf:dir and file://passwd"),
     ("/srv/database/x", "x"),  # a sibling of a root with the same prefix is not under it
     # Left alone: URLs, relative paths, ratios, labels, already redacted text, a lone slash.
     ("see https://example.com/a/b.npz", "see https://example.com/a/b.npz"),

@@ -177,3 +177,37 @@ def test_a_deleted_study_leaves_no_optuna_study(client: TestClient, engine: Engi
     assert orphan not in names and kept in names
     with Session(engine) as s:
         assert s.get(Study, sid) is None
+
+
+@pytest.mark.parametrize("moment", ["after our study list", "after Optuna's read"])
+def test_a_trial_asked_for_during_a_pass_is_never_failed(client: TestClient, engine: Engine,
+                                                        settings: Settings,
+                                                        moment: str) -> None:
+    """A worker claims a slot and asks Optuna for a trial while a reconciler pass runs, at
+    each moment between the pass's reads: the live trials stay RUNNING."""
+    sid = submit(client, n_trials=3)
+    rdb = search.storage(settings.optuna_url())
+    _, first = start_slot(engine, settings, rdb, sid)  # a live trial: the pass reads Optuna
+    calls, asked = [], []
+    plain = db_of(engine)
+
+    def concurrent_claim_and_ask() -> None:
+        claim = plain(lambda s: jobs.claim(s, "other", 60))
+        assert claim is not None
+        row = study_row(engine, sid)
+        study = search.load(row.spec, row.optuna_study_name, rdb, claim.slot or 0)
+        asked.append(search.ask(study, claim.slot or 0, claim.attempt))
+
+    def db(fn: Any) -> Any:
+        calls.append(fn)
+        if moment == "after Optuna's read" and len(calls) == 2:
+            concurrent_claim_and_ask()  # Optuna's RUNNING trials are read; ours are next
+        result = plain(fn)
+        if moment == "after our study list" and len(calls) == 1:
+            concurrent_claim_and_ask()  # our list is read; Optuna's trials are next
+        return result
+
+    assert Reconciler(settings.lease_seconds).run(db, rdb) == 0
+    assert asked
+    for trial in (first, *asked):
+        assert rdb.get_trial(trial._trial_id).state == TrialState.RUNNING

@@ -38,6 +38,20 @@ LONG = {"epochs": 30, "batch_size": 8}  # a few seconds per trial: room to inter
 pytestmark = pytest.mark.flaky(reruns=1, reruns_delay=2)
 
 
+def child_pids(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie (an orphan's parent may never reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
 def total_points(engine: Engine, study_id: str) -> int:
     return sum(points(engine, t.id) for t in trials(engine, study_id))
 
@@ -74,7 +88,11 @@ def test_sigkill_mid_trial_is_recovered_after_the_lease(client: TestClient, engi
     workers.start()
     workers.start()
     victim = wait_for(lambda: running_trial(engine, sid, 2), 120, "a trial to be running")
+    children = child_pids(pid_of(victim.worker))
+    assert children, "the worker runs its trial in a child process"
     os.kill(pid_of(victim.worker), signal.SIGKILL)
+    # The training child dies with its worker: it must not train on for a job it lost.
+    wait_for(lambda: not any(alive(p) for p in children), 10, "the child to die with it")
     wait_for(lambda: finished(engine, sid), 240, "the study to finish")
     assert_exactly_n_finished(engine, sid, 3)
     retried = next(t for t in trials(engine, sid) if t.slot == victim.slot)

@@ -147,9 +147,15 @@ def run(w: Worker, c: Claim, beat: Heartbeat) -> None:
         cancel = w.db(lambda s: _epoch(s, c, w, payload))
         value = payload.get(metric)
         if value is not None and math.isfinite(value):
-            ot.report(value, payload["epoch"])
-            if ot.should_prune():
-                return "prune"
+            try:
+                ot.report(value, payload["epoch"])
+                if ot.should_prune():
+                    return "prune"
+            except UpdateFinishedTrialError:
+                # Optuna's trial was finished behind our back; our tables are the record and
+                # the reconciler sets Optuna's final state from them. Train on, unpruned.
+                log.warning("Optuna trial %s is already finished; epoch %s not reported",
+                            ot.number, payload["epoch"])
         return "cancel" if cancel else "go"
 
     try:
