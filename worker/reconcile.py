@@ -32,7 +32,6 @@ from datetime import timedelta
 from typing import Any
 
 import optuna
-from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -172,12 +171,7 @@ def _set(rdb: optuna.storages.RDBStorage, trial: FrozenTrial, state: TrialState,
             values = [value]
     elif state == TrialState.PRUNED and trial.intermediate_values:
         values = [trial.intermediate_values[max(trial.intermediate_values)]]
-    try:
-        if state != TrialState.COMPLETE:
-            rdb.set_trial_user_attr(trial._trial_id, search.LOST_REASON, reason[:500])
-        return bool(rdb.set_trial_state_values(trial._trial_id, state, values))
-    except UpdateFinishedTrialError:
-        return False
+    return search.finish(rdb, trial._trial_id, state, values, reason)
 
 
 def delete_orphans(rdb: optuna.storages.RDBStorage,

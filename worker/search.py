@@ -6,6 +6,7 @@ import warnings
 from typing import Any
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from lrsearch.schedules.search import grid
@@ -89,10 +90,21 @@ def retry_trial(study: optuna.Study, number: int, slot: int, attempt: int) -> op
     return optuna.Trial(study, trial_id)
 
 
+def finish(rdb: optuna.storages.RDBStorage, trial_id: int, state: TrialState,
+           values: list[float] | None = None, reason: str | None = None) -> bool:
+    """Give a running trial its final state (with its reason, when it did not complete);
+    False when somebody else finished it first."""
+    try:
+        if reason is not None and state != TrialState.COMPLETE:
+            rdb.set_trial_user_attr(trial_id, LOST_REASON, reason[:500])
+        return bool(rdb.set_trial_state_values(trial_id, state, values))
+    except UpdateFinishedTrialError:
+        return False
+
+
 def fail(rdb: optuna.storages.RDBStorage, study_name: str, number: int, reason: str) -> None:
     """Mark a trial FAIL with its reason, if it is still running (idempotent)."""
     trial_id = rdb.get_trial_id_from_study_id_trial_number(
         rdb.get_study_id_from_name(study_name), number)
     if rdb.get_trial(trial_id).state == TrialState.RUNNING:
-        rdb.set_trial_user_attr(trial_id, LOST_REASON, reason)
-        rdb.set_trial_state_values(trial_id, TrialState.FAIL)
+        finish(rdb, trial_id, TrialState.FAIL, reason=reason)
