@@ -47,11 +47,6 @@ class Executor:
         child_end.close()
         self._conn, self._jobs = parent, 0
 
-    @property
-    def pid(self) -> int | None:
-        """The child's process id (None when there is no child)."""
-        return int(self._proc.pid) if self._proc is not None else None
-
     def submit(self, tag: Tag, task: dict[str, Any]) -> None:
         """Hand the child a task for the job and attempt `tag`."""
         self._ensure()
