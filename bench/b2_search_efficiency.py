@@ -42,6 +42,7 @@ def train_trial(ot: Any, params: dict[str, Any], epochs: int, batch_size: int,
                 prune: bool) -> tuple[float | None, int]:
     """Train one configuration, reporting each epoch to Optuna. Returns (final val_accuracy or
     None when pruned, epochs run)."""
+    from lrsearch.spec import RunSpec
     from lrsearch.training import TrainConfig, train
 
     ran, stop = 0, False
@@ -49,20 +50,21 @@ def train_trial(ot: Any, params: dict[str, Any], epochs: int, batch_size: int,
     def on_epoch(record: Any) -> None:
         nonlocal ran, stop
         ran += 1
-        if ot is not None and record.val_metric is not None:
-            ot.report(record.val_metric, record.epoch)
+        value = record.metrics.get("val_accuracy")
+        if ot is not None and value is not None:
+            ot.report(value, record.epoch)
             stop = prune and ot.should_prune()
 
     from lrsearch.errors import TrainingCancelled
 
     try:
-        result = train(TrainConfig(dataset="digits", schedule=FAMILY, schedule_params=params,
-                                   model="mlp", optimizer="sgd", epochs=epochs,
-                                   batch_size=batch_size, seed=0),
+        spec = RunSpec.builtin("digits", "mlp", optimizer="sgd", batch_size=batch_size, seed=0)
+        result = train(TrainConfig(spec, schedule=FAMILY, schedule_params=params,
+                                   epochs=epochs),
                        on_epoch_end=on_epoch, should_stop=lambda: stop)
     except TrainingCancelled:
         return None, ran
-    return result.epochs[-1].val_metric, ran
+    return result.epochs[-1].metrics.get("val_accuracy"), ran
 
 
 def grid(epochs: int, batch_size: int, grid_points: int) -> list[dict[str, Any]]:

@@ -66,6 +66,17 @@ class TrainingCancelled(LRSearchError):
         self.epoch = epoch
 
 
+class ObjectiveNotLogged(LRSearchError):
+    """The objective metric is not among the metrics the compiled model logs (found after its
+    first epoch). A study fails fast on it: every trial would fail the same way."""
+
+    def __init__(self, metric: str, logged: list[str]) -> None:
+        super().__init__(f"The objective metric `{metric}` is not logged by the model. It logs: "
+                         f"{', '.join(logged)}. Choose one of those (objective.metric), or add "
+                         "the metric to the model's metrics.", field="objective.metric")
+        self.metric, self.logged = metric, logged
+
+
 class RangeTestError(LRSearchError):
     """Bad range-test settings (min_lr, max_lr, num_iter, mode, ...)."""
 

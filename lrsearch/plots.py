@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from lrsearch import schedules
+from lrsearch.history import epoch_value
 from lrsearch.schedules.base import registry
 
 SUGGESTION_STYLE = {"steepest": ("tab:red", "steepest"),
@@ -70,7 +71,8 @@ def trial_lr_curve(trial: Mapping[str, Any], steps_per_epoch: int, epochs: int
 def study_lr_curves(trials: Sequence[Mapping[str, Any]], *, metric: str, direction: str,
                     epochs: int, top: int = 5, title: str = "") -> Figure:
     """The LR schedules of the `top` best complete trials (top panel) over their per-epoch
-    validation curves (bottom panel), one colour per trial. `trials` carry `history`."""
+    curves of the study's objective `metric` (bottom panel; any metric Keras logged), one
+    colour per trial. `trials` carry `history`."""
     fig = Figure(figsize=(8, 6.5), layout="constrained")
     lr_ax, val_ax = fig.subplots(2, 1, sharex=True)
     sign = -1.0 if direction == "maximize" else 1.0
@@ -79,8 +81,6 @@ def study_lr_curves(trials: Sequence[Mapping[str, Any]], *, metric: str, directi
                     key=lambda t: sign * t["value"])[:top]
     if not ranked:
         return _empty(fig, lr_ax, "No completed trial yet.")
-    key = metric if metric in ("loss", "val_loss") else (
-        "val_metric" if metric.startswith("val_") else "metric")
     colors = [f"C{i}" for i in range(10)]
     for i, t in enumerate(ranked):
         color = colors[i % 10]
@@ -89,14 +89,15 @@ def study_lr_curves(trials: Sequence[Mapping[str, Any]], *, metric: str, directi
         label = f"#{t['number']} {t['family']} ({metric} {t['value']:.4g})"
         lr_ax.plot(x, lr, color=color, label=label)
         history = t.get("history") or []
-        points = [(p["epoch"] + 1, p[key]) for p in history if p.get(key) is not None]
+        points = [(p["epoch"] + 1, value) for p in history
+                  if (value := epoch_value(p, metric)) is not None]
         if points:
             ex, ev = zip(*points, strict=True)
             val_ax.plot(ex, ev, "o-", color=color, markersize=3)
     lr_ax.set_ylabel("learning rate")
     lr_ax.set_yscale("log")
     lr_ax.legend(fontsize=8, loc="best")
-    lr_ax.set_title(title or f"Top {len(ranked)} trials: schedules and validation curves",
+    lr_ax.set_title(title or f"Top {len(ranked)} trials: schedules and {metric} per epoch",
                     parse_math=False)
     val_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     val_ax.set_xlabel("epoch")

@@ -1,9 +1,9 @@
 """Train one configuration and return its per-epoch curves (imports TensorFlow).
 
-`train(config)` loads the dataset, builds the model and the optimizer with the schedule,
-trains with a tf.data pipeline (shuffle with the seed, batch, prefetch) and records per epoch:
-the LR the optimizer applied at the first and the last step of the epoch (read from the
-optimizer), loss, val_loss, accuracy, val_accuracy and seconds.
+`train(config)` loads the dataset, builds (or loads) the model and the optimizer with the
+schedule, trains with a tf.data pipeline (shuffle with the run's seed, batch, prefetch) and
+records per epoch: the LR the optimizer applied at the first and the last step of the epoch
+(read from the optimizer), the seconds it took, and every metric Keras logged.
 
 A caller-supplied `on_epoch_end(record)` runs after each epoch; whatever it raises (e.g.
 optuna.TrialPruned) stops training and propagates. `should_stop()` is checked after each epoch
@@ -22,57 +22,67 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from lrsearch import datasets, models, optimizers
-from lrsearch.errors import TrainingCancelled, TrainingDiverged, TrainingError, require_int
+from lrsearch import datasets, optimizers
+from lrsearch.errors import (
+    ObjectiveNotLogged,
+    TrainingCancelled,
+    TrainingDiverged,
+    TrainingError,
+    require_int,
+)
+from lrsearch.models.resolve import compiled_model
 from lrsearch.schedules import validate
 from lrsearch.schedules.keras import keras_callbacks, learning_rate_for, momentum_schedule
-
-METRIC = "accuracy"
+from lrsearch.spec import RunSpec
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One training run. Schedules are laid out on spe = ceil(train samples / batch_size)."""
+    """One training run: what to train (`spec`, shared by a study's trials) under one schedule.
+    Schedules are laid out on spe = ceil(train samples / spec.batch_size).
 
-    dataset: str
+    `seed` is the run's own (a trial's: spec.trial_seed(number)); it drives initialisation and
+    data order, while spec.seed fixes the validation split. None means spec.seed."""
+
+    spec: RunSpec
     schedule: str = "constant"
     schedule_params: Mapping[str, Any] = field(default_factory=dict)
-    model: str = "mlp"
-    model_params: Mapping[str, Any] = field(default_factory=dict)
-    optimizer: str = "sgd"
-    optimizer_params: Mapping[str, Any] = field(default_factory=dict)
     epochs: int = 5
-    batch_size: int = 32
-    seed: int = 0
+    seed: int | None = None
     data_dir: str | None = None
-    dataset_file: str | None = None  # an uploaded dataset's .npz
     val_fraction: float = 0.2
+    max_params: int | None = None  # plugin builders' size limit (built-ins are checked earlier)
 
     def __post_init__(self) -> None:
-        for name, low in (("epochs", 1), ("batch_size", 1), ("seed", 0)):
-            require_int(name, getattr(self, name), low, TrainingError)
+        require_int("epochs", self.epochs, 1, TrainingError)
+        if self.seed is not None:
+            require_int("seed", self.seed, 0, TrainingError)
+
+    @property
+    def run_seed(self) -> int:
+        return self.spec.seed if self.seed is None else self.seed
 
 
 @dataclass(frozen=True)
 class EpochRecord:
+    """One epoch: the LR applied at its first and last step, its duration, and every metric
+    Keras logged for it, by Keras' own names ("loss", "val_loss", "accuracy", "val_auc", ...);
+    a non-finite metric other than the loss is None."""
+
     epoch: int
     lr_first: float
     lr_last: float
-    loss: float
-    val_loss: float | None
-    metric: float | None
-    val_metric: float | None
     seconds: float
+    metrics: Mapping[str, float | None]
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "metrics": dict(self.metrics)}
 
 
 @dataclass
 class TrainResult:
     steps_per_epoch: int
     epochs: list[EpochRecord]
-    metric: str = METRIC
 
 
 def steps_per_epoch(n_samples: int, batch_size: int) -> int:
@@ -87,25 +97,25 @@ def pipeline(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None) ->
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def compiled_model(data: datasets.Dataset, model: str, model_params: Mapping[str, Any],
-                   optimizer: Any) -> keras.Model:
-    net = models.build(model, model_params, data.input_shape, data.num_classes)
-    net.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=[METRIC])
-    return net
-
-
 def _finite(value: Any) -> float | None:
-    return None if value is None else float(value)
+    """A logged value as a float, None when it is missing or not finite (JSON has no NaN)."""
+    try:
+        number = float(np.asarray(value))
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 class _Recorder(keras.callbacks.Callback):
-    """Reads the applied LR at epoch boundaries and turns Keras logs into EpochRecords."""
+    """Reads the applied LR at epoch boundaries and turns Keras logs into EpochRecords; after
+    the first epoch, an objective metric the model does not log stops training
+    (ObjectiveNotLogged, listing what it does log)."""
 
     def __init__(self, schedule: Any, on_epoch_end: Callable[[EpochRecord], None] | None,
-                 should_stop: Callable[[], bool] | None) -> None:
+                 should_stop: Callable[[], bool] | None, objective: str | None = None) -> None:
         super().__init__()
         self.schedule = schedule  # the optimizer's schedule, or None for a float LR
-        self.hook, self.should_stop = on_epoch_end, should_stop
+        self.hook, self.should_stop, self.objective = on_epoch_end, should_stop, objective
         self.records: list[EpochRecord] = []
 
     def _lr(self, step_offset: int) -> float:
@@ -122,10 +132,12 @@ class _Recorder(keras.callbacks.Callback):
         loss = float(logs.get("loss", math.nan))
         if not math.isfinite(loss):
             raise TrainingDiverged(epoch, loss)
-        record = EpochRecord(epoch, self._lr_first, self._lr(-1), loss,
-                             _finite(logs.get("val_loss")), _finite(logs.get(METRIC)),
-                             _finite(logs.get(f"val_{METRIC}")),
-                             time.perf_counter() - self._start)
+        metrics = {name: _finite(value) for name, value in sorted(logs.items())
+                   if name != "learning_rate"}
+        if self.objective is not None and self.objective not in metrics:
+            raise ObjectiveNotLogged(self.objective, sorted(metrics))
+        record = EpochRecord(epoch, self._lr_first, self._lr(-1),
+                             time.perf_counter() - self._start, metrics)
         self.records.append(record)
         if self.hook is not None:
             self.hook(record)
@@ -138,22 +150,24 @@ def train(config: TrainConfig, *, on_epoch_end: Callable[[EpochRecord], None] | 
           on_start: Callable[[int], None] | None = None) -> TrainResult:
     """Train `config` and return its curves (see the module docstring for the contract).
     `on_start(steps_per_epoch)` runs once the data is loaded, before the first step."""
-    data = datasets.load(config.dataset, data_dir=config.data_dir,
-                         val_fraction=config.val_fraction, seed=config.seed,
-                         file=config.dataset_file)
-    spe = steps_per_epoch(len(data.x_train), config.batch_size)
+    spec = config.spec
+    data = datasets.load(spec.data.name, data_dir=config.data_dir,
+                         val_fraction=config.val_fraction, seed=spec.seed, file=spec.data.file)
+    spe = steps_per_epoch(len(data.x_train), spec.batch_size)
     if on_start is not None:
         on_start(spe)
     family, timeline = validate(config.schedule, config.schedule_params, steps_per_epoch=spe,
                                 epochs=config.epochs)
-    keras.utils.set_random_seed(config.seed)
+    keras.utils.set_random_seed(config.run_seed)
     lr = learning_rate_for(family, timeline)
-    optimizer = optimizers.build(config.optimizer, config.optimizer_params, lr,
+    optimizer = optimizers.build(spec.optimizer.name, spec.optimizer.params, lr,
                                  momentum_schedule(family, timeline))
-    model = compiled_model(data, config.model, config.model_params, optimizer)
-    recorder = _Recorder(None if family.adaptive else lr, on_epoch_end, should_stop)
-    model.fit(pipeline(data.x_train, data.y_train, config.batch_size, config.seed),
-              validation_data=pipeline(data.x_val, data.y_val, config.batch_size, None),
+    model = compiled_model(spec, data.input_shape, data.head, optimizer,
+                           max_params=config.max_params)
+    recorder = _Recorder(None if family.adaptive else lr, on_epoch_end, should_stop,
+                         spec.objective.metric)
+    model.fit(pipeline(data.x_train, data.y_train, spec.batch_size, config.run_seed),
+              validation_data=pipeline(data.x_val, data.y_val, spec.batch_size, None),
               epochs=config.epochs, verbose=0, shuffle=False,  # tf.data shuffles
               callbacks=[recorder, *keras_callbacks(family)])
     return TrainResult(spe, recorder.records)

@@ -1,40 +1,87 @@
-"""The installed `lrsearch` entry point: the client and library commands of lrsearch.cli, plus
-the server's commands:
+"""The server's commands, added to the `lrsearch` command line through the `lrsearch.commands`
+entry-point group (pyproject.toml), so that neither package imports the other's commands:
 
     lrsearch migrate                   upgrade our schema and set up Optuna's storage
     lrsearch api --host --port         the HTTP API (uvicorn)
-    lrsearch worker [--gpu N]          one worker process (run many, on many machines)
     lrsearch keys create --tenant T    a new API key (printed once); keys list; keys revoke P
     lrsearch serve --host --port --workers N
                                        the one-machine default: migrate, then the API, N
                                        workers (one per GPU where there are GPUs) and a
                                        reaper; SQLite under ./.lrsearch/ unless
                                        LRSEARCH_DATABASE_URL says otherwise; Ctrl-C stops all
+
+`lrsearch worker` and `lrsearch reaper` are the worker package's (worker/cli.py); `serve` runs
+them as processes by command name. Heavy imports (SQLAlchemy, FastAPI) happen inside the
+commands: every `lrsearch` invocation loads this module.
 """
 
 from __future__ import annotations
 
-import faulthandler
 import ipaddress
 import logging
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
-
-from lrsearch.cli import cli
 
 if TYPE_CHECKING:
     from service.config import Settings
 
+WORKER_COMMANDS = ("worker", "reaper")  # what `serve` runs, by name (worker/cli.py)
 
-@cli.command("migrate")
+
+@contextmanager
+def server_errors() -> Iterator[None]:
+    """The service's errors as a one-line message and an exit code: an APIError (keys revoke
+    of an unknown prefix, a bad tenant name, ...) exits 2 with its detail; a database error (a
+    database that is not there or not migrated) exits 1, naming the setting to check."""
+    from sqlalchemy.exc import DBAPIError
+
+    from service.errors import APIError
+
+    try:
+        yield
+    except APIError as e:
+        _fail(f"error: {e.detail}", 2)
+    except DBAPIError as e:
+        _fail(f"error: database error: {str(e.orig).strip()}. Is LRSEARCH_DATABASE_URL "
+              "right, and has `lrsearch migrate` run?", 1)
+
+
+class ServerCommand(click.Command):
+    """A server command: its errors are reported by `server_errors`."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with server_errors():
+            return super().invoke(ctx)
+
+
+class ServerGroup(click.Group):
+    """A group of server commands: their errors are reported by `server_errors`."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with server_errors():
+            return super().invoke(ctx)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(message, err=True)
+    sys.exit(code)
+
+
+def setup_logging(level: str = "INFO") -> None:
+    """The log format of every server process (API, workers, reaper)."""
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s "
+                        "[%(process)d] %(message)s")
+
+
+@click.command("migrate", cls=ServerCommand)
 def cmd_migrate() -> None:
     """Upgrade the database schema (ours and Optuna's)."""
     from service import migrations
@@ -86,7 +133,7 @@ def server_options(f: Any) -> Any:
     return f
 
 
-@cli.command("api")
+@click.command("api", cls=ServerCommand)
 @server_options
 def cmd_api(host: str, port: int, log_level: str, insecure: bool) -> None:
     """Run the HTTP API (and the web page at /ui)."""
@@ -124,7 +171,7 @@ def with_bind_host(settings: Settings, host: str) -> Settings:
     return settings.model_copy(update={"allowed_hosts": [*settings.allowed_hosts, name]})
 
 
-@cli.group("keys")
+@click.group("keys", cls=ServerGroup)
 def keys() -> None:
     """API keys: create, list, revoke (run on the server, against its database)."""
 
@@ -163,26 +210,6 @@ def keys_revoke(prefix: str) -> None:
     click.echo(f"revoked {prefix}")
 
 
-def _logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s "
-                        "[%(process)d] %(message)s")
-
-
-@cli.command("worker")
-@click.option("--gpu", type=int, default=None, help="pin this worker to one GPU")
-@click.option("--max-jobs", type=int, default=None, help="exit after this many jobs")
-def cmd_worker(gpu: int | None, max_jobs: int | None) -> None:
-    """Run one worker: claims queued trials and range tests and runs them."""
-    from service.config import Settings
-    from worker.loop import Worker
-
-    _logging()
-    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1`: dump stacks
-    w = Worker(Settings(), gpu=gpu)
-    w.install_signals()
-    w.run(max_jobs=max_jobs)
-
-
 def gpu_count() -> int:
     """GPUs visible to this machine, without starting TensorFlow (0 without nvidia-smi)."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -195,35 +222,7 @@ def gpu_count() -> int:
     return len([line for line in out.stdout.splitlines() if line.startswith("GPU ")])
 
 
-def _reaper(stop: threading.Event) -> None:
-    """Recover lost leases even when no worker is alive (serve's own reaper)."""
-    from sqlalchemy.orm import Session
-
-    from service.config import Settings
-    from service.db import make_engine
-    from worker.loop import reap
-    from worker.reconcile import Reconciler
-    from worker.search import storage
-
-    settings = Settings()
-    engine = make_engine(settings.database_url, immediate=True)
-    optuna = storage(settings.optuna_url())
-    reconciler = Reconciler(settings.lease_seconds)
-
-    def db(fn: Any) -> Any:
-        with Session(engine) as session, session.begin():
-            return fn(session)
-
-    while not stop.wait(settings.lease_seconds / 2):
-        try:
-            reap(settings, db, optuna)
-            reconciler.run(db, optuna)
-        except Exception as e:  # the next pass tries again
-            logging.getLogger("lrsearch.serve").warning("reaper: %s", e)
-    engine.dispose()
-
-
-@cli.command("serve")
+@click.command("serve", cls=ServerCommand)
 @server_options
 @click.option("--workers", type=int, default=None,
               help="worker processes [default: one per GPU, or 1]")
@@ -231,51 +230,46 @@ def _reaper(stop: threading.Event) -> None:
 def cmd_serve(ctx: click.Context, host: str, port: int, log_level: str, insecure: bool,
               workers: int | None) -> None:
     """One machine: migrate, then the API, workers and a reaper; Ctrl-C stops all."""
-    _logging()
+    from service.config import Settings
+
+    _require_worker_commands()
+    setup_logging()
     ctx.invoke(cmd_migrate)
     gpus = gpu_count()
     n = workers if workers is not None else max(1, gpus)
-    procs = []
-    for i in range(n):
-        cmd = [sys.executable, "-m", "worker"]
-        if gpus:
-            cmd += ["--gpu", str(i % gpus)]
-        procs.append(subprocess.Popen(cmd))
-    stop = threading.Event()
-    reaper = threading.Thread(target=_reaper, args=(stop,), daemon=True)
-    reaper.start()
+    # The workers reap too; the reaper recovers lost leases even when no worker is alive.
+    procs = [_lrsearch("worker", *(["--gpu", str(i % gpus)] if gpus else []))
+             for i in range(n)]
+    procs.append(_lrsearch("reaper"))
     try:
         ctx.invoke(cmd_api, host=host, port=port, log_level=log_level, insecure=insecure)
     finally:
-        stop.set()
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        from service.config import Settings
-
-        deadline = time.monotonic() + Settings().grace_seconds + 10
-        for p in procs:
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
+        _stop(procs, Settings().grace_seconds + 10)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from sqlalchemy.exc import DBAPIError
+def _require_worker_commands() -> None:
+    """`serve` runs the worker's commands; say so if the worker package is not installed."""
+    from lrsearch.cli import cli
 
-    from lrsearch.cli import main as run
-    from service.errors import APIError
-
-    try:
-        return run(argv)
-    except APIError as e:  # keys revoke of an unknown prefix, a bad tenant name, ...
-        click.echo(f"error: {e.detail}", err=True)
-        return 2
-    except DBAPIError as e:  # a server command against a database that is not ready
-        click.echo(f"error: database error: {str(e.orig).strip()}. Is LRSEARCH_DATABASE_URL "
-                   "right, and has `lrsearch migrate` run?", err=True)
-        return 1
+    missing = [name for name in WORKER_COMMANDS if name not in cli.commands]
+    if missing:
+        named = " and ".join(f"`lrsearch {name}`" for name in missing)
+        raise SystemExit(f"error: `lrsearch serve` runs {named}, which the `worker` package "
+                         "adds, and it is not installed here.")
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def _lrsearch(*args: str) -> subprocess.Popen[bytes]:
+    """`lrsearch ARGS` as a child process, with this interpreter."""
+    return subprocess.Popen([sys.executable, "-m", "lrsearch.cli", *args])
+
+
+def _stop(procs: list[subprocess.Popen[bytes]], grace_seconds: float) -> None:
+    """SIGTERM each process (a worker finishes its job first), SIGKILL what outlives grace."""
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()

@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     trust_forwarded_headers: bool = False
     web_session_seconds: int = 7 * 24 * 3600  # a web page login lasts this long
     # Workers
+    # Operator plugins (comma-separated module names, besides the `lrsearch.plugins` entry
+    # points) the workers' children import before loading models: custom Keras layers,
+    # losses and metrics uploaded models may use, and model builders (see README).
+    plugins: Annotated[list[str], NoDecode] = []
     lease_seconds: float = 30.0  # a claim expires this long after its last heartbeat
     heartbeat_seconds: float = 5.0
     max_attempts: int = 3  # lost worker / child crash / timeout retries per slot
@@ -89,6 +93,16 @@ class Settings(BaseSettings):
             value = value.split(",")
         if isinstance(value, list | tuple):
             return [str(h).strip().lower() for h in value if str(h).strip()]
+        return value
+
+    @field_validator("plugins", mode="before")
+    @classmethod
+    def _split_plugins(cls, value: Any) -> Any:
+        """"a.b, c" -> ["a.b", "c"] (module names keep their case)."""
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list | tuple):
+            return [str(m).strip() for m in value if str(m).strip()]
         return value
 
     def optuna_url(self) -> str:

@@ -20,6 +20,7 @@ from service.catalog.router import router as catalog_router
 from service.config import Settings
 from service.datasets.router import router as datasets_router
 from service.db import make_engine, session_factory
+from service.models.router import router as models_router
 from service.origin import RequestOrigin
 from service.range_tests.router import router as range_tests_router
 from service.studies.router import router as studies_router
@@ -125,7 +126,8 @@ def create_app(settings: Settings | None = None, *, anonymous: bool = True) -> F
     registry, latency = metrics.make_registry()
     app.state.metrics_registry = registry
     errors.install(app)
-    for router in (catalog_router, datasets_router, studies_router, range_tests_router):
+    for router in (catalog_router, datasets_router, models_router, studies_router,
+                   range_tests_router):
         app.include_router(router)
     ui.install(app)
 

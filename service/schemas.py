@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -41,6 +41,38 @@ class Named(Strict):
 
     name: str = Field(max_length=64)
     params: dict[str, Any] = Field(default_factory=dict)
+
+
+class UploadIn(Strict):
+    """An uploaded model by name (POST /v1/models). `init`: "uploaded" starts every trial
+    from its saved weights (fine-tuning); "fresh" re-initialises them."""
+
+    upload: str = Field(max_length=64)
+    init: Literal["uploaded", "fresh"] = "uploaded"
+
+
+ModelIn = Named | UploadIn
+
+
+class ObjectiveIn(Strict):
+    """Any metric the compiled model logs, by Keras' name ("val_auc"); `direction` may be
+    left out only for the names in README's table (e.g. *loss, *accuracy, mae, auc)."""
+
+    metric: str = Field(max_length=128)
+    direction: Literal["maximize", "minimize"] | None = None
+
+
+class Training(Strict):
+    """What every request that trains shares: model, optimizer, loss and metrics."""
+
+    model: ModelIn = Field(default_factory=lambda: Named(name="mlp"))
+    optimizer: Named = Field(default_factory=lambda: Named(name="sgd"))
+    loss: str | None = Field(default=None, max_length=128, description=(
+        "A Keras loss identifier (or a plugin's, `package>name`). Default: an uploaded "
+        "model's own when it was saved compiled, else the dataset's (sparse categorical "
+        "cross-entropy for class ids, mse for float targets)"))
+    metrics: list[str] | None = Field(default=None, max_length=16, description=(
+        "Keras metric identifiers to log. Default: as for `loss` (accuracy, or mae)"))
 
 
 class Page(BaseModel):

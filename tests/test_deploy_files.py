@@ -13,7 +13,7 @@ import click
 import pytest
 import yaml
 
-from service.cli import cli
+from lrsearch.cli import cli
 from service.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,7 +1,5 @@
-"""`python -m worker` is `lrsearch worker`."""
+"""`python -m worker ARGS` is `lrsearch worker ARGS`."""
 
-import sys
+from worker.cli import cmd_worker
 
-from service.cli import main
-
-sys.exit(main(["worker", *sys.argv[1:]]))
+cmd_worker.main(prog_name="python -m worker")

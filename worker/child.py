@@ -6,7 +6,8 @@ Protocol (child -> parent), each as (tag, kind, payload):
   ("started", {"steps_per_epoch": n})      once the data is loaded
   ("epoch", record)                        then waits for (tag, "go" | "prune" | "cancel")
   ("done", payload) | ("pruned", {...}) | ("cancelled", {...})
-  ("failed", {"kind": diverged|oom|invalid|error, "message": ..., "traceback": ...})
+  ("failed", {"kind": diverged|objective|oom|invalid|error, "message": ..., "traceback": ...})
+A "describe" task imports the operator's plugins and answers ("done", lrsearch.plugins.catalog).
 A reply with another tag is dropped. Anything else while waiting for a reply (a new task, the
 pipe closing) means the parent gave this task up: the child exits rather than train on for a
 job nobody holds. A crash (segfault, OOM kill) shows in the parent as a dead process without an
@@ -63,7 +64,13 @@ def _train(conn: Connection, task: dict[str, Any]) -> tuple[str, dict[str, Any]]
         if reply in ("prune", "cancel"):
             raise _Stop(reply, record.epoch)
 
-    config = TrainConfig(**task["config"])
+    from lrsearch.spec import RunSpec
+
+    c = task["config"]
+    config = TrainConfig(RunSpec.model_validate(c["spec"]), schedule=c["schedule"],
+                         schedule_params=c["schedule_params"], epochs=c["epochs"],
+                         seed=c["seed"], data_dir=c.get("data_dir"),
+                         max_params=c.get("max_params"))
     try:
         result = train(config, on_epoch_end=on_epoch,
                        on_start=lambda spe: conn.send((tag, "started",
@@ -77,26 +84,54 @@ def _train(conn: Connection, task: dict[str, Any]) -> tuple[str, dict[str, Any]]
 def _range_test(task: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     from lrsearch.range_test import SweepSettings
     from lrsearch.range_test.runner import RangeTestConfig, run
+    from lrsearch.spec import RunSpec
 
-    r = task["request"]
-    settings = SweepSettings(r["min_lr"], r["max_lr"], r["num_iter"], r["mode"],
-                             r["diverge_threshold"])
-    config = RangeTestConfig(
-        dataset=r["dataset"], model=r["model"]["name"], model_params=r["model"]["params"],
-        optimizer=r["optimizer"]["name"], optimizer_params=r["optimizer"]["params"],
-        batch_size=r["batch_size"], settings=settings, repeats=r["repeats"], seed=r["seed"],
-        validation=r["validation"], data_dir=task.get("data_dir"),
-        dataset_file=r.get("dataset_file"))
+    spec = task["spec"]
+    if "run" not in spec:  # a range test stored before RunSpec: its request holds it all
+        spec = {"run": RunSpec.from_stored(spec).stored(), "repeats": spec["repeats"],
+                "validation": spec["validation"],
+                "sweep": {k: spec[k] for k in ("min_lr", "max_lr", "num_iter", "mode",
+                                               "diverge_threshold")}}
+    config = RangeTestConfig(RunSpec.model_validate(spec["run"]),
+                             settings=SweepSettings(**spec["sweep"]),
+                             repeats=spec["repeats"], validation=spec["validation"],
+                             data_dir=task.get("data_dir"))
     return "done", run(config)
+
+
+def _describe(task: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Import the operator's plugins; answer what this process can load."""
+    from lrsearch import plugins
+
+    return "done", plugins.catalog(plugins.load(task["plugins"]))
+
+
+TASKS = {"range_test": _range_test, "describe": _describe}
+
+
+def _load_plugins(names: list[str]) -> None:
+    """Every task names the worker's plugins: a fresh child imports them before its first
+    model (importing is done once per process)."""
+    if names:
+        from lrsearch import plugins
+
+        plugins.load(names)
 
 
 def _failure(exc: BaseException) -> tuple[str, dict[str, Any]]:
     from lrsearch.datasets import path_labels
-    from lrsearch.errors import LRSearchError, TrainingDiverged, redact_paths
+    from lrsearch.errors import (
+        LRSearchError,
+        ObjectiveNotLogged,
+        TrainingDiverged,
+        redact_paths,
+    )
 
     kind = "error"
     if isinstance(exc, TrainingDiverged):
         kind = "diverged"
+    elif isinstance(exc, ObjectiveNotLogged):
+        kind = "objective"
     elif type(exc).__name__ == "ResourceExhaustedError" or isinstance(exc, MemoryError):
         kind = "oom"
     elif isinstance(exc, LRSearchError):
@@ -139,7 +174,9 @@ def main(conn: Connection, gpu: int | None, parent: int | None = None) -> None:
         if task is None:
             return
         try:
-            kind, payload = _train(conn, task) if task["kind"] == "trial" else _range_test(task)
+            _load_plugins(task.get("plugins", []))
+            kind, payload = (_train(conn, task) if task["kind"] == "trial"
+                             else TASKS[task["kind"]](task))
         except (EOFError, BrokenPipeError, _Abandoned):
             return  # the worker is gone or gave this task up: nobody to report to
         except Exception as exc:  # every failure goes back with its reason

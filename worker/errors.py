@@ -14,3 +14,13 @@ class Retryable(Exception):
 
 class Cancelled(Exception):
     """The job's owner cancelled it while it ran (range tests; trials stop at an epoch)."""
+
+
+class Unregistered(LookupError):
+    """A name read from a row (a job kind, a sampler, a pruner) that this worker has no entry
+    for: a row written by a newer service, or a bug. The job fails after its retries with this
+    message, which lists the known names. `field` names where the name was read."""
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.field = field

@@ -28,8 +28,10 @@ class ChildDied(Exception):
 
 
 class Executor:
-    def __init__(self, gpu: int | None, max_jobs: int) -> None:
+    def __init__(self, gpu: int | None, max_jobs: int, plugins: list[str] | None = None
+                 ) -> None:
         self.gpu, self.max_jobs = gpu, max_jobs
+        self.plugins = list(plugins or [])  # imported by the child before any task
         self._proc: Any = None
         self._conn: Any = None
         self._jobs = 0
@@ -52,7 +54,7 @@ class Executor:
         self._ensure()
         self._jobs += 1
         self._tag = tag
-        self._conn.send({**task, "tag": tag})
+        self._conn.send({**task, "tag": tag, "plugins": self.plugins})
 
     def reply(self, message: str) -> None:
         """Answer the current task's last message ("go", "prune" or "cancel")."""

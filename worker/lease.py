@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import threading
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -64,8 +65,10 @@ class Presence:
     whole life (idle or busy), and marks it stopped at exit: `workers alive` on /metrics and
     the web page count these rows. A failed write is retried at the next beat."""
 
-    def __init__(self, engine: Engine, name: str, gpu: int | None, interval: float) -> None:
+    def __init__(self, engine: Engine, name: str, gpu: int | None, interval: float,
+                 capabilities: dict[str, Any] | None = None) -> None:
         self.engine, self.name, self.gpu, self.interval = engine, name, gpu, interval
+        self.capabilities = capabilities  # what its plugins let it load, published with it
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lrsearch-presence",
                                         daemon=True)
@@ -87,7 +90,8 @@ class Presence:
     def _beat(self) -> None:
         try:
             with Session(self.engine) as s, s.begin():
-                workers.seen(s, self.name, socket.gethostname(), os.getpid(), self.gpu)
+                workers.seen(s, self.name, socket.gethostname(), os.getpid(), self.gpu,
+                             self.capabilities)
         except Exception as e:
             log.warning("presence of worker %s not recorded: %s", self.name, e)
 

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from lrsearch import plugins
 from service.config import Settings
 from service.db import make_engine
 from service.jobs import ops as jobs
@@ -29,10 +30,12 @@ from worker import reconcile, search
 from worker.errors import Cancelled, Released, Retryable
 from worker.executor import ChildDied, Executor
 from worker.lease import Heartbeat, Presence
+from worker.tasks import TASKS
 
 log = logging.getLogger("lrsearch.worker")
 T = TypeVar("T")
 DB_RETRY_SECONDS = 60.0
+DESCRIBE_TAG = (0, 0)  # no job has id 0: the startup "what can you load" task
 
 
 __all__ = ["Cancelled", "Released", "Retryable", "Worker", "reap"]
@@ -52,7 +55,8 @@ class Worker:
                                             idle_timeout=idle)
         self.optuna = search.storage(settings.optuna_url())
         self.gpu = gpu
-        self.executor = Executor(gpu, settings.trials_per_child)
+        self.plugins = plugins.modules(settings.plugins)
+        self.executor = Executor(gpu, settings.trials_per_child, self.plugins)
         self.stop_requested = threading.Event()
         self.hard_stop = threading.Event()
         self.grace_deadline = float("inf")
@@ -97,8 +101,9 @@ class Worker:
         log.info("worker %s started", self.name)
         done = 0
         try:
+            capabilities = self.describe()
             with Presence(self.heartbeat_engine, self.name, self.gpu,
-                          self.settings.heartbeat_seconds):
+                          self.settings.heartbeat_seconds, capabilities):
                 while not self.stop_requested.is_set() and (max_jobs is None
                                                             or done < max_jobs):
                     self.maybe_reap()
@@ -115,6 +120,26 @@ class Worker:
             self.heartbeat_engine.dispose()
             log.info("worker %s stopped", self.name)
 
+    def describe(self, timeout: float = 600.0) -> dict[str, Any]:
+        """What this worker can load (its child imports the plugins): published in the
+        workers table for the API. A plugin that cannot be imported stops the worker."""
+        self.executor.submit(DESCRIBE_TAG, {"kind": "describe"})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.hard_stop.is_set():
+            message = self.executor.receive(0.5)
+            if message is None:
+                continue
+            kind, payload = message
+            if kind != "done":
+                raise SystemExit(f"error: the worker's plugins {self.plugins} could not be "
+                                 f"loaded: {payload.get('message')}")
+            log.info("worker %s can load: %s custom objects, builders %s", self.name,
+                     len(payload["custom_objects"]),
+                     [b["name"] for b in payload["builders"]] or "none")
+            return dict(payload)
+        self.executor.kill()
+        raise SystemExit("error: the worker's child did not start in time")
+
     def maybe_reap(self) -> None:
         if time.monotonic() - self._last_reap < self.settings.lease_seconds / 2:
             return
@@ -126,16 +151,13 @@ class Worker:
             log.warning("could not reconcile Optuna with the job table: %s", e)
 
     def execute(self, claim: Claim) -> None:
-        from worker.tasks import range_test, trial
-
-        task = trial.run if claim.kind == "trial" else range_test.run
         log.info("claimed job %s (%s, study %s slot %s, range test %s), attempt %s",
                  claim.job_id, claim.kind, claim.study_id, claim.slot, claim.range_test_id,
                  claim.attempt)
         with Heartbeat(self.heartbeat_engine, claim, self.settings.lease_seconds,
                        self.settings.heartbeat_seconds) as beat:
             try:
-                task(self, claim, beat)
+                TASKS.get(claim.kind)(self, claim, beat)  # an unknown kind fails like a bug
             except LeaseLost as e:
                 self.executor.kill()  # never train on for a job that is not ours
                 log.warning("%s; another worker takes it over", e)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
+from lrsearch.registry import Registry
 from lrsearch.schedules.search import grid
+from lrsearch.spec import RunSpec
+from worker.errors import Unregistered
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 LOST_REASON = "lrsearch_failure"
@@ -24,36 +28,79 @@ def grid_space(spec: dict[str, Any]) -> dict[str, list[Any]]:
                 points=spec["sampler"].get("grid_points", 5))
 
 
-def sampler(spec: dict[str, Any], slot: int) -> optuna.samplers.BaseSampler:
-    """The study's sampler. Each slot gets its own seed (seed + slot), so parallel workers do
-    not draw the same random start-up points, and a retried slot draws what it drew before."""
-    s = spec["sampler"]
-    base = s.get("seed") if s.get("seed") is not None else spec["seed"]
-    seed = base + slot
-    name = s["name"]
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "grid":
-        return optuna.samplers.GridSampler(grid_space(spec), seed=base)
-    if name == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
-    if name == "qmc":
-        return optuna.samplers.QMCSampler(seed=base, warn_independent_sampling=False)
+SamplerFactory = Callable[[dict[str, Any], int, int], optuna.samplers.BaseSampler]
+"""A sampler for (study spec, base seed, slot)."""
+PrunerFactory = Callable[[dict[str, Any]], optuna.pruners.BasePruner]
+"""A pruner for a study spec."""
+
+# The names the API accepts (service/studies/schemas.py SamplerSpec, PrunerSpec) are these; a
+# test checks that they agree, since the API does not import the worker.
+SAMPLERS: Registry[SamplerFactory] = Registry("sampler", error=Unregistered,
+                                              field="sampler.name")
+PRUNERS: Registry[PrunerFactory] = Registry("pruner", error=Unregistered, field="pruner.name")
+
+
+@SAMPLERS.register("tpe")
+def _tpe(spec: dict[str, Any], base: int, slot: int) -> optuna.samplers.BaseSampler:
     with warnings.catch_warnings():  # `group` is marked experimental; it is what we want
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
+        return optuna.samplers.TPESampler(seed=base + slot, multivariate=True, group=True,
                                           constant_liar=True)
 
 
-def pruner(spec: dict[str, Any]) -> optuna.pruners.BasePruner:
-    name = spec["pruner"]["name"]
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=spec["epochs"])
-    if name == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner()
+@SAMPLERS.register("random")
+def _random(spec: dict[str, Any], base: int, slot: int) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.RandomSampler(seed=base + slot)
+
+
+@SAMPLERS.register("grid")
+def _grid(spec: dict[str, Any], base: int, slot: int) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.GridSampler(grid_space(spec), seed=base)  # one grid order for all
+
+
+@SAMPLERS.register("cmaes")
+def _cmaes(spec: dict[str, Any], base: int, slot: int) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.CmaEsSampler(seed=base + slot, warn_independent_sampling=False)
+
+
+@SAMPLERS.register("qmc")
+def _qmc(spec: dict[str, Any], base: int, slot: int) -> optuna.samplers.BaseSampler:
+    # One low-discrepancy sequence for all slots: Optuna picks each trial's point from it.
+    return optuna.samplers.QMCSampler(seed=base, warn_independent_sampling=False)
+
+
+@PRUNERS.register("median")
+def _median(spec: dict[str, Any]) -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+
+
+@PRUNERS.register("hyperband")
+def _hyperband(spec: dict[str, Any]) -> optuna.pruners.BasePruner:
+    return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=spec["epochs"])
+
+
+@PRUNERS.register("successive_halving")
+def _successive_halving(spec: dict[str, Any]) -> optuna.pruners.BasePruner:
+    return optuna.pruners.SuccessiveHalvingPruner()
+
+
+@PRUNERS.register("none")
+def _none(spec: dict[str, Any]) -> optuna.pruners.BasePruner:
+    return optuna.pruners.NopPruner()
+
+
+def sampler(spec: dict[str, Any], slot: int) -> optuna.samplers.BaseSampler:
+    """The study's sampler. Each slot gets its own seed (seed + slot), so parallel workers do
+    not draw the same random start-up points, and a retried slot draws what it drew before.
+    An unknown name raises Unregistered, listing the known ones."""
+    s = spec["sampler"]
+    base = s.get("seed") if s.get("seed") is not None else RunSpec.from_stored(spec).seed
+    return SAMPLERS.get(s["name"])(spec, base, slot)
+
+
+def pruner(spec: dict[str, Any]) -> optuna.pruners.BasePruner:
+    """The study's pruner; an unknown name raises Unregistered, listing the known ones."""
+    return PRUNERS.get(spec["pruner"]["name"])(spec)
 
 
 def storage(url: str) -> optuna.storages.RDBStorage:
@@ -65,7 +112,8 @@ def storage(url: str) -> optuna.storages.RDBStorage:
 def load(spec: dict[str, Any], name: str, rdb: optuna.storages.RDBStorage, slot: int
          ) -> optuna.Study:
     return optuna.create_study(study_name=name, storage=rdb, load_if_exists=True,
-                               direction=spec["direction"], sampler=sampler(spec, slot),
+                               direction=RunSpec.from_stored(spec).objective.direction,
+                               sampler=sampler(spec, slot),
                                pruner=pruner(spec))
 
 

@@ -3,8 +3,10 @@
 Client commands talk to a running server (`--url` / LRSEARCH_URL, `--api-key` /
 LRSEARCH_API_KEY): submit, status, trials, best, plot, cancel, delete, range-test, datasets.
 Library commands need no server: schedules (list, show, preview), local (range-test, train,
-demo). The server commands (migrate, api, worker, serve, keys) are added by service/cli.py,
-the installed entry point.
+demo). Other installed packages add commands under the `lrsearch.commands` entry-point group
+(pyproject.toml): the service's migrate, api, keys and serve (service/cli.py) and the worker's
+worker and reaper (worker/cli.py). Loading them by group name keeps this package free of
+imports of theirs; a package that is not installed adds no command.
 
 Errors print the API's or the library's message (which names the field and the value), never
 a traceback: exit code 2 for rejected input, 1 for anything else (unreachable server, failed
@@ -15,12 +17,15 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from importlib.metadata import EntryPoint, distributions
 from typing import Any
 
 import click
 
 from lrsearch.client import ClientError
 from lrsearch.errors import LRSearchError
+
+COMMANDS_GROUP = "lrsearch.commands"
 
 
 class Group(click.Group):
@@ -63,6 +68,43 @@ def _register() -> None:
 
     local.register(cli)
     remote.register(cli)
+    for entry in _installed_commands():
+        if entry.name not in cli.commands:  # ours win
+            command = _load(entry)
+            if command is not None:
+                cli.add_command(command, entry.name)
+
+
+def _installed_commands() -> list[EntryPoint]:
+    """The entry points of COMMANDS_GROUP, one per name, of every distribution on sys.path
+    (as pluggy loads plugins: a stale metadata folder earlier on the path, such as an old
+    lrsearch.egg-info in the working directory, then hides no command)."""
+    found: dict[str, EntryPoint] = {}
+    for dist in distributions():
+        for entry in dist.entry_points.select(group=COMMANDS_GROUP):
+            found.setdefault(entry.name, entry)
+    return sorted(found.values(), key=lambda e: e.name)
+
+
+def _load(entry: EntryPoint) -> click.Command | None:
+    """The command an entry point names; None, quietly, when its package is not installed,
+    and with a warning when it cannot be loaded for another reason (the other commands must
+    keep working)."""
+    try:
+        command = entry.load()
+    except ModuleNotFoundError as e:
+        if e.name and (entry.module == e.name or entry.module.startswith(f"{e.name}.")):
+            return None
+        problem = f"{type(e).__name__}: {e}"
+    except Exception as e:
+        problem = f"{type(e).__name__}: {e}"
+    else:
+        if isinstance(command, click.Command):
+            return command
+        problem = f"{type(command).__name__} is not a click command"
+    click.echo(f"warning: command `{entry.name}` ({entry.value}) not loaded: {problem}",
+               err=True)
+    return None
 
 
 _register()

@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from lrsearch.cli.output import JsonObject, console, print_suggestions, write_png
+from lrsearch.history import metric_columns
 
 
 def _quiet_tensorflow() -> None:
@@ -114,25 +115,37 @@ def _range_test(o: dict[str, Any]) -> dict[str, Any]:
 
     settings = SweepSettings(o["min_lr"], o["max_lr"], o["num_iter"], o["mode"],
                              o["diverge_threshold"])
-    return run(RangeTestConfig(dataset=o["dataset"], model=o["model"],
-                               model_params=o["model_params"], optimizer=o["optimizer"],
-                               batch_size=o["batch_size"], settings=settings,
-                               repeats=o["repeats"], seed=o["seed"], data_dir=o["data_dir"]))
+    return run(RangeTestConfig(_spec(o), settings=settings, repeats=o["repeats"],
+                               data_dir=o["data_dir"]))
+
+
+def _spec(o: dict[str, Any]) -> Any:
+    from lrsearch.spec import RunSpec
+
+    return RunSpec.builtin(o["dataset"], o["model"], o["model_params"],
+                           optimizer=o["optimizer"], batch_size=o["batch_size"], seed=o["seed"])
 
 
 def _train(o: dict[str, Any], schedule: str, params: dict[str, Any]) -> None:
     _quiet_tensorflow()
     from lrsearch.training import TrainConfig, train
 
-    config = TrainConfig(dataset=o["dataset"], schedule=schedule, schedule_params=params,
-                         model=o["model"], model_params=o["model_params"],
-                         optimizer=o["optimizer"], epochs=o["epochs"],
-                         batch_size=o["batch_size"], seed=o["seed"], data_dir=o["data_dir"])
-    result = train(config, on_epoch_end=lambda r: click.echo(
-        f"epoch {r.epoch:3d}  lr {r.lr_first:.4g}->{r.lr_last:.4g}  loss {r.loss:.4f}  "
-        f"val_loss {r.val_loss:.4f}  val_accuracy {r.val_metric:.4f}  {r.seconds:.1f}s"))
-    best = max(r.val_metric or 0.0 for r in result.epochs)
-    click.echo(f"best val_accuracy {best:.4f}")
+    config = TrainConfig(_spec(o), schedule=schedule, schedule_params=params,
+                         epochs=o["epochs"], data_dir=o["data_dir"])
+    result = train(config, on_epoch_end=lambda r: click.echo(_epoch_line(r)))
+    for name, better in (("val_accuracy", max), ("val_loss", min), ("loss", min)):
+        values = [v for r in result.epochs if (v := r.metrics.get(name)) is not None]
+        if values:
+            click.echo(f"best {name} {better(values):.4f}")
+            return
+
+
+def _epoch_line(r: Any) -> str:
+    """One epoch: the LR at its first and last step, every metric Keras logged (loss first),
+    the seconds."""
+    shown = "  ".join(f"{name} {'-' if r.metrics[name] is None else f'{r.metrics[name]:.4f}'}"
+                      for name in metric_columns([{"metrics": r.metrics}]))
+    return f"epoch {r.epoch:3d}  lr {r.lr_first:.4g}->{r.lr_last:.4g}  {shown}  {r.seconds:.1f}s"
 
 
 @click.group("local")

@@ -13,6 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.syntax import Syntax
 from rich.table import Table
 
+from lrsearch.history import metric_columns, metrics_of
+
 
 def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
@@ -53,10 +55,20 @@ def finished(study: Mapping[str, Any]) -> int:
     return int(study["counts"]["finished"])
 
 
+def objective_metric(study: Mapping[str, Any]) -> str:
+    """The metric a study optimises, from its request: `objective.metric`, or the flat
+    `metric` of older requests (val_accuracy when neither was given)."""
+    request = study.get("request") or {}
+    objective = request.get("objective")
+    if isinstance(objective, Mapping) and objective.get("metric"):
+        return str(objective["metric"])
+    return str(request.get("metric") or "val_accuracy")
+
+
 def progress_line(study: Mapping[str, Any]) -> str:
     c = study["counts"]
     best = study.get("best") or {}
-    metric = study["request"].get("metric", "val_accuracy")
+    metric = objective_metric(study)
     shown = f", best {metric} {best['value']:.4f}" if best.get("value") is not None else ""
     return (f"{study['status']}: {finished(study)}/{study['n_trials']} trials finished "
             f"({c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed), "
@@ -118,9 +130,26 @@ def best_table(best: Mapping[str, Any]) -> Table:
     return table
 
 
+def history_table(history: Sequence[Mapping[str, Any]], title: str = "Epochs") -> Table:
+    """A trial's epochs: the LR at the first and last step, every metric Keras logged (the
+    names present in any epoch, loss first) and the seconds."""
+    columns = metric_columns(history)
+    table = Table(title=title, title_justify="left")
+    for column in ("epoch", "lr first", "lr last", *columns, "seconds"):
+        table.add_column(column, justify="right")
+    for p in history:
+        metrics = metrics_of(p)
+        table.add_row(str(p["epoch"] + 1), _fmt(p.get("lr_first")), _fmt(p.get("lr_last")),
+                      *(_fmt(metrics.get(name)) for name in columns),
+                      "-" if p.get("seconds") is None else f"{p['seconds']:.1f}")
+    return table
+
+
 def print_best(best: Mapping[str, Any]) -> None:
     out = console()
     out.print(best_table(best))
+    if best.get("history"):
+        out.print(history_table(best["history"], f"Trial #{best['trial_number']} per epoch"))
     if best.get("leaderboard"):
         board = Table(title="Best per family", title_justify="left")
         for column in ("family", best["metric"], "trial"):

@@ -3,7 +3,7 @@
     lrsearch submit --family one_cycle --dataset digits --epochs 5 --n-trials 10 [--wait]
     lrsearch submit --file study.yaml [--wait]          (flags override the file)
     lrsearch status [ID]     one study, or the list
-    lrsearch trials ID       lrsearch best ID      lrsearch plot ID --kind history -o h.png
+    lrsearch trials ID [--number N]   lrsearch best ID   lrsearch plot ID --kind history -o h.png
     lrsearch cancel ID       lrsearch delete ID
     lrsearch range-test --dataset digits [--wait] [--plot lr_find.png]
     lrsearch range-test cancel ID   lrsearch range-test delete ID
@@ -23,6 +23,8 @@ from lrsearch.cli.output import (
     JsonObject,
     StudyProgress,
     console,
+    history_table,
+    objective_metric,
     print_best,
     print_suggestions,
     progress_line,
@@ -213,16 +215,27 @@ def status(client: Client, study_id: str | None, only: str | None, as_json: bool
 
 @click.command("trials")
 @click.argument("study_id")
+@click.option("--number", type=int, default=None,
+              help="one trial (its Optuna number), with every metric per epoch")
 @click.option("--json", "as_json", is_flag=True)
 @remote
-def trials(client: Client, study_id: str, as_json: bool) -> None:
-    """Every trial of a study: state, value, parameters, failure reason."""
+def trials(client: Client, study_id: str, number: int | None, as_json: bool) -> None:
+    """Every trial of a study: state, value, parameters, failure reason; or one trial's
+    history (--number)."""
+    if number is not None:
+        trial = client.trial(study_id, number)
+        if as_json:
+            click.echo(json.dumps(trial))
+            return
+        console().print(trials_table([trial], objective_metric(client.study(study_id))))
+        console().print(history_table(trial.get("history") or [],
+                                      f"Trial #{number} per epoch"))
+        return
     items = client.all_trials(study_id)
     if as_json:
         click.echo(json.dumps(items))
         return
-    metric = client.study(study_id)["request"].get("metric", "val_accuracy")
-    console().print(trials_table(items, metric))
+    console().print(trials_table(items, objective_metric(client.study(study_id))))
 
 
 @click.command("best")
@@ -363,6 +376,14 @@ def datasets() -> None:
     """The server's datasets: list, upload an .npz, delete an upload."""
 
 
+def _task(dataset: dict[str, Any]) -> str:
+    """"10 classes", or "targets" with their shape per sample ("targets 3") when they have one."""
+    if dataset.get("task", "classes") == "classes":
+        return f"{dataset['num_classes']} classes"
+    shape = dataset.get("target_shape") or []
+    return " ".join(["targets", "x".join(map(str, shape))]).strip()
+
+
 @datasets.command("list")
 @click.option("--json", "as_json", is_flag=True)
 @remote
@@ -374,11 +395,11 @@ def datasets_list(client: Client, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(items))
         return
-    table = Table("name", "kind", "input shape", "classes", "available", box=None)
+    table = Table("name", "kind", "input shape", "task", "available", box=None)
     for d in items:
         missing = ", ".join(d.get("files") or [])
         table.add_row(d["name"], "built-in" if d["builtin"] else "uploaded",
-                      "x".join(map(str, d["input_shape"])), str(d["num_classes"]),
+                      "x".join(map(str, d["input_shape"])), _task(d),
                       "yes" if d.get("available", True) else
                       f"no: put {missing} in the server's data dir")
     console().print(table)

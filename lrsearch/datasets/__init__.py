@@ -1,8 +1,9 @@
 """Datasets by name: bundled (digits, synthetic_argmax), Keras' offline cache (mnist,
 fashion_mnist, cifar10, cifar10_cats_dogs) and uploaded .npz files.
 
-`load(name, ...)` returns a Dataset (float32 inputs, int64 labels, a validation set), loaded
-once per process and cached. Nothing here imports TensorFlow.
+`load(name, ...)` returns a Dataset (float32 inputs, a validation set, and either int64 class
+ids or float32 targets, as its `head` says), loaded once per process and cached. Nothing here
+imports TensorFlow.
 """
 
 from __future__ import annotations

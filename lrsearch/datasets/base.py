@@ -1,4 +1,7 @@
-"""The Dataset record, the seeded validation split, and the dataset registry."""
+"""The Dataset record, the seeded validation split, and the dataset registry.
+
+A dataset is one of two tasks, told by its `head` (lrsearch.models.Head): class ids (int64
+labels, a softmax head) or float targets (float32, a linear head)."""
 
 from __future__ import annotations
 
@@ -9,27 +12,35 @@ from pathlib import Path
 import numpy as np
 
 from lrsearch.errors import DatasetError
+from lrsearch.models import Head
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """Arrays ready for training: x float32 (images scaled to [0, 1]), y int64 class ids."""
+    """Arrays ready for training: x float32 (images scaled to [0, 1]); y int64 class ids
+    (shape (n,)) when head.kind is "classes", float32 targets of shape (n, *head.target_shape)
+    when it is "targets"."""
 
     name: str
     x_train: np.ndarray
     y_train: np.ndarray
     x_val: np.ndarray
     y_val: np.ndarray
-    num_classes: int
+    head: Head
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(int(d) for d in self.x_train.shape[1:])
 
+    @property
+    def num_classes(self) -> int | None:
+        """The number of classes; None for float targets."""
+        return self.head.num_classes
+
     def info(self) -> dict[str, object]:
-        """Plain-data summary (what the API lists)."""
+        """Plain-data summary (what the API lists): task, num_classes, target_shape too."""
         return {"name": self.name, "input_shape": list(self.input_shape),
-                "num_classes": self.num_classes, "train_samples": len(self.x_train),
+                **self.head.as_dict(), "train_samples": len(self.x_train),
                 "val_samples": len(self.x_val)}
 
 
@@ -56,33 +67,37 @@ Loader = Callable[[Path | None, float, int], Dataset]
 @dataclass(frozen=True)
 class Source:
     """A named dataset: `load(data_dir, val_fraction, seed)` builds it. `input_shape` and
-    `num_classes` are known without loading; `files` are the on-disk names it needs (any one),
-    so availability can be checked cheaply."""
+    `head` are known without loading; `files` are the on-disk names it needs (any one), so
+    availability can be checked cheaply."""
 
     name: str
     description: str
     input_shape: tuple[int, ...]
-    num_classes: int
+    head: Head
     load: Loader
     files: tuple[str, ...] = ()
 
+    @property
+    def num_classes(self) -> int | None:
+        return self.head.num_classes
+
     def info(self) -> dict[str, object]:
         return {"name": self.name, "builtin": True, "description": self.description,
-                "input_shape": list(self.input_shape), "num_classes": self.num_classes,
+                "input_shape": list(self.input_shape), **self.head.as_dict(),
                 "files": list(self.files)}
 
 
 SOURCES: dict[str, Source] = {}
 
 
-def source(name: str, description: str, input_shape: tuple[int, ...], num_classes: int,
+def source(name: str, description: str, input_shape: tuple[int, ...], head: Head,
            files: tuple[str, ...] = ()) -> Callable[[Loader], Loader]:
     """Decorator: register a loader under a stable name (duplicates raise)."""
 
     def wrap(fn: Loader) -> Loader:
         if name in SOURCES:
             raise ValueError(f"dataset {name!r} is already registered")
-        SOURCES[name] = Source(name, description, input_shape, num_classes, fn, files)
+        SOURCES[name] = Source(name, description, input_shape, head, fn, files)
         return fn
 
     return wrap

@@ -18,6 +18,7 @@ import numpy as np
 
 from lrsearch.datasets.base import Dataset, source
 from lrsearch.errors import DatasetError
+from lrsearch.models import Head
 
 ORIGINS = {
     "mnist.npz": "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz",
@@ -71,14 +72,14 @@ def images(x: np.ndarray) -> np.ndarray:
 
 
 @source("mnist", "MNIST handwritten digits, 28x28 grey (needs mnist.npz offline).",
-        (28, 28, 1), 10, ("mnist.npz",))
+        (28, 28, 1), Head.classes(10), ("mnist.npz",))
 def mnist(data_dir: Path | None, val_fraction: float, seed: int) -> Dataset:
     path = find(data_dir, "mnist.npz")
     if path is None:
         raise missing("mnist", "mnist.npz", data_dir)
     with np.load(path, allow_pickle=False) as f:
         return Dataset("mnist", images(f["x_train"]), f["y_train"].astype(np.int64),
-                       images(f["x_test"]), f["y_test"].astype(np.int64), num_classes=10)
+                       images(f["x_test"]), f["y_test"].astype(np.int64), Head.classes(10))
 
 
 def _idx(path: Path, offset: int) -> np.ndarray:
@@ -87,7 +88,7 @@ def _idx(path: Path, offset: int) -> np.ndarray:
 
 
 @source("fashion_mnist", "Fashion-MNIST, 28x28 grey (needs the fashion-mnist/ folder offline).",
-        (28, 28, 1), 10, ("fashion-mnist",))
+        (28, 28, 1), Head.classes(10), ("fashion-mnist",))
 def fashion_mnist(data_dir: Path | None, val_fraction: float, seed: int) -> Dataset:
     folder = find(data_dir, "fashion-mnist")
     if folder is None or not all((folder / f).exists() for f in FASHION_FILES):
@@ -97,7 +98,7 @@ def fashion_mnist(data_dir: Path | None, val_fraction: float, seed: int) -> Data
         "fashion_mnist",
         images(_idx(x_train, 16).reshape(-1, 28, 28)), _idx(y_train, 8).astype(np.int64),
         images(_idx(x_test, 16).reshape(-1, 28, 28)), _idx(y_test, 8).astype(np.int64),
-        num_classes=10)
+        Head.classes(10))
 
 
 def _cifar_batch(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
@@ -139,14 +140,15 @@ def _cifar(data_dir: Path | None) -> tuple[np.ndarray, ...]:
 
 
 @source("cifar10", "CIFAR-10, 32x32 colour, 10 classes (needs cifar-10-python.tar.gz offline).",
-        (32, 32, 3), 10, CIFAR_FILES)
+        (32, 32, 3), Head.classes(10), CIFAR_FILES)
 def cifar10(data_dir: Path | None, val_fraction: float, seed: int) -> Dataset:
     x_train, y_train, x_test, y_test = _cifar(data_dir)
-    return Dataset("cifar10", images(x_train), y_train, images(x_test), y_test, num_classes=10)
+    return Dataset("cifar10", images(x_train), y_train, images(x_test), y_test,
+                   Head.classes(10))
 
 
 @source("cifar10_cats_dogs", "Seed 000's binary task: CIFAR-10 cats (class 3 -> 0) against "
-        "dogs (class 5 -> 1).", (32, 32, 3), 2, CIFAR_FILES)
+        "dogs (class 5 -> 1).", (32, 32, 3), Head.classes(2), CIFAR_FILES)
 def cifar10_cats_dogs(data_dir: Path | None, val_fraction: float, seed: int) -> Dataset:
     x_train, y_train, x_test, y_test = _cifar(data_dir)
 
@@ -155,5 +157,5 @@ def cifar10_cats_dogs(data_dir: Path | None, val_fraction: float, seed: int) -> 
         return images(x[keep]), (y[keep] == 5).astype(np.int64)
 
     return Dataset("cifar10_cats_dogs", *pick(x_train, y_train), *pick(x_test, y_test),
-                   num_classes=2)
+                   Head.classes(2))
 

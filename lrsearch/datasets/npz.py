@@ -16,7 +16,7 @@ import math
 import struct
 import zipfile
 import zlib
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -38,7 +38,7 @@ MAX_DIRECTORY_BYTES = 64 * 1024
 # numpy's own default bound on a .npy header; the magic and length prefix add at most 12 bytes.
 MAX_HEADER_BYTES = 10_000
 CHUNK_BYTES = 4 << 20
-NUMERIC_KINDS = "uif"
+NUMERIC_KINDS = "buif"  # bool, unsigned, signed, float
 
 
 class DatasetTooLarge(DatasetError):
@@ -80,11 +80,14 @@ def _probe(info: zipfile.ZipInfo) -> zipfile.ZipInfo:
     return probe
 
 
-def check_directory(path: Path, max_members: int) -> None:
+def check_directory(path: Path, max_members: int, invalid: Callable[[str], Exception] | None = None
+                    ) -> None:
     """Refuse a zip whose end record announces more members or a larger central directory
     than a few arrays need, before zipfile parses (and allocates) that directory. Reads the
     same end record zipfile would: the last 22 bytes, else the last signature in the last
-    64 KiB, and the zip64 record when a locator precedes it."""
+    64 KiB, and the zip64 record when a locator precedes it. `invalid(reason)` makes the error
+    (by default a DatasetError about an .npz)."""
+    _invalid_ = invalid or _invalid
     with open(path, "rb") as f:
         size = f.seek(0, 2)
         tail_len = min(size, _EOCD.size + 0xFFFF)
@@ -94,7 +97,7 @@ def check_directory(path: Path, max_members: int) -> None:
         if not (at >= 0 and tail[at:at + 4] == b"PK\x05\x06" and tail[-2:] == b"\0\0"):
             at = tail.rfind(b"PK\x05\x06")
         if at < 0 or len(tail) - at < _EOCD.size:
-            raise _invalid("it is not a zip archive")
+            raise _invalid_("it is not a zip archive")
         record = _EOCD.unpack_from(tail, at)
         entries, directory = record[4], record[5]
         end = size - tail_len + at
@@ -104,14 +107,14 @@ def check_directory(path: Path, max_members: int) -> None:
                 f.seek(end - _ZIP64_LOCATOR.size - _ZIP64_EOCD.size)
                 raw = f.read(_ZIP64_EOCD.size)
                 if raw[:4] != b"PK\x06\x06":
-                    raise _invalid("its zip64 end record is corrupt")
+                    raise _invalid_("its zip64 end record is corrupt")
                 entries, directory = _ZIP64_EOCD.unpack(raw)[7:9]
     if entries > max_members:
-        raise _invalid(f"its zip directory lists {entries} members; at most {max_members} "
-                       "arrays are allowed")
+        raise _invalid_(f"its zip directory lists {entries} members; at most {max_members} "
+                       "members are allowed")
     if directory > MAX_DIRECTORY_BYTES:
-        raise _invalid(f"its zip directory takes {directory} bytes, more than the "
-                       f"{MAX_DIRECTORY_BYTES} a few arrays need")
+        raise _invalid_(f"its zip directory takes {directory} bytes, more than the "
+                       f"{MAX_DIRECTORY_BYTES} a few members need")
 
 
 def check_entries(infos: list[zipfile.ZipInfo], keys: Collection[str],
@@ -184,8 +187,8 @@ def read_header(zf: zipfile.ZipFile, key: str, info: zipfile.ZipInfo) -> Member:
         raise DatasetError(f"`{key}` holds Python objects (dtype {dtype}), which cannot be read "
                            "without pickle; pickle is refused", field=key)
     if dtype.kind not in NUMERIC_KINDS or dtype.subdtype is not None:
-        raise DatasetError(f"`{key}` must hold numbers (integers or floats). Received dtype "
-                           f"{dtype}", field=key)
+        raise DatasetError(f"`{key}` must hold numbers (booleans, integers or floats). "
+                           f"Received dtype {dtype}", field=key)
     if any(d < 0 for d in shape):
         raise DatasetError(f"`{key}` declares an invalid shape {shape}", field=key)
     member = Member(key, info, tuple(shape), dtype, bool(fortran_order), fp.count)

@@ -1,16 +1,27 @@
 """User datasets uploaded as .npz files: validated before use, never unpickled.
 
 A file holds `x_train`, `y_train` and optionally both `x_val` and `y_val`. Rules: no other
-members (each exactly `<key>.npy`, once, stored or deflated); x numeric (uint8 images are
-scaled to [0, 1]), at least 2-D, finite; y whole class ids >= 0, one per sample, at least 2
-classes; validation arrays shaped like the training ones with labels the training set knows.
+members (each exactly `<key>.npy`, once, stored or deflated); x numeric (booleans, integers or
+floats; uint8 images are scaled to [0, 1]), at least 2-D, finite. The dtype of `y_train` says
+the task:
+
+- an integer or bool dtype: class ids. Shape (n,) or (n, 1), whole ids >= 0, at least 2
+  classes; loaded as int64 of shape (n,); the head is a softmax over max(y_train) + 1 classes.
+- a float dtype: float targets (regression). Shape (n,) or (n, k) with 1 <= k <= MAX_TARGETS,
+  every value finite and within float32's range; loaded as float32 keeping its shape; the
+  head is linear with k outputs (1 for shape (n,)). Whole-number floats are targets too:
+  class ids must be stored with an integer dtype.
+
+Validation arrays are shaped like the training ones; `y_val` has the same task as `y_train`
+(class ids: only classes `y_train` has; targets: the same shape per sample).
 Uploaded datasets live in `<data_dir>/uploads/<name>.npz`.
 
 Hostile files are refused before anything is allocated: the zip directory and the `.npy`
 headers are checked first (`lrsearch.datasets.npz`), the declared decompressed size can be
-bounded, and the values are then checked while streaming. `check_npz` never holds more than
-one chunk of an array (what a server uses to accept an upload); `load_npz` builds the arrays
-for training, through the same checks.
+bounded (and what training holds counted against the same bound: inputs and targets as
+float32, class ids as int64), and the values are then checked while streaming. `check_npz`
+never holds more than one chunk of an array (what a server uses to accept an upload);
+`load_npz` builds the arrays for training, through the same checks.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ import numpy as np
 from lrsearch.datasets.base import Dataset, holdout_size, split
 from lrsearch.datasets.npz import Archive, DatasetTooLarge, Member
 from lrsearch.errors import DatasetError
+from lrsearch.models import MAX_TARGETS, Head
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 # The arrays a file may hold, in the order they are checked (a missing x_train comes first).
@@ -53,10 +65,50 @@ class UploadSummary:
     """What a valid .npz holds, as `check_npz` finds it without loading the arrays."""
 
     input_shape: tuple[int, ...]
-    num_classes: int
+    head: Head
     train_samples: int
     val_samples: int
     decompressed_bytes: int
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.head.num_classes
+
+
+def is_targets(member: Member) -> bool:
+    """A `y` array of a float dtype holds float targets; integers and bools hold class ids."""
+    return member.dtype.kind == "f"
+
+
+def _check_labels_shape(yk: str, n: int, y: Member) -> None:
+    """One class id a sample, or a vector of at most MAX_TARGETS float targets a sample."""
+    shape = y.shape
+    if not is_targets(y):
+        if shape not in ((n,), (n, 1)):
+            raise DatasetError(f"`{yk}` must hold one class id per sample ({n}). Received "
+                               f"shape {shape}", field=yk)
+        return
+    if not (shape == (n,) or (len(shape) == 2 and shape[0] == n and shape[1] >= 1)):
+        raise DatasetError(f"`{yk}` holds floats, so float targets: it must have shape ({n},) "
+                           f"or ({n}, k), one row per sample. Received shape {shape}", field=yk)
+    if len(shape) == 2 and shape[1] > MAX_TARGETS:
+        raise DatasetError(f"`{yk}` must hold at most {MAX_TARGETS} targets per sample. "
+                           f"Received shape {shape}", field=yk)
+
+
+def _check_same_task(members: dict[str, Member]) -> None:
+    """`y_val` holds what `y_train` holds: class ids, or targets of the same shape a sample."""
+    if "y_val" not in members:
+        return
+    train, val = members["y_train"], members["y_val"]
+    if is_targets(train) != is_targets(val):
+        task = "float targets (a float dtype)" if is_targets(train) else \
+            "class ids (an integer or bool dtype)"
+        raise DatasetError(f"`y_val` must hold {task} like `y_train`. Received dtype "
+                           f"{val.dtype}, `y_train` dtype {train.dtype}", field="y_val")
+    if is_targets(train) and train.shape[1:] != val.shape[1:]:
+        raise DatasetError(f"`y_val` targets have shape {val.shape[1:]} per sample, `y_train` "
+                           f"targets {train.shape[1:]}", field="y_val")
 
 
 def _check_shapes(members: dict[str, Member]) -> None:
@@ -69,45 +121,53 @@ def _check_shapes(members: dict[str, Member]) -> None:
     for xk, yk in PAIRS:
         if xk not in members:
             continue
-        x, y = members[xk].shape, members[yk].shape
+        x = members[xk].shape
         if len(x) < 2 or x[0] < 1:
             raise DatasetError(f"`{xk}` must have shape (samples, features...). Received "
                                f"shape {x}", field=xk)
-        if y not in ((x[0],), (x[0], 1)):
-            raise DatasetError(f"`{yk}` must hold one class id per sample ({x[0]}). Received "
-                               f"shape {y}", field=yk)
+        _check_labels_shape(yk, x[0], members[yk])
     train = members["x_train"].shape
     if train[0] < 2:
         raise DatasetError("`x_train` needs at least 2 samples", field="x_train")
     if "x_val" in members and members["x_val"].shape[1:] != train[1:]:
         raise DatasetError(f"`x_val` samples have shape {members['x_val'].shape[1:]}, "
                            f"`x_train` samples {train[1:]}", field="x_val")
+    _check_same_task(members)
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _check_chunk(key: str, chunk: np.ndarray) -> None:
-    """The element rules: inputs finite; labels finite, whole and >= 0."""
-    labels = key.startswith("y_")
+    """The element rules: floats (inputs, targets) finite and within float32's range, which
+    they are converted to; bools 0 or 1; class ids (integer or bool labels) >= 0."""
     if chunk.dtype.kind == "f":
         if not np.isfinite(chunk).all():
-            raise DatasetError(f"`{key}` must hold whole class ids" if labels else
-                               f"`{key}` contains NaN or infinite values", field=key)
-        if labels and np.any(chunk != np.round(chunk)):
-            raise DatasetError(f"`{key}` must hold whole class ids", field=key)
-    if labels and chunk.size and chunk.min() < 0:
+            raise DatasetError(f"`{key}` contains NaN or infinite values", field=key)
+        if chunk.size and np.abs(chunk).max() > FLOAT32_MAX:
+            raise DatasetError(f"`{key}` holds values beyond float32's range (magnitude "
+                               f"{np.abs(chunk).max().item():g} > {FLOAT32_MAX:g})", field=key)
+        return
+    if chunk.dtype.kind == "b" and chunk.size and chunk.view(np.uint8).max() > 1:
+        raise DatasetError(f"`{key}` holds a bool stored as byte "
+                           f"{chunk.view(np.uint8).max()}, not 0 or 1", field=key)
+    if key.startswith("y_") and chunk.size and chunk.min() < 0:
         raise DatasetError(f"`{key}` holds a negative class id {chunk.min()}", field=key)
 
 
 def _read(archive: Archive, key: str, keep: bool
           ) -> tuple[np.ndarray | None, tuple[float, float]]:
     """Stream one member through the element rules; returns the whole array when `keep`
-    (else None: one chunk at a time is held) and the smallest and largest label (labels)."""
+    (else None: one chunk at a time is held) and the smallest and largest class id (class
+    ids; (inf, -inf) otherwise)."""
     m = archive.members[key]
     out = np.empty(m.shape, m.dtype, order="F" if m.fortran_order else "C") if keep else None
     flat = None if out is None else out.ravel(order="K")  # a view, in storage order
+    ids = key.startswith("y_") and not is_targets(m)
     low, high, done = math.inf, -math.inf, 0
     for chunk in archive.chunks(key):
         _check_chunk(key, chunk)
-        if key.startswith("y_") and chunk.size:
+        if ids and chunk.size:
             low, high = min(low, chunk.min().item()), max(high, chunk.max().item())
         if flat is not None:
             flat[done:done + chunk.size] = chunk
@@ -116,22 +176,38 @@ def _read(archive: Archive, key: str, keep: bool
 
 
 def _check_training_bytes(members: dict[str, Member], max_bytes: int | None) -> None:
-    """What a worker holds to train on it, inputs as float32 and labels as int64, within the
-    same budget as the decompressed bytes: 2 GB of uint8 images would otherwise be accepted
-    and then cost every trial's child 8 GB."""
+    """What a worker holds to train on it, inputs and float targets as float32 and class ids
+    as int64, within the same budget as the decompressed bytes: 2 GB of uint8 images would
+    otherwise be accepted and then cost every trial's child 8 GB."""
     if max_bytes is None:
         return
-    total = sum(math.prod(m.shape) * (4 if key.startswith("x_") else 8)
+    total = sum(math.prod(m.shape) * (8 if key.startswith("y_") and not is_targets(m) else 4)
                 for key, m in members.items())
     if total > max_bytes:
         raise DatasetTooLarge(
-            f"The arrays take {total} bytes once converted for training (inputs as float32, "
-            f"labels as int64), more than max_decompressed_bytes={max_bytes}.", field="file")
+            f"The arrays take {total} bytes once converted for training (inputs and float "
+            f"targets as float32, class ids as int64), more than "
+            f"max_decompressed_bytes={max_bytes}.", field="file")
+
+
+def _head(members: dict[str, Member], labels: dict[str, tuple[float, float]]) -> Head:
+    """Float targets: a linear head of the targets' shape per sample. Class ids: a softmax
+    over the classes of `y_train`, which must be at least 2 and include those of `y_val`."""
+    if is_targets(members["y_train"]):
+        return Head.targets(members["y_train"].shape[1:])
+    low, high = labels["y_train"]
+    if low == high:  # whole ids >= 0: two distinct ones exactly when min != max
+        raise DatasetError("`y_train` must hold at least 2 classes", field="y_train")
+    num_classes = int(high) + 1
+    if "y_val" in labels and labels["y_val"][1] >= num_classes:
+        raise DatasetError(f"`y_val` holds class {int(labels['y_val'][1])}, unknown to "
+                           f"`y_train` (0..{num_classes - 1})", field="y_val")
+    return Head.classes(num_classes)
 
 
 def _validate(path: Path, keep: bool, max_decompressed_bytes: int | None
-              ) -> tuple[dict[str, Member], dict[str, np.ndarray], int]:
-    """Every rule, headers before values; (members, the arrays when `keep`, classes)."""
+              ) -> tuple[dict[str, Member], dict[str, np.ndarray], Head]:
+    """Every rule, headers before values; (members, the arrays when `keep`, the head)."""
     with Archive(path, KEY_ORDER, max_decompressed_bytes) as archive:
         members = {k: archive.members[k] for k in KEY_ORDER if k in archive.members}
         _check_shapes(members)
@@ -141,14 +217,7 @@ def _validate(path: Path, keep: bool, max_decompressed_bytes: int | None
             array, labels[key] = _read(archive, key, keep)
             if array is not None:
                 arrays[key] = array
-    low, high = labels["y_train"]
-    if low == high:  # whole ids >= 0: two distinct ones exactly when min != max
-        raise DatasetError("`y_train` must hold at least 2 classes", field="y_train")
-    num_classes = int(high) + 1
-    if "y_val" in labels and labels["y_val"][1] >= num_classes:
-        raise DatasetError(f"`y_val` holds class {int(labels['y_val'][1])}, unknown to "
-                           f"`y_train` (0..{num_classes - 1})", field="y_val")
-    return members, arrays, num_classes
+    return members, arrays, _head(members, labels)
 
 
 def check_npz(path: Path, *, max_decompressed_bytes: int | None) -> UploadSummary:
@@ -157,10 +226,10 @@ def check_npz(path: Path, *, max_decompressed_bytes: int | None) -> UploadSummar
     more than `max_decompressed_bytes` together), then the values streamed a chunk at a
     time, so memory stays bounded by one chunk whatever the file declares or holds. Raises
     DatasetError naming the array at fault."""
-    members, _, num_classes = _validate(path, False, max_decompressed_bytes)
+    members, _, head = _validate(path, False, max_decompressed_bytes)
     n = members["x_train"].shape[0]
     val = members["x_val"].shape[0] if "x_val" in members else holdout_size(n, VAL_FRACTION)
-    return UploadSummary(input_shape=members["x_train"].shape[1:], num_classes=num_classes,
+    return UploadSummary(input_shape=members["x_train"].shape[1:], head=head,
                          train_samples=n if "x_val" in members else n - val, val_samples=val,
                          decompressed_bytes=sum(m.info.file_size for m in members.values()))
 
@@ -169,14 +238,19 @@ def _inputs(x: np.ndarray) -> np.ndarray:
     return (x.astype(np.float32) / 255.0) if x.dtype == np.uint8 else x.astype(np.float32)
 
 
+def _labels(y: np.ndarray, head: Head) -> np.ndarray:
+    """Class ids as int64 of shape (n,); float targets as float32, shape kept."""
+    if head.kind == "targets":
+        return y.astype(np.float32)
+    return y.reshape(-1).astype(np.int64)
+
+
 def load_npz(path: Path, name: str, *, max_decompressed_bytes: int | None = None) -> Dataset:
     """Read and validate an uploaded .npz (raises DatasetError naming the array at fault):
     the checks of `check_npz`, keeping the arrays. Without validation arrays, VAL_FRACTION of
     the training samples is held out (seed 0)."""
-    _, arrays, num_classes = _validate(path, True, max_decompressed_bytes)
-    x = _inputs(arrays["x_train"])
-    y = arrays["y_train"].reshape(-1).astype(np.int64)
+    _, arrays, head = _validate(path, True, max_decompressed_bytes)
+    x, y = _inputs(arrays["x_train"]), _labels(arrays["y_train"], head)
     if "x_val" not in arrays:
-        return Dataset(name, *split(x, y, VAL_FRACTION, 0), num_classes=num_classes)
-    return Dataset(name, x, y, _inputs(arrays["x_val"]),
-                   arrays["y_val"].reshape(-1).astype(np.int64), num_classes=num_classes)
+        return Dataset(name, *split(x, y, VAL_FRACTION, 0), head)
+    return Dataset(name, x, y, _inputs(arrays["x_val"]), _labels(arrays["y_val"], head), head)

@@ -14,6 +14,8 @@ from lrsearch.models.checks import require_fraction
 if TYPE_CHECKING:
     import keras
 
+    from lrsearch.models import Head
+
 # Keras' element-wise activations (names `keras.activations.get` knows since Keras 3.0; a test
 # builds the model with each). Not glu (it halves the layer) nor threshold (it needs arguments).
 ACTIVATIONS = ("relu", "relu6", "leaky_relu", "elu", "selu", "gelu", "silu", "swish", "mish",
@@ -44,17 +46,18 @@ def check(*, hidden: Any, activation: Any, dropout: Any) -> None:
     require_fraction("mlp", "dropout", dropout)
 
 
-def count_params(input_shape: tuple[int, ...], num_classes: int, *, hidden: Any,
+def count_params(input_shape: tuple[int, ...], head: Head, *, hidden: Any,
                  activation: Any, dropout: Any) -> int:
-    """Weights and biases of each Dense layer: sum of (inputs + 1) * units over the layers."""
+    """Weights and biases of each Dense layer, the head's included: sum of
+    (inputs + 1) * units over the layers."""
     total, inputs = 0, math.prod(input_shape)
-    for units in [*hidden, num_classes]:
+    for units in [*hidden, head.units]:
         total += (inputs + 1) * units
         inputs = units
     return total
 
 
-def build(input_shape: tuple[int, ...], num_classes: int, *, hidden: Any, activation: str,
+def build(input_shape: tuple[int, ...], head: Head, *, hidden: Any, activation: str,
           dropout: float) -> keras.Model:
     import keras
 
@@ -63,5 +66,5 @@ def build(input_shape: tuple[int, ...], num_classes: int, *, hidden: Any, activa
         layers.append(keras.layers.Dense(units, activation=activation))
         if dropout:
             layers.append(keras.layers.Dropout(dropout))
-    layers.append(keras.layers.Dense(num_classes, activation="softmax"))
+    layers.append(keras.layers.Dense(head.units, activation=head.activation))
     return keras.Sequential(layers, name="mlp")

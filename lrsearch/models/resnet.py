@@ -1,6 +1,7 @@
 """The CIFAR ResNet-20 (He et al. 2016, section 4.2): a 3x3 conv with 16 filters, then 3 stages
 of 3 basic blocks with 16, 32 and 64 filters (stride 2 at the start of stages 2 and 3, 1x1
-projection shortcuts there), global average pooling and a softmax.
+projection shortcuts there), global average pooling and the dataset's head (a softmax over
+the classes, or a linear layer for float targets).
 
 `check` and `count_params` are pure Python; `build` imports Keras."""
 
@@ -12,6 +13,8 @@ from lrsearch.models.checks import require_non_negative
 
 if TYPE_CHECKING:
     import keras
+
+    from lrsearch.models import Head
 
 STAGES = (16, 32, 64)  # filters per stage
 BLOCKS = 3  # basic blocks per stage
@@ -32,9 +35,9 @@ def _plan() -> list[tuple[int, int, int]]:
     return plan
 
 
-def count_params(input_shape: tuple[int, ...], num_classes: int, **_: Any) -> int:
+def count_params(input_shape: tuple[int, ...], head: Head, **_: Any) -> int:
     """Bias-free 3x3 convolutions, batch norms (4 weights per channel: scale, offset, moving
-    mean and variance), 1x1 projections where a block changes shape, the softmax layer. The
+    mean and variance), 1x1 projections where a block changes shape, the head's Dense layer. The
     image size does not matter; the channels do."""
     bn = 4
     total = 9 * input_shape[-1] * STAGES[0] + bn * STAGES[0]
@@ -42,10 +45,10 @@ def count_params(input_shape: tuple[int, ...], num_classes: int, **_: Any) -> in
         total += 9 * inputs * filters + 9 * filters * filters + 2 * bn * filters
         if stride != 1 or inputs != filters:
             total += inputs * filters + bn * filters
-    return total + (STAGES[-1] + 1) * num_classes
+    return total + (STAGES[-1] + 1) * head.units
 
 
-def build(input_shape: tuple[int, ...], num_classes: int, *, weight_decay: float) -> keras.Model:
+def build(input_shape: tuple[int, ...], head: Head, *, weight_decay: float) -> keras.Model:
     import keras
     from keras import layers
 
@@ -68,5 +71,5 @@ def build(input_shape: tuple[int, ...], num_classes: int, *, weight_decay: float
     for _, filters, stride in _plan():
         x = block(x, filters, stride)
     x = layers.GlobalAveragePooling2D()(x)
-    outputs = layers.Dense(num_classes, activation="softmax")(x)
+    outputs = layers.Dense(head.units, activation=head.activation)(x)
     return keras.Model(inputs, outputs, name="resnet20")

@@ -1,4 +1,5 @@
-"""Seed 000's small CNN, layer for layer (25,546 parameters on 32x32x3 with 2 classes).
+"""Seed 000's small CNN, layer for layer (25,546 parameters on 32x32x3 with 2 classes), ending
+in the dataset's head (a softmax over the classes, or a linear layer for float targets).
 
 `check` and `count_params` are pure Python; `build` imports Keras."""
 
@@ -11,6 +12,8 @@ from lrsearch.models.checks import require_fraction
 if TYPE_CHECKING:
     import keras
 
+    from lrsearch.models import Head
+
 
 def check(*, dropout_conv: Any, dropout_dense: Any) -> None:
     """Both dropout rates in [0, 1)."""
@@ -18,16 +21,16 @@ def check(*, dropout_conv: Any, dropout_dense: Any) -> None:
     require_fraction("small_cnn", "dropout_dense", dropout_dense)
 
 
-def count_params(input_shape: tuple[int, ...], num_classes: int, **_: Any) -> int:
+def count_params(input_shape: tuple[int, ...], head: Head, **_: Any) -> int:
     """Two valid 3x3 convolutions (4 then 8 filters) shrink each side by 4, the 2x2 pooling
-    halves it (rounding down); then Dense(16) and the softmax layer."""
+    halves it (rounding down); then Dense(16) and the head's Dense layer."""
     height, width, channels = input_shape
     flat = ((height - 4) // 2) * ((width - 4) // 2) * 8
     return ((9 * channels + 1) * 4 + (9 * 4 + 1) * 8 + (flat + 1) * 16
-            + (16 + 1) * num_classes)
+            + (16 + 1) * head.units)
 
 
-def build(input_shape: tuple[int, ...], num_classes: int, *, dropout_conv: float,
+def build(input_shape: tuple[int, ...], head: Head, *, dropout_conv: float,
           dropout_dense: float) -> keras.Model:
     import keras
 
@@ -40,5 +43,5 @@ def build(input_shape: tuple[int, ...], num_classes: int, *, dropout_conv: float
         keras.layers.Flatten(),
         keras.layers.Dense(16, activation="relu"),
         keras.layers.Dropout(dropout_dense),
-        keras.layers.Dense(num_classes, activation="softmax"),
+        keras.layers.Dense(head.units, activation=head.activation),
     ], name="small_cnn")

@@ -7,7 +7,8 @@ epoch). The training-loss sweep is one `model.fit` over the ladder's steps with 
 sets each step's LR and reads its loss (per-step `train_on_batch` calls cost about 3x as much;
 see BENCHMARKS.md, B3); the validation-loss sweep steps with `train_on_batch` and
 `test_on_batch`. Afterwards every model and optimizer variable is restored bit for bit.
-`run(config)` builds the dataset, model and optimizer by name and adds repeats and suggestions.
+`run(config)` builds the dataset, model and optimizer from the RunSpec and adds repeats and
+suggestions.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ import tensorflow as tf
 
 from lrsearch import datasets, optimizers
 from lrsearch.errors import RangeTestError, require_int
+from lrsearch.models.resolve import compiled_model
 from lrsearch.range_test.suggest import Suggestions, combine, family_bounds, suggest
 from lrsearch.range_test.sweep import SweepSettings, SweepTracker, ladder
-from lrsearch.training import compiled_model, pipeline
+from lrsearch.spec import RunSpec
+from lrsearch.training import pipeline
 
 
 @dataclass
@@ -155,40 +158,35 @@ def _sweep(model: keras.Model, batches: Iterator[tuple[np.ndarray, np.ndarray]],
 
 @dataclass(frozen=True)
 class RangeTestConfig:
-    """A range test by names (what the API stores and the worker runs)."""
+    """A range test: what to train (`spec`; its batch size and seed) and the sweep."""
 
-    dataset: str
-    model: str = "mlp"
-    model_params: Mapping[str, Any] = field(default_factory=dict)
-    optimizer: str = "sgd"
-    optimizer_params: Mapping[str, Any] = field(default_factory=dict)
-    batch_size: int = 32
+    spec: RunSpec
     settings: SweepSettings = field(default_factory=SweepSettings)
     repeats: int = 1
-    seed: int = 0
     validation: bool = False
     val_samples: int = 256
     data_dir: str | None = None
-    dataset_file: str | None = None  # an uploaded dataset's .npz
 
     def __post_init__(self) -> None:
-        for name, low in (("repeats", 1), ("batch_size", 1), ("seed", 0), ("val_samples", 1)):
+        for name, low in (("repeats", 1), ("val_samples", 1)):
             require_int(name, getattr(self, name), low, RangeTestError)
 
 
 def run(config: RangeTestConfig) -> dict[str, Any]:
     """Repeats with seeds seed, seed+1, ... (batch order and model initialisation), then the
     median suggestions, their log10 spread, and search bounds per family."""
-    data = datasets.load(config.dataset, data_dir=config.data_dir, seed=config.seed,
-                         file=config.dataset_file)
+    spec = config.spec
+    data = datasets.load(spec.data.name, data_dir=config.data_dir, seed=spec.seed,
+                         file=spec.data.file)
     val = (data.x_val[:config.val_samples], data.y_val[:config.val_samples])
     sweeps = []
     for r in range(config.repeats):
-        keras.utils.set_random_seed(config.seed + r)
-        opt = optimizers.build(config.optimizer, config.optimizer_params, config.settings.min_lr)
-        model = compiled_model(data, config.model, config.model_params, opt)
+        keras.utils.set_random_seed(spec.seed + r)
+        opt = optimizers.build(spec.optimizer.name, spec.optimizer.params,
+                               config.settings.min_lr)
+        model = compiled_model(spec, data.input_shape, data.head, opt)
         sweeps.append(lr_find(model, data.x_train, data.y_train, config.settings,
-                              batch_size=config.batch_size, seed=config.seed + r,
+                              batch_size=spec.batch_size, seed=spec.seed + r,
                               validation=val if config.validation else None))
         keras.backend.clear_session()
     combined = combine([s.suggestions for s in sweeps])

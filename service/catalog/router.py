@@ -1,4 +1,5 @@
-"""What can be asked for: schedule families (with a preview), models, optimizers."""
+"""What can be asked for: schedule families (with a preview), optimizers (models: see
+service/models)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from pydantic import Field
 
-from lrsearch import models, optimizers, schedules
+from lrsearch import optimizers, schedules
 from lrsearch.errors import ScheduleError
 from lrsearch.schedules.base import param_specs, registry
 from service.deps import SettingsDep, get_tenant
@@ -73,12 +74,6 @@ def preview(family: str, body: PreviewRequest, settings: SettingsDep) -> dict[st
     return {"family": family, "adaptive": registry.get(family).adaptive,
             "step": idx.tolist(), "epoch": (idx / body.steps_per_epoch).tolist(),
             "lr": lrs.tolist()}
-
-
-@router.get("/models")
-def list_models() -> list[dict[str, Any]]:
-    """Model architectures and their parameters."""
-    return [models.spec(name).as_dict() for name in models.names()]
 
 
 @router.get("/optimizers")

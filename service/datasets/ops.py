@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from lrsearch import datasets
 from lrsearch.datasets.npz import DatasetTooLarge
 from lrsearch.datasets.uploaded import UploadSummary, check_name, check_npz
+from lrsearch.models import Head
 from service.config import Settings
 from service.datasets.models import UploadedDataset
 from service.errors import Conflict, Invalid, NotFound, TooLarge
@@ -46,14 +47,15 @@ def resolve(session: Session, settings: Settings, tenant: str, name: str
     return tuple(row.input_shape), row.path
 
 
-def num_classes(session: Session, tenant: str, name: str) -> int:
-    """The number of classes of a dataset `resolve` accepted (what sizes the model's output)."""
+def head(session: Session, tenant: str, name: str) -> Head:
+    """The output a model needs for a dataset `resolve` accepted: a softmax over its classes
+    or a linear layer for its float targets (what shapes the model's last layer)."""
     if name in datasets.SOURCES:
-        return datasets.SOURCES[name].num_classes
+        return datasets.SOURCES[name].head
     row = find_upload(session, tenant, name)
     if row is None:
         raise Invalid(f"Unknown dataset `{name}`.", field="dataset")
-    return int(row.num_classes)
+    return row.head
 
 
 def list_all(session: Session, settings: Settings, tenant: str) -> list[dict[str, Any]]:
@@ -146,9 +148,10 @@ def upload(session: Session, settings: Settings, tenant: str, name: str, stream:
         _check_quota(settings, tenant, _stored_bytes(session, tenant), size)
         data = _check(tmp, settings)
         row = UploadedDataset(tenant=tenant, name=name, input_shape=list(data.input_shape),
-                              num_classes=data.num_classes, train_samples=data.train_samples,
+                              train_samples=data.train_samples,
                               val_samples=data.val_samples, sha256=sha, size_bytes=size,
                               path=str(final))
+        row.set_head(data.head)
         session.add(row)
         try:
             session.flush()
@@ -178,7 +181,8 @@ def delete(session: Session, tenant: str, name: str) -> Path:
         raise NotFound(f"Unknown dataset `{name}`.", field="name")
     busy = session.scalar(select(Study.id).join(Job, Job.study_id == Study.id).where(
         Study.tenant == tenant, Job.state.in_(("queued", "running")),
-        Study.spec["dataset"].as_string() == name).limit(1))
+        func.coalesce(Study.spec[("run", "data", "name")].as_string(),  # a RunSpec
+                      Study.spec["dataset"].as_string()) == name).limit(1))  # older rows
     if busy is not None:
         raise Conflict(f"Dataset `{name}` is used by unfinished study `{busy}`.", field="name")
     test = session.scalar(select(RangeTest.id).join(Job, Job.range_test_id == RangeTest.id).where(

@@ -19,7 +19,10 @@ class RangeTest(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     tenant: Mapped[str] = mapped_column(String(64), default="local")
     status: Mapped[str] = mapped_column(String(16), default="queued")
-    request: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    request: Mapped[dict[str, Any]] = mapped_column(JSONType)  # as submitted
+    # {"run": RunSpec, "sweep": {...}, "repeats", "validation"}: what the worker runs (None
+    # for range tests stored before RunSpec; `request` then holds it)
+    spec: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSONType)  # sweeps, suggestions, bounds
     error: Mapped[str | None] = mapped_column(Text)
     idempotency_key: Mapped[str | None] = mapped_column(String(200))

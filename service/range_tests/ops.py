@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import asdict
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, case, false, func, select, update
 from sqlalchemy.orm import Session, defer
 
-from lrsearch import models, optimizers
 from lrsearch.range_test import SweepSettings
+from lrsearch.spec import Objective
 from service.config import Settings
-from service.datasets.ops import num_classes
 from service.datasets.ops import resolve as resolve_dataset
 from service.db import utcnow
 from service.errors import Conflict, NotFound
@@ -26,24 +26,26 @@ from service.requests import (
     require_at_most,
     require_room,
 )
+from service.runs import run_spec
 
 FINISHED = ("succeeded", "failed", "cancelled")
 SUMMARY = ("suggestions", "family_bounds")  # the parts of `result` a list shows
 
 
 def validate(session: Session, settings: Settings, tenant: str, req: RangeTestCreate
-             ) -> str | None:
-    """Every check before anything is stored; returns an uploaded dataset's file."""
+             ) -> dict[str, Any]:
+    """Every check before anything is stored; returns what the worker runs: the RunSpec, the
+    sweep, repeats and validation."""
     require_at_most(("num_iter", req.num_iter, settings.max_num_iter),
                     ("repeats", req.repeats, settings.max_repeats),
                     ("batch_size", req.batch_size, settings.max_batch_size))
-    SweepSettings(req.min_lr, req.max_lr, req.num_iter, req.mode, req.diverge_threshold)
-    shape, dataset_file = resolve_dataset(session, settings, tenant, req.dataset)
-    models.validate(req.model.name, req.model.params, shape,
-                    num_classes(session, tenant, req.dataset),
-                    max_params=settings.max_model_params)
-    optimizers.resolve_params(req.optimizer.name, req.optimizer.params)
-    return dataset_file
+    sweep = SweepSettings(req.min_lr, req.max_lr, req.num_iter, req.mode,
+                          req.diverge_threshold)
+    # A range test follows the training loss; its objective is not used.
+    run = run_spec(session, settings, tenant, req, dataset=req.dataset,
+                   batch_size=req.batch_size, seed=req.seed, goal=Objective.of("loss", None))
+    return {"run": run.stored(), "sweep": asdict(sweep), "repeats": req.repeats,
+            "validation": req.validation}
 
 
 def create(session: Session, settings: Settings, tenant: str, req: RangeTestCreate,
@@ -56,7 +58,7 @@ def create(session: Session, settings: Settings, tenant: str, req: RangeTestCrea
     found = replay(session, RangeTest, tenant, idempotency_key, digest)
     if found is not None:
         return found
-    dataset_file = validate(session, settings, tenant, req)
+    spec = validate(session, settings, tenant, req)
     lock_tenant(session, "range_test", tenant)
     found = replay(session, RangeTest, tenant, idempotency_key, digest)  # committed meanwhile?
     if found is not None:
@@ -65,7 +67,7 @@ def create(session: Session, settings: Settings, tenant: str, req: RangeTestCrea
     require_room(session, RangeTest, tenant, settings.max_active_range_tests,
                  "LRSEARCH_MAX_ACTIVE_RANGE_TESTS", "range tests")
     test = RangeTest(id=uuid.uuid4().hex, tenant=tenant, status="queued",
-                     request={**raw, "dataset_file": dataset_file},
+                     request=raw, spec=spec,
                      idempotency_key=idempotency_key, request_hash=digest)
 
     def add_job(test: RangeTest) -> None:

@@ -8,13 +8,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from lrsearch.errors import redact_paths
-from service.schemas import Named, Strict
+from service.schemas import Training
 
 
-class RangeTestCreate(Strict):
+class RangeTestCreate(Training):
     dataset: str = Field(max_length=64)
-    model: Named = Field(default_factory=lambda: Named(name="mlp"))
-    optimizer: Named = Field(default_factory=lambda: Named(name="sgd"))
     batch_size: int = Field(default=32, ge=1, le=2**31 - 1)
     min_lr: float = Field(default=1e-7, gt=0)
     max_lr: float = Field(default=10.0, gt=0)

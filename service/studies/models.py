@@ -73,6 +73,7 @@ class Trial(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     worker: Mapped[str | None] = mapped_column(String(200))
     steps_per_epoch: Mapped[int | None] = mapped_column(Integer)
+    seed: Mapped[int | None] = mapped_column(Integer)  # the seed the trial ran with
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     duration_s: Mapped[float | None] = mapped_column(Float)
@@ -85,7 +86,9 @@ class Trial(Base):
 
 
 class CurvePoint(Base):
-    """One epoch of a trial: the LR applied at its first and last step, losses and metrics."""
+    """One epoch of a trial: the LR applied at its first and last step, its duration, and
+    every metric Keras logged for it (`metrics`: Keras' name -> value, None where the value
+    was not finite), whatever the model was compiled with."""
 
     __tablename__ = "curve_points"
 
@@ -94,10 +97,7 @@ class CurvePoint(Base):
     epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
     lr_first: Mapped[float | None] = mapped_column(Float)
     lr_last: Mapped[float | None] = mapped_column(Float)
-    loss: Mapped[float | None] = mapped_column(Float)
-    val_loss: Mapped[float | None] = mapped_column(Float)
-    metric: Mapped[float | None] = mapped_column(Float)
-    val_metric: Mapped[float | None] = mapped_column(Float)
     seconds: Mapped[float | None] = mapped_column(Float)
+    metrics: Mapped[dict[str, float | None]] = mapped_column(JSONType, default=dict)
 
     trial: Mapped[Trial] = relationship(back_populates="points")

@@ -10,12 +10,11 @@ import numpy as np
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
-from lrsearch import models, optimizers, schedules
+from lrsearch import schedules
 from lrsearch.schedules.base import registry
 from lrsearch.schedules.export import keras_config, python_snippet
 from lrsearch.schedules.search import grid, grid_size, space
 from service.config import Settings
-from service.datasets.ops import num_classes
 from service.datasets.ops import resolve as resolve_dataset
 from service.db import utcnow
 from service.errors import Conflict, Invalid, NotFound
@@ -29,13 +28,13 @@ from service.requests import (
     require_at_most,
     require_room,
 )
+from service.runs import objective, run_spec
 from service.schemas import finite_or_none
 from service.studies import progress
 from service.studies.models import FINISHED, CurvePoint, Study, Trial
 from service.studies.schemas import EpochOut, StudyCreate, TrialOut
 
 log = logging.getLogger("lrsearch.studies")
-MAXIMIZE = {"val_accuracy", "accuracy"}
 
 
 def _families(req: StudyCreate) -> list[str]:
@@ -101,27 +100,20 @@ def _check_grid(settings: Settings, req: StudyCreate, families: list[str],
 
 def validate(session: Session, settings: Settings, tenant: str, req: StudyCreate
              ) -> dict[str, Any]:
-    """Every check before anything is stored; returns the resolved study spec."""
+    """Every check before anything is stored; returns the resolved study spec: the RunSpec
+    every trial shares (`run`) and the search around it."""
     require_at_most(("epochs", req.epochs, settings.max_epochs),
                     ("n_trials", req.n_trials, settings.max_trials),
                     ("batch_size", req.batch_size, settings.max_batch_size))
     families = _families(req)
-    shape, dataset_file = resolve_dataset(session, settings, tenant, req.dataset)
-    model_params = models.validate(req.model.name, req.model.params, shape,
-                                   num_classes(session, tenant, req.dataset),
-                                   max_params=settings.max_model_params)
-    optimizer_params = optimizers.resolve_params(req.optimizer.name, req.optimizer.params)
-    direction = req.direction or ("maximize" if req.metric in MAXIMIZE else "minimize")
+    run = run_spec(session, settings, tenant, req, dataset=req.dataset,
+                   batch_size=req.batch_size, seed=req.seed, goal=objective(req))
     search_space = _search_space(session, tenant, req, families)
     _check_grid(settings, req, families, search_space)
-    return {"families": families, "dataset": req.dataset, "dataset_file": dataset_file,
-            "model": {"name": req.model.name, "params": model_params},
-            "optimizer": {"name": req.optimizer.name, "params": optimizer_params},
-            "epochs": req.epochs, "batch_size": req.batch_size, "n_trials": req.n_trials,
-            "metric": req.metric, "direction": direction,
-            "search_space": search_space,
+    return {"run": run.stored(), "families": families, "epochs": req.epochs,
+            "n_trials": req.n_trials, "search_space": search_space,
             "sampler": req.sampler.model_dump(), "pruner": req.pruner.model_dump(),
-            "seed": req.seed, "range_test_id": req.range_test_id}
+            "range_test_id": req.range_test_id}
 
 
 def create(session: Session, settings: Settings, tenant: str, req: StudyCreate,
@@ -261,7 +253,7 @@ def leaderboard(session: Session, study: Study) -> list[dict[str, Any]]:
     rows = session.scalars(select(Trial).where(Trial.study_id == study.id,
                                                Trial.state == "complete",
                                                Trial.value.is_not(None))).all()
-    sign = -1.0 if study.spec["direction"] == "maximize" else 1.0
+    sign = -1.0 if progress.objective_of(study.spec)[1] == "maximize" else 1.0
     best: dict[str, Trial] = {}
     for t in rows:
         if t.family is None or t.value is None or not np.isfinite(t.value):
@@ -279,11 +271,12 @@ def best(session: Session, study: Study) -> dict[str, Any]:
     trial = get_trial(session, study, study.best_trial_number)
     assert trial.family is not None and trial.params is not None
     spe = trial.steps_per_epoch or 1
+    metric, direction = progress.objective_of(study.spec)
     points = session.scalars(select(CurvePoint).where(CurvePoint.trial_id == trial.id)
                              .order_by(CurvePoint.epoch)).all()
     out = {"study_id": study.id, "family": trial.family, "params": trial.params,
            "value": finite_or_none(trial.value), "trial_number": trial.number,
-           "metric": study.spec["metric"], "direction": study.spec["direction"],
+           "metric": metric, "direction": direction,
            "steps_per_epoch": spe, "epochs": study.spec["epochs"],
            "history": [EpochOut.of(p).model_dump() for p in points],
            **_export(trial.family, trial.params, spe, study.spec["epochs"])}

@@ -11,6 +11,7 @@ from lrsearch import plots
 from service.errors import NotFound
 from service.studies import ops
 from service.studies.models import Study, Trial
+from service.studies.progress import objective_of
 from service.studies.schemas import TrialOut
 
 PlotKind = Literal["lr_curves", "history", "leaderboard"]
@@ -23,7 +24,8 @@ def _title(study: Study, what: str) -> str:
 
 def _top_trials(session: Session, study: Study) -> list[dict[str, Any]]:
     """The TOP best complete trials, with their per-epoch history."""
-    order = Trial.value.desc() if study.spec["direction"] == "maximize" else Trial.value.asc()
+    maximize = objective_of(study.spec)[1] == "maximize"
+    order = Trial.value.desc() if maximize else Trial.value.asc()
     rows = session.scalars(select(Trial).options(selectinload(Trial.points))
                            .where(Trial.study_id == study.id, Trial.state == "complete",
                                   Trial.value.is_not(None))
@@ -41,7 +43,7 @@ def _finished_trials(session: Session, study: Study) -> list[dict[str, Any]]:
 def render(session: Session, study: Study, kind: PlotKind) -> bytes:
     """PNG bytes of one plot. A plot of a running study shows what has finished so far."""
     spec = study.spec
-    metric, direction = spec["metric"], spec["direction"]
+    metric, direction = objective_of(spec)
     if kind == "lr_curves":
         fig = plots.study_lr_curves(_top_trials(session, study), metric=metric,
                                     direction=direction, epochs=spec["epochs"], top=TOP,

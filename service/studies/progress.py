@@ -10,12 +10,15 @@ otherwise lose an update. Lock order everywhere: the job row first, then the stu
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from lrsearch.spec import RunSpec
 from service.db import utcnow
+from service.jobs.models import Job
 from service.studies.models import CurvePoint, Study, Trial
 
 FINAL_STATES = {"complete": "n_complete", "pruned": "n_pruned", "failed": "n_failed",
@@ -63,18 +66,46 @@ def start_trial(session: Session, study: Study, *, slot: int, number: int, famil
     return trial
 
 
-def add_epoch(session: Session, trial: Trial, record: dict[str, Any]) -> None:
-    """One epoch's curve point (as lrsearch.training.EpochRecord.as_dict gives it)."""
-    session.merge(CurvePoint(trial_id=trial.id, epoch=int(record["epoch"]), **{
-        k: _clean(record.get(k)) for k in ("lr_first", "lr_last", "loss", "val_loss", "metric",
-                                           "val_metric", "seconds")}))
+def epoch_metrics(record: Mapping[str, Any]) -> dict[str, float | None]:
+    """The record's `metrics` (Keras' log name -> value) as stored: names as text, values as
+    floats, None for a missing or non-finite value (JSON has no NaN)."""
+    metrics = record.get("metrics")
+    if not isinstance(metrics, Mapping):
+        raise ValueError("An epoch record must carry `metrics`, a mapping of Keras' log names "
+                         "to numbers, as lrsearch.training.EpochRecord.as_dict() gives it. "
+                         f"Received: metrics={metrics!r} (record keys {sorted(record)})")
+    out: dict[str, float | None] = {}
+    for name, value in metrics.items():
+        try:
+            out[str(name)] = _clean(None if value is None else float(value))
+        except (TypeError, ValueError):
+            raise ValueError(f"Metric `{name}` of an epoch record must be a number or null. "
+                             f"Received: {name}={value!r}") from None
+    return out
+
+
+def add_epoch(session: Session, trial: Trial, record: Mapping[str, Any]) -> None:
+    """One epoch's curve point, from the record lrsearch.training.EpochRecord.as_dict() gives:
+    `epoch`, `lr_first`, `lr_last`, `seconds` and `metrics` (every metric Keras logged)."""
+    session.merge(CurvePoint(trial_id=trial.id, epoch=int(record["epoch"]),
+                             metrics=epoch_metrics(record),
+                             **{k: _clean(record.get(k))
+                                for k in ("lr_first", "lr_last", "seconds")}))
     session.flush()
+
+
+def objective_of(spec: Mapping[str, Any]) -> tuple[str, str]:
+    """(metric, direction) a study optimises, from its stored spec: the RunSpec's objective
+    (`spec["run"]["objective"]`), or the flat `metric` and `direction` of studies stored
+    before RunSpec existed."""
+    objective = RunSpec.from_stored(dict(spec)).objective
+    return objective.metric, objective.direction
 
 
 def _better(study: Study, value: float) -> bool:
     if study.best_value is None:
         return True
-    if study.spec["direction"] == "maximize":
+    if objective_of(study.spec)[1] == "maximize":
         return value > study.best_value
     return value < study.best_value
 
@@ -128,3 +159,21 @@ def _maybe_finished(study: Study) -> None:
         study.finished_at = utcnow()
         if study.status == "failed":
             study.error = "No trial completed."
+
+
+def fail_fast(session: Session, study_id: str | None, reason: str) -> None:
+    """A study fails now, with `reason`, because every trial would fail the same way (its
+    objective metric is not logged): queued slots are cancelled, running ones asked to stop.
+    Lock order as a cancellation's: job rows first, then the study row."""
+    queued = len(session.scalars(update(Job).where(Job.study_id == study_id,
+                                                   Job.state == "queued")
+                                 .values(state="cancelled").returning(Job.id)).all())
+    session.execute(update(Job).where(Job.study_id == study_id, Job.state == "running")
+                    .values(cancel_requested=True))
+    study = locked(session, study_id)
+    study.n_queued -= queued
+    study.n_cancelled += queued
+    if study.status != "cancelled" and study.n_complete == 0:
+        study.status, study.error = "failed", reason
+        study.finished_at = study.finished_at or utcnow()
+    session.flush()

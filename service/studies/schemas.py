@@ -8,9 +8,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, computed_field
 
 from lrsearch.errors import redact_paths
-from service.schemas import Named, Strict, finite_or_none
-
-Metric = Literal["val_accuracy", "val_loss", "accuracy", "loss"]
+from lrsearch.spec import RunSpec
+from service.schemas import ObjectiveIn, Strict, Training, finite_or_none
 
 
 class SamplerSpec(Strict):
@@ -23,20 +22,21 @@ class PrunerSpec(Strict):
     name: Literal["median", "hyperband", "successive_halving", "none"] = "median"
 
 
-class StudyCreate(Strict):
+class StudyCreate(Training):
     """A schedule search. Give `family` (one) or `families` (a cross-family search)."""
 
     name: str | None = Field(default=None, max_length=200)
     family: str | None = Field(default=None, max_length=64)
     families: list[str] | None = Field(default=None, min_length=1, max_length=32)
     dataset: str = Field(max_length=64)
-    model: Named = Field(default_factory=lambda: Named(name="mlp"))
-    optimizer: Named = Field(default_factory=lambda: Named(name="sgd"))
     epochs: int = Field(ge=1, le=2**31 - 1)
     batch_size: int = Field(default=32, ge=1, le=2**31 - 1)
     n_trials: int = Field(ge=1, le=2**31 - 1)
-    metric: Metric = "val_accuracy"
-    direction: Literal["maximize", "minimize"] | None = None
+    objective: ObjectiveIn | None = None
+    metric: str | None = Field(default=None, max_length=128, description=(
+        "Deprecated: use objective.metric (kept as an alias)"))
+    direction: Literal["maximize", "minimize"] | None = Field(default=None, description=(
+        "Deprecated: use objective.direction (kept as an alias)"))
     search_space: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
@@ -91,7 +91,8 @@ class StudyOut(BaseModel):
                         trial_number=study.best_trial_number, family=study.best_family,
                         params=study.best_params)
         return cls(id=study.id, name=study.name, status=study.status,
-                   families=study.spec["families"], dataset=study.spec["dataset"],
+                   families=study.spec["families"],
+                   dataset=RunSpec.from_stored(study.spec).data.name,
                    n_trials=study.n_trials,
                    counts=Counts(queued=study.n_queued, running=study.n_running,
                                  complete=study.n_complete, pruned=study.n_pruned,
@@ -101,20 +102,57 @@ class StudyOut(BaseModel):
                    request=study.request, optuna_study_name=study.optuna_study_name)
 
 
+REMOVAL = "lrsearch 2.0"
+
+
+def _alias(name: str) -> Any:
+    """A deprecated response field that repeats `metrics[name]` (marked in the OpenAPI)."""
+    return computed_field(
+        description=f"Deprecated: the same as `metrics.{name}`; removed in {REMOVAL}.",
+        json_schema_extra={"deprecated": True})
+
+
 class EpochOut(BaseModel):
+    """One epoch of a trial. `metrics` holds every metric Keras logged, by Keras' names; the
+    fields `loss`, `val_loss`, `metric` (accuracy) and `val_metric` (val_accuracy) repeat four
+    of them for clients written before `metrics`, until lrsearch 2.0."""
+
     epoch: int
     lr_first: float | None
     lr_last: float | None
-    loss: float | None
-    val_loss: float | None
-    metric: float | None
-    val_metric: float | None
     seconds: float | None
+    metrics: dict[str, float | None] = Field(
+        default_factory=dict,
+        description="every metric Keras logged for the epoch, by its Keras name (loss, "
+                    "val_loss, accuracy, val_accuracy, mae, val_auc, ...); null where the "
+                    "value was not finite")
+
+    @_alias("loss")  # type: ignore[prop-decorator]
+    @property
+    def loss(self) -> float | None:
+        return self.metrics.get("loss")
+
+    @_alias("val_loss")  # type: ignore[prop-decorator]
+    @property
+    def val_loss(self) -> float | None:
+        return self.metrics.get("val_loss")
+
+    @_alias("accuracy")  # type: ignore[prop-decorator]
+    @property
+    def metric(self) -> float | None:
+        return self.metrics.get("accuracy")
+
+    @_alias("val_accuracy")  # type: ignore[prop-decorator]
+    @property
+    def val_metric(self) -> float | None:
+        return self.metrics.get("val_accuracy")
 
     @classmethod
     def of(cls, p: Any) -> EpochOut:
-        return cls(epoch=p.epoch, **{k: finite_or_none(getattr(p, k)) for k in (
-            "lr_first", "lr_last", "loss", "val_loss", "metric", "val_metric", "seconds")})
+        return cls(epoch=p.epoch, metrics={name: finite_or_none(value)
+                                           for name, value in (p.metrics or {}).items()},
+                   **{k: finite_or_none(getattr(p, k)) for k in ("lr_first", "lr_last",
+                                                                  "seconds")})
 
 
 class TrialOut(BaseModel):
@@ -131,6 +169,8 @@ class TrialOut(BaseModel):
     finished_at: datetime | None
     duration_s: float | None
     steps_per_epoch: int | None
+    seed: int | None = Field(default=None, description="the seed the trial ran with (null for "
+                             "trials recorded before seeds were kept)")
     history: list[EpochOut] | None = None
 
     @classmethod
@@ -140,5 +180,5 @@ class TrialOut(BaseModel):
                    failure_reason=redact_paths(t.failure_reason),
                    attempt=t.attempt, worker=t.worker, started_at=t.started_at,
                    finished_at=t.finished_at, duration_s=finite_or_none(t.duration_s),
-                   steps_per_epoch=t.steps_per_epoch,
+                   steps_per_epoch=t.steps_per_epoch, seed=t.seed,
                    history=[EpochOut.of(p) for p in t.points] if with_history else None)

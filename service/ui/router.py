@@ -21,6 +21,8 @@ from fastapi import APIRouter, Depends, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from lrsearch.history import metric_columns, metrics_of
+from lrsearch.spec import RunSpec
 from service.auth import ops as auth
 from service.config import Settings
 from service.deps import SessionDep, get_settings, resolve_tenant
@@ -31,6 +33,7 @@ from service.range_tests.schemas import RangeTestOut
 from service.studies import ops as studies
 from service.studies import plots as study_plots
 from service.studies.models import FINISHED
+from service.studies.progress import objective_of
 from service.studies.schemas import StudyOut, TrialOut
 from service.workers import ops as workers
 
@@ -97,8 +100,13 @@ def study_page(study_id: str, request: Request, session: SessionDep, tenant: Ten
     out = StudyOut.of(study)
     kinds = ["lr_curves", "history"] + (["leaderboard"] if len(study.spec["families"]) > 1
                                         else [])
+    metric, direction = objective_of(study.spec)
+    history = [{**p, "metrics": metrics_of(p)} for p in (best or {}).get("history") or []]
     return _page(request, "study.html", tenant=tenant, study=out, spec=study.spec,
-                 best=best, trials=[TrialOut.of(t) for t in trials], n_trials=n_trials,
+                 run=RunSpec.from_stored(study.spec),
+                 metric=metric, direction=direction, best=best, history=history,
+                 history_columns=metric_columns(history),
+                 trials=[TrialOut.of(t) for t in trials], n_trials=n_trials,
                  plot_kinds=kinds,
                  refresh=None if study.status in FINISHED else REFRESH_SECONDS)
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.db import Base, UTCDateTime, utcnow
+from service.db import Base, JSONType, UTCDateTime, utcnow
 
 
 class WorkerRow(Base):
@@ -20,3 +21,6 @@ class WorkerRow(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # What the worker's plugins let it load (lrsearch.plugins.catalog): custom Keras objects
+    # and model builders. The API checks uploads and requests against the live workers'.
+    capabilities: Mapped[dict[str, Any] | None] = mapped_column(JSONType)

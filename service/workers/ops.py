@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
@@ -13,16 +15,19 @@ from service.workers.models import WorkerRow
 FORGET_AFTER = timedelta(days=7)  # rows of workers gone this long are deleted
 
 
-def seen(session: Session, name: str, host: str, pid: int, gpu: int | None) -> None:
-    """Create or refresh this worker's row (last_seen_at = now)."""
+def seen(session: Session, name: str, host: str, pid: int, gpu: int | None,
+         capabilities: dict[str, Any] | None = None) -> None:
+    """Create or refresh this worker's row (last_seen_at = now, and what it can load)."""
     now = db_now(session)  # the database's clock: the API compares it with its own reads
     row = session.get(WorkerRow, name)
     if row is None:
         session.add(WorkerRow(name=name, host=host, pid=pid, gpu=gpu, started_at=now,
-                              last_seen_at=now))
+                              last_seen_at=now, capabilities=capabilities))
         session.execute(delete(WorkerRow).where(WorkerRow.last_seen_at < now - FORGET_AFTER))
     else:
         row.last_seen_at, row.stopped_at = now, None
+        if capabilities is not None and row.capabilities != capabilities:
+            row.capabilities = capabilities
     session.flush()
 
 
@@ -37,3 +42,29 @@ def alive(session: Session, within_seconds: float) -> int:
     return session.scalar(select(func.count()).select_from(WorkerRow)
                           .where(WorkerRow.last_seen_at >= since,
                                  WorkerRow.stopped_at.is_(None))) or 0
+
+
+@dataclass
+class Capabilities:
+    """What the live workers can load, together: custom Keras objects by registered name
+    (`package>Name`) and plugin model builders by name (with their parameters)."""
+
+    custom_objects: set[str] = field(default_factory=set)
+    builders: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def capabilities(session: Session, within_seconds: float) -> Capabilities:
+    """The union of what the workers seen in the last `within_seconds` publish. (Workers with
+    different plugins may run side by side: a job needing a class goes to any worker; the
+    operator installs plugins on all of them.)"""
+    since = db_now(session) - timedelta(seconds=within_seconds)
+    rows = session.scalars(select(WorkerRow.capabilities).where(
+        WorkerRow.last_seen_at >= since, WorkerRow.stopped_at.is_(None))).all()
+    out = Capabilities()
+    for caps in rows:
+        if not isinstance(caps, dict):
+            continue
+        out.custom_objects.update(str(c) for c in caps.get("custom_objects", []))
+        for builder in caps.get("builders", []):
+            out.builders.setdefault(str(builder.get("name")), builder)
+    return out

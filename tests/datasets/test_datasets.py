@@ -13,12 +13,18 @@ import numpy as np
 import pytest
 
 from lrsearch import datasets
+from lrsearch.datasets.uploaded import check_npz
 from lrsearch.errors import DatasetError
+from lrsearch.models import Head
+from tests.datasets.test_npz_hardening import header_bytes, npy_bytes, write_zip
 
 
 def test_digits_is_scaled_and_split_with_the_seed() -> None:
     d = datasets.load("digits", seed=3)
-    assert d.input_shape == (8, 8, 1) and d.num_classes == 10
+    assert d.input_shape == (8, 8, 1) and d.num_classes == 10 and d.head == Head.classes(10)
+    assert datasets.SOURCES["digits"].head == d.head
+    assert {k: d.info()[k] for k in ("task", "num_classes", "target_shape")} == {
+        "task": "classes", "num_classes": 10, "target_shape": []}
     assert d.x_train.dtype == np.float32 and d.x_train.min() >= 0.0 and d.x_train.max() <= 1.0
     assert len(d.x_train) + len(d.x_val) == 1797
     assert len(d.x_val) == round(0.2 * 1797)
@@ -142,8 +148,25 @@ GOOD_Y = np.array([0, 1, 0, 1, 0, 1])
     ({"x_train": np.zeros(6), "y_train": GOOD_Y}, "x_train", "shape"),
     ({"x_train": GOOD_X, "y_train": GOOD_Y[:5]}, "y_train", "one class id per sample"),
     ({"x_train": GOOD_X, "y_train": -GOOD_Y}, "y_train", "negative"),
-    ({"x_train": GOOD_X, "y_train": GOOD_Y + 0.5}, "y_train", "whole"),
-    ({"x_train": GOOD_X, "y_train": np.zeros(6)}, "y_train", "at least 2 classes"),
+    ({"x_train": GOOD_X, "y_train": np.zeros(6, np.int64)}, "y_train", "at least 2 classes"),
+    ({"x_train": GOOD_X, "y_train": np.zeros(6, bool)}, "y_train", "at least 2 classes"),
+    ({"x_train": GOOD_X, "y_train": np.zeros((6, 2), np.int64)}, "y_train",
+     "one class id per sample"),
+    ({"x_train": GOOD_X, "y_train": np.array([0.5, np.nan, 1, 2, 3, 4])}, "y_train", "NaN"),
+    ({"x_train": GOOD_X, "y_train": np.array([0.5, 1, np.inf, 2, 3, 4], np.float32)},
+     "y_train", "NaN or infinite"),
+    ({"x_train": GOOD_X, "y_train": np.full(6, 1e300)}, "y_train", "beyond float32's range"),
+    ({"x_train": GOOD_X, "y_train": np.zeros((6, 2, 2))}, "y_train", "float targets"),
+    ({"x_train": GOOD_X, "y_train": np.zeros((6, 0))}, "y_train", "float targets"),
+    ({"x_train": GOOD_X, "y_train": np.zeros(5)}, "y_train", "float targets"),
+    ({"x_train": GOOD_X, "y_train": np.zeros((6, 3)), "x_val": GOOD_X[:2],
+      "y_val": np.zeros((2, 2))}, "y_val", "shape (2,) per sample"),
+    ({"x_train": GOOD_X, "y_train": np.zeros(6), "x_val": GOOD_X[:2],
+      "y_val": np.array([np.nan, 0])}, "y_val", "NaN"),
+    ({"x_train": GOOD_X, "y_train": GOOD_Y, "x_val": GOOD_X[:2], "y_val": np.array([0., 1.])},
+     "y_val", "must hold class ids (an integer or bool dtype) like `y_train`"),
+    ({"x_train": GOOD_X, "y_train": GOOD_Y * 1.0, "x_val": GOOD_X[:2], "y_val": GOOD_Y[:2]},
+     "y_val", "must hold float targets (a float dtype) like `y_train`"),
     ({"x_train": GOOD_X, "y_train": GOOD_Y, "x_val": GOOD_X}, "x_val", "both"),
     ({"x_train": GOOD_X, "y_train": GOOD_Y, "x_val": np.zeros((2, 4)), "y_val": GOOD_Y[:2]},
      "x_val", "shape"),
@@ -156,6 +179,46 @@ def test_bad_uploads_are_rejected_naming_the_array(tmp_path: Path, arrays: dict,
     with pytest.raises(DatasetError) as info:
         datasets.load_npz(write(tmp_path, **arrays), "up")
     assert info.value.field == field and fragment in str(info.value)
+
+
+def test_float_labels_are_targets_kept_as_float32_in_their_shape(tmp_path: Path) -> None:
+    """A float `y` is a regression target, whole numbers or not: shape (n,) or (n, k), loaded
+    as float32, with a linear head of k outputs (1 for (n,)); check_npz agrees with load_npz."""
+    rng = np.random.default_rng(0)
+    x = rng.random((10, 4))
+    for y, shape in [(rng.normal(size=10), ()), (rng.normal(size=(10, 3)), (3,)),
+                     (np.arange(10.0), ())]:
+        path = write(tmp_path, x_train=x, y_train=y, x_val=x[:3], y_val=y[:3])
+        d = datasets.load_npz(path, "up")
+        assert d.head == Head.targets(shape) and d.num_classes is None
+        assert d.head.activation == "linear" and d.head.loss == "mse"
+        assert d.y_train.dtype == np.float32 and d.y_train.shape == (10, *shape)
+        assert d.y_val.dtype == np.float32 and d.y_val.shape == (3, *shape)
+        assert np.array_equal(d.y_train, y.astype(np.float32))
+        assert d.info()["task"] == "targets" and d.info()["target_shape"] == list(shape)
+        assert check_npz(path, max_decompressed_bytes=None).head == d.head
+    split = datasets.load_npz(write(tmp_path, x_train=x, y_train=rng.normal(size=(10, 2))), "up")
+    assert split.y_train.shape == (8, 2) and split.y_val.shape == (2, 2)
+
+
+def test_integer_and_bool_labels_are_class_ids(tmp_path: Path) -> None:
+    x = np.zeros((6, 3))
+    for y in [np.array([0, 1, 2, 0, 1, 2], np.uint8), np.array([[0], [1], [2]] * 2, np.int32)]:
+        d = datasets.load_npz(write(tmp_path, x_train=x, y_train=y), "up")
+        assert d.head == Head.classes(3) and d.num_classes == 3 and d.y_train.dtype == np.int64
+        assert d.info()["task"] == "classes" and d.info()["target_shape"] == []
+    d = datasets.load_npz(write(tmp_path, x_train=x, y_train=np.arange(6) % 2 == 0,
+                                x_val=x[:2], y_val=np.array([True, True])), "up")
+    assert d.head == Head.classes(2) and d.y_val.tolist() == [1, 1]
+
+
+def test_a_bool_stored_as_another_byte_is_refused(tmp_path: Path) -> None:
+    raw = header_bytes((6,), "|b1") + bytes([0, 1, 2, 0, 1, 0])
+    path = write_zip(tmp_path / "b.npz", {"x_train.npy": npy_bytes(np.zeros((6, 3))),
+                                          "y_train.npy": raw})
+    with pytest.raises(DatasetError, match="bool stored as byte 2") as info:
+        datasets.load_npz(path, "up")
+    assert info.value.field == "y_train"
 
 
 def test_pickled_object_arrays_are_refused(tmp_path: Path) -> None:

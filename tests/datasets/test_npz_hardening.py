@@ -189,7 +189,7 @@ def test_the_declared_total_is_bounded_before_decompressing(tmp_path: Path) -> N
 def test_both_readers_agree_on_every_layout(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     x = np.asfortranarray(rng.integers(0, 256, (40, 5, 3), dtype=np.uint8))
-    y = rng.integers(0, 4, (40, 1)).astype(">f8")  # big-endian, whole floats, a column
+    y = rng.integers(0, 4, (40, 1)).astype(">i8")  # big-endian class ids, a column
     xv, yv = rng.random((7, 5, 3)).astype(">f4"), np.array([0, 1, 2, 3, 0, 1, 2], np.uint16)
     path = tmp_path / "ok.npz"
     np.savez_compressed(path, x_train=x, y_train=y, x_val=xv, y_val=yv)
@@ -203,6 +203,18 @@ def test_both_readers_agree_on_every_layout(tmp_path: Path) -> None:
     assert (summary.train_samples, summary.val_samples) == (40, 7)
 
 
+def test_both_readers_agree_on_float_targets(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    y = np.asfortranarray(rng.normal(size=(40, 3)).astype(">f8"))  # big-endian, Fortran
+    path = tmp_path / "targets.npz"
+    np.savez_compressed(path, x_train=rng.random((40, 2)), y_train=y)
+    data = datasets.load_npz(path, "targets")
+    assert data.y_train.dtype == np.float32 and len(data.y_train) + len(data.y_val) == 40
+    assert np.array_equal(np.sort(np.concatenate([data.y_train, data.y_val]), axis=0),
+                          np.sort(y.astype(np.float32), axis=0))
+    assert check_npz(path, max_decompressed_bytes=None).head == data.head
+
+
 def test_inputs_that_grow_past_the_budget_as_float32_are_refused(tmp_path: Path) -> None:
     """1000 bytes of uint8 images take 4000 bytes as the float32 a worker trains on (4800
     with the int64 labels): the budget counts what training holds, not only the 1800 bytes
@@ -214,3 +226,8 @@ def test_inputs_that_grow_past_the_budget_as_float32_are_refused(tmp_path: Path)
     assert check_npz(path, max_decompressed_bytes=10_000).train_samples == 80
     with pytest.raises(DatasetTooLarge, match="take 4800 bytes once converted for training"):
         check_npz(path, max_decompressed_bytes=4_500)
+    # Float targets are held as float32: 4000 + 100 x 4 bytes, whatever their stored dtype.
+    np.savez(path, x_train=x, y_train=np.linspace(0, 1, 100))
+    assert check_npz(path, max_decompressed_bytes=4_800).head.kind == "targets"
+    with pytest.raises(DatasetTooLarge, match="take 4400 bytes once converted for training"):
+        check_npz(path, max_decompressed_bytes=4_399)

@@ -37,7 +37,8 @@ def run_trial(engine: Engine, study_id: str, slot: int, family: str, params: dic
                                      params=params, steps_per_epoch=spe, worker="test")
         for e in range(epochs):
             progress.add_epoch(s, trial, {"epoch": e, "lr_first": 0.1, "lr_last": 0.09,
-                                          "loss": 1.0 / (e + 1), "val_loss": 1.1 / (e + 1),
-                                          "metric": 0.5 + e / 10, "val_metric": 0.4 + e / 10,
-                                          "seconds": 0.5})
+                                          "seconds": 0.5, "metrics": {
+                                              "loss": 1.0 / (e + 1), "val_loss": 1.1 / (e + 1),
+                                              "accuracy": 0.5 + e / 10,
+                                              "val_accuracy": 0.4 + e / 10}})
         progress.finish_trial(s, study, trial, state, value, reason)

@@ -7,8 +7,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 
 from service.jobs.models import Job
+from service.studies import progress
 from service.studies.models import Study
 from tests.service.helpers import STUDY, count, jobs_of, run_trial
 
@@ -166,7 +168,13 @@ def test_trials_and_live_history(client: TestClient, engine: Engine) -> None:
     assert trials["items"][1]["failure_reason"].startswith("diverged")
     assert trials["items"][1]["value"] is None
     one = client.get(f"/v1/studies/{sid}/trials/0").json()
-    assert len(one["history"]) == 3 and one["history"][0]["val_metric"] == pytest.approx(0.4)
+    assert len(one["history"]) == 3
+    assert one["history"][0]["metrics"] == pytest.approx(
+        {"loss": 1.0, "val_loss": 1.1, "accuracy": 0.5, "val_accuracy": 0.4})
+    # The deprecated aliases (removed in lrsearch 2.0) repeat them under the old names.
+    assert (one["history"][0]["loss"], one["history"][0]["val_loss"],
+            one["history"][0]["metric"], one["history"][0]["val_metric"]) == pytest.approx(
+        (1.0, 1.1, 0.5, 0.4))
     study = client.get(f"/v1/studies/{sid}").json()
     assert study["status"] == "running"
     assert study["counts"] == {"queued": 1, "running": 0, "complete": 1, "pruned": 0,
@@ -187,3 +195,35 @@ def test_overlong_idempotency_key_and_out_of_range_path_integers(client: TestCli
     assert r.status_code == 422 and "number" in str(r.json())
     r = client.get("/v1/studies", params={"offset": 2**40})
     assert r.status_code == 422 and "offset" in str(r.json())
+
+
+def test_every_logged_metric_is_stored_and_shown(client: TestClient, engine: Engine) -> None:
+    """Whatever Keras logged reaches the API, the page and the plot under its own name; a
+    non-finite value is null; a record without `metrics` is refused, naming it."""
+    sid = client.post("/v1/studies", json={**STUDY, "n_trials": 1}).json()["id"]
+    logged = [{"loss": 0.9, "mae": 0.5, "val_loss": 1.0, "val_mae": 0.6, "val_auc": 0.7},
+              {"loss": 0.7, "mae": 0.4, "val_loss": float("nan"), "val_mae": 0.5,
+               "val_auc": float("inf")}]
+    with Session(engine) as s, s.begin():
+        study = s.get(Study, sid)
+        assert study is not None
+        trial = progress.start_trial(s, study, slot=0, number=0, family="one_cycle",
+                                     params={"max_lr": 0.1}, steps_per_epoch=7, worker="t")
+        for e, metrics in enumerate(logged):
+            progress.add_epoch(s, trial, {"epoch": e, "lr_first": 0.1, "lr_last": 0.05,
+                                          "seconds": 0.5, "metrics": metrics})
+        with pytest.raises(ValueError, match="metrics"):
+            progress.add_epoch(s, trial, {"epoch": 2, "lr_first": 0.1, "lr_last": 0.05,
+                                          "seconds": 0.5, "loss": 0.5})
+        progress.finish_trial(s, study, trial, "complete", 0.8)
+    history = client.get(f"/v1/studies/{sid}/trials/0").json()["history"]
+    assert history[0]["metrics"] == pytest.approx(logged[0])
+    assert history[1]["metrics"] == pytest.approx(
+        {"loss": 0.7, "mae": 0.4, "val_loss": None, "val_mae": 0.5, "val_auc": None})
+    assert history[1]["metric"] is None and history[1]["val_loss"] is None  # aliases
+    page = client.get(f"/ui/studies/{sid}").text
+    header = page.split("<h3>Its epochs</h3>")[1].split("</tr>")[0]
+    assert [h.split("</th>")[0] for h in header.split("<th>")[1:]] == [
+        "Epoch", "LR first", "LR last", "loss", "val_loss", "val_auc", "mae", "val_mae",
+        "Seconds"]  # loss first, then by name, each metric before its val_ twin
+    assert client.get(f"/v1/studies/{sid}/plots/lr_curves.png").status_code == 200

@@ -95,7 +95,7 @@ def test_model_cap_the_largest_allowed_passes_one_more_parameter_is_refused(
     path, body, _ = ENDPOINTS[endpoint]
     hidden = {"hidden": [100, 50]}
     model = {"name": "mlp", "params": hidden}
-    n = models.count_params("mlp", hidden, DIGITS.input_shape, DIGITS.num_classes)
+    n = models.count_params("mlp", hidden, DIGITS.input_shape, DIGITS.head)
     assert n == (64 + 1) * 100 + (100 + 1) * 50 + (50 + 1) * 10
     with app(settings, max_model_params=n) as c:
         assert c.post(path, json={**body, "model": model}).status_code == 201
@@ -108,7 +108,7 @@ def test_model_cap_the_largest_allowed_passes_one_more_parameter_is_refused(
 
 def test_the_model_cap_names_the_model_when_no_parameter_sets_its_size(
         settings: Settings, engine: Engine) -> None:
-    n = models.count_params("small_cnn", {}, DIGITS.input_shape, DIGITS.num_classes)
+    n = models.count_params("small_cnn", {}, DIGITS.input_shape, DIGITS.head)
     with app(settings, max_model_params=n - 1) as c:
         assert_refused(c.post("/v1/studies", json={**STUDY, "model": {"name": "small_cnn"}}),
                        "model", f"{n:,} parameters for input shape (8, 8, 1) and 10 classes")

@@ -14,8 +14,8 @@ from service.range_tests.models import RangeTest
 from worker.errors import Cancelled, Released, Retryable
 
 if TYPE_CHECKING:
+    from worker.context import TaskContext
     from worker.lease import Heartbeat
-    from worker.loop import Worker
 
 
 def _test(s: Session, c: Claim) -> RangeTest:
@@ -25,14 +25,15 @@ def _test(s: Session, c: Claim) -> RangeTest:
 
 
 def _start(s: Session, c: Claim, lease_seconds: float) -> dict[str, Any] | None:
-    """Mark the test running and return its request; None when it was cancelled."""
+    """Mark the test running and return what to run (its spec; a range test stored before
+    specs existed has it in its request); None when it was cancelled."""
     job = jobs.fenced(s, c, lease_seconds)
     test = _test(s, c)
     if job.cancel_requested or test.status == "cancelled":
         _cancelled(s, c)
         return None
     test.status, test.started_at, test.error = "running", utcnow(), None
-    return dict(test.request)
+    return dict(test.spec or test.request)
 
 
 def _cancelled(s: Session, c: Claim) -> None:
@@ -59,11 +60,11 @@ def _finish(s: Session, c: Claim, kind: str, payload: dict[str, Any]) -> None:
         jobs.finish(s, c, "failed", reason)
 
 
-def run(w: Worker, c: Claim, beat: Heartbeat) -> None:
-    request = w.db(lambda s: _start(s, c, w.settings.lease_seconds))
-    if request is None:
+def run(w: TaskContext, c: Claim, beat: Heartbeat) -> None:
+    spec = w.db(lambda s: _start(s, c, w.settings.lease_seconds))
+    if spec is None:
         return
-    task = {"kind": "range_test", "request": request, "data_dir": str(w.settings.data_dir)}
+    task = {"kind": "range_test", "spec": spec, "data_dir": str(w.settings.data_dir)}
     try:
         kind, payload = w.supervise(c, beat, task, lambda kind, payload: None,
                                     stop_on_cancel=True)

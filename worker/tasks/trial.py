@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from lrsearch.errors import LRSearchError
 from lrsearch.schedules.search import suggest, suggest_any
+from lrsearch.spec import RunSpec
 from service.jobs import ops as jobs
 from service.jobs.ops import Claim
 from service.studies import progress
@@ -32,17 +33,15 @@ from worker import search
 from worker.errors import Released, Retryable
 
 if TYPE_CHECKING:
+    from worker.context import TaskContext
     from worker.lease import Heartbeat
-    from worker.loop import Worker
 
 log = logging.getLogger("lrsearch.worker.trial")
-METRIC_KEYS = {"val_accuracy": "val_metric", "accuracy": "metric", "val_loss": "val_loss",
-               "loss": "loss"}
 
 
 @dataclass
 class Plan:
-    spec: dict[str, Any]
+    spec: dict[str, Any]  # the study's: its RunSpec (`run`) and the search around it
     optuna_name: str
     retry_number: int | None
     family: str | None
@@ -96,14 +95,13 @@ def _tell(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> None:
         log.warning("could not tell Optuna trial %s: %s", trial.number, e)
 
 
-def _config(spec: dict[str, Any], family: str, params: dict[str, Any], data_dir: str
-            ) -> dict[str, Any]:
-    return {"dataset": spec["dataset"], "schedule": family, "schedule_params": params,
-            "model": spec["model"]["name"], "model_params": spec["model"]["params"],
-            "optimizer": spec["optimizer"]["name"],
-            "optimizer_params": spec["optimizer"]["params"], "epochs": spec["epochs"],
-            "batch_size": spec["batch_size"], "seed": spec["seed"], "data_dir": data_dir,
-            "dataset_file": spec.get("dataset_file")}
+def _config(w: TaskContext, spec: dict[str, Any], run: RunSpec, number: int, family: str,
+            params: dict[str, Any]) -> dict[str, Any]:
+    """The child's TrainConfig, as plain data: the study's RunSpec and this trial's schedule
+    and seed (the study's seed plus the trial number)."""
+    return {"spec": run.stored(), "schedule": family, "schedule_params": params,
+            "epochs": spec["epochs"], "seed": run.trial_seed(number),
+            "data_dir": str(w.settings.data_dir), "max_params": w.settings.max_model_params}
 
 
 def _sample(plan: Plan, ot: optuna.Trial) -> tuple[str, dict[str, Any]]:
@@ -115,7 +113,7 @@ def _sample(plan: Plan, ot: optuna.Trial) -> tuple[str, dict[str, Any]]:
     return suggest_any(ot, spec["families"], spec["search_space"], epochs=spec["epochs"])
 
 
-def run(w: Worker, c: Claim, beat: Heartbeat) -> None:
+def run(w: TaskContext, c: Claim, beat: Heartbeat) -> None:
     plan = w.db(lambda s: _plan(s, c))
     if plan is None:
         return
@@ -133,10 +131,12 @@ def run(w: Worker, c: Claim, beat: Heartbeat) -> None:
             w.db(lambda s: _record_unrunnable(s, c, ot.number, reason))
             _tell(study, ot, Outcome(TrialState.FAIL, reason=reason))
             return
-    w.db(lambda s: _start(s, c, w, ot.number, family, params))
-    metric = METRIC_KEYS[plan.spec["metric"]]
+    run_spec = RunSpec.from_stored(plan.spec)
+    seed = run_spec.trial_seed(ot.number)
+    w.db(lambda s: _start(s, c, w, ot.number, family, params, seed))
+    metric = run_spec.objective.metric
     task = {"kind": "trial", "crash": c.slot in w.crash_slots,
-            "config": _config(plan.spec, family, params, str(w.settings.data_dir))}
+            "config": _config(w, plan.spec, run_spec, ot.number, family, params)}
 
     def on_message(kind: str, payload: dict[str, Any]) -> str | None:
         if kind == "started":
@@ -145,7 +145,7 @@ def run(w: Worker, c: Claim, beat: Heartbeat) -> None:
         if w.settings.fault_epoch_pause_seconds:
             time.sleep(w.settings.fault_epoch_pause_seconds)
         cancel = w.db(lambda s: _epoch(s, c, w, payload))
-        value = payload.get(metric)
+        value = payload["metrics"].get(metric)
         if value is not None and math.isfinite(value):
             try:
                 ot.report(value, payload["epoch"])
@@ -174,6 +174,10 @@ def run(w: Worker, c: Claim, beat: Heartbeat) -> None:
     if c.slot in w.exit_before_tell_slots:  # fault injection: die between the two writes
         os.kill(os.getpid(), signal.SIGKILL)
     _tell(study, ot, outcome)
+    if kind == "failed" and payload.get("kind") == "objective":
+        # Every trial would fail the same way: the study fails now, its queued slots with it.
+        reason = str(payload.get("message", ""))
+        w.db(lambda s: progress.fail_fast(s, c.study_id, reason))
     log.info("job %s (study %s slot %s) ended: %s %s", c.job_id, c.study_id, c.slot, kind,
              payload.get("message", "") if kind == "failed" else "")
 
@@ -185,7 +189,7 @@ def _trial(s: Session, c: Claim) -> tuple[Study, Trial]:
     return study, trial
 
 
-def _start(s: Session, c: Claim, w: Worker, number: int, family: str, params: dict[str, Any]
+def _start(s: Session, c: Claim, w: TaskContext, number: int, family: str, params: dict[str, Any]
            ) -> None:
     jobs.fenced(s, c, w.settings.lease_seconds)
     study = progress.locked(s, c.study_id)
@@ -208,7 +212,7 @@ def _set_spe(s: Session, c: Claim, spe: int) -> None:
     trial.steps_per_epoch = spe
 
 
-def _epoch(s: Session, c: Claim, w: Worker, record: dict[str, Any]) -> bool:
+def _epoch(s: Session, c: Claim, w: TaskContext, record: dict[str, Any]) -> bool:
     job = jobs.fenced(s, c, w.settings.lease_seconds)
     _, trial = _trial(s, c)
     progress.add_epoch(s, trial, record)
@@ -222,7 +226,7 @@ def _finish(s: Session, c: Claim, metric: str, kind: str, payload: dict[str, Any
     jobs.fenced(s, c)
     row_study, trial = _trial(s, c)
     if kind == "done":
-        value = payload["epochs"][-1].get(metric) if payload["epochs"] else None
+        value = payload["epochs"][-1]["metrics"].get(metric) if payload["epochs"] else None
         if value is None or not math.isfinite(value):
             kind, payload = "failed", {"kind": "diverged", "message": f"final {metric} is "
                                        f"{value}", "traceback": ""}

@@ -1,0 +1,289 @@
+"""Reading an uploaded `.keras` archive without running anything in it (pure Python: the API
+validates uploads with it and never imports TensorFlow or a user's code).
+
+A `.keras` file (what `model.save("net.keras")` writes) is a zip of `metadata.json`,
+`config.json`, `model.weights.h5` and, for some layers, files under `assets/`. Before anything
+is decompressed, the zip's end record and directory are bounded (as for an .npz upload) and
+every member is checked: known names only, no path tricks, stored or deflate, not encrypted,
+declared sizes within the budget. The two JSON members are then read (each at most
+MAX_JSON_BYTES, real bytes counted) and every serialized object in them is checked:
+
+- a `Lambda` layer or a serialized Python lambda is refused (it is code);
+- a class or function is accepted when it is a Keras built-in (module `keras...`, not
+  registered under another name) or registered under a name that a worker's plugins publish
+  (`known_custom`); anything else is refused, by name.
+
+What the file declares is returned: input and output shapes, whether it was compiled, its loss
+and metric names, the custom objects it needs. The worker later loads it with
+`keras.saving.load_model(..., safe_mode=True)`, the second line of defence.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import zipfile
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lrsearch.datasets.npz import check_directory
+from lrsearch.errors import ModelError
+
+REQUIRED = ("config.json", "metadata.json", "model.weights.h5")
+MAX_MEMBERS = 64
+MAX_JSON_BYTES = 8 << 20
+MAX_DEPTH = 100  # nesting of the config (a model in a model in a layer ...)
+MAX_OBJECTS = 100_000  # serialized objects in the config
+# Keras' own serialized forms that are data, not classes.
+DATA_FORMS = ("__keras_tensor__", "__tensor__", "__numpy__", "__bytes__", "__typespec__",
+              "__ellipsis__", "__slice__", "__complex__")
+
+
+class ModelTooLarge(ModelError):
+    """The archive would take more bytes once decompressed than the caller allows."""
+
+
+@dataclass(frozen=True)
+class KerasFileSummary:
+    """What a valid `.keras` archive declares (nothing in it was run)."""
+
+    keras_version: str | None
+    model_class: str
+    input_shapes: list[list[int | None]]
+    output_shapes: list[list[int | None]] | None  # None where the config does not say
+    compiled: bool
+    loss: list[str]
+    metrics: list[str]
+    custom_objects: list[str]
+    layers: int
+    decompressed_bytes: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"keras_version": self.keras_version, "model_class": self.model_class,
+                "input_shapes": self.input_shapes, "output_shapes": self.output_shapes,
+                "compiled": self.compiled, "loss": self.loss, "metrics": self.metrics,
+                "custom_objects": self.custom_objects, "layers": self.layers,
+                "decompressed_bytes": self.decompressed_bytes}
+
+
+def _invalid(reason: str) -> ModelError:
+    return ModelError(f"Not a Keras model archive (.keras, as model.save writes it): {reason}",
+                      field="file")
+
+
+def _check_member(info: zipfile.ZipInfo) -> None:
+    name = info.filename
+    normal = posixpath.normpath(name)
+    if (name.startswith(("/", "\\")) or "\\" in name or normal != name.rstrip("/")
+            or normal.startswith("..") or ":" in name or "\x00" in name):
+        raise _invalid(f"member name `{name[:200]}` is not a plain relative path")
+    if name not in REQUIRED and not name.startswith("assets/"):
+        raise _invalid(f"unknown member `{name[:200]}`; a .keras archive holds "
+                       f"{', '.join(REQUIRED)} and assets/")
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise _invalid(f"`{name}` uses zip compression method {info.compress_type}; only "
+                       "stored (0) and deflate (8) are accepted")
+    if info.flag_bits & 0x1:
+        raise _invalid(f"`{name}` is encrypted")
+
+
+def _entries(zf: zipfile.ZipFile, max_bytes: int) -> tuple[dict[str, zipfile.ZipInfo], int]:
+    found: dict[str, zipfile.ZipInfo] = {}
+    for info in zf.infolist():
+        _check_member(info)
+        if info.filename in found:
+            raise _invalid(f"`{info.filename}` appears more than once")
+        found[info.filename] = info
+    missing = [m for m in REQUIRED if m not in found]
+    if missing:
+        raise _invalid(f"it has no {', '.join(f'`{m}`' for m in missing)}")
+    total = sum(i.file_size for i in found.values())
+    if total > max_bytes:
+        raise ModelTooLarge(f"The archive declares {total} bytes once decompressed, more than "
+                            f"max_decompressed_bytes={max_bytes}", field="file")
+    return found, total
+
+
+def _json(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Any:
+    """A JSON member, reading at most MAX_JSON_BYTES real bytes whatever the entry declares."""
+    if info.file_size > MAX_JSON_BYTES:
+        raise _invalid(f"`{info.filename}` declares {info.file_size} bytes; at most "
+                       f"{MAX_JSON_BYTES} are read")
+    try:
+        with zf.open(info) as f:
+            raw = f.read(MAX_JSON_BYTES + 1)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        raise _invalid(f"`{info.filename}` is corrupt: {e}") from None
+    if len(raw) > MAX_JSON_BYTES:
+        raise _invalid(f"`{info.filename}` holds more than {MAX_JSON_BYTES} bytes")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as e:
+        raise _invalid(f"`{info.filename}` is not valid JSON: {str(e)[:200]}") from None
+
+
+def _objects(node: Any, depth: int = 0) -> Iterator[dict[str, Any]]:
+    """Every serialized object (a dict with `class_name`) in a config, outermost first."""
+    if depth > MAX_DEPTH:
+        raise _invalid(f"the config nests deeper than {MAX_DEPTH} levels")
+    if isinstance(node, dict):
+        if isinstance(node.get("class_name"), str):
+            yield node
+        for value in node.values():
+            yield from _objects(value, depth + 1)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _objects(value, depth + 1)
+
+
+def _builtin(obj: dict[str, Any]) -> bool:
+    module, registered = obj.get("module"), obj.get("registered_name")
+    if not isinstance(module, str) or not (module == "keras" or module.startswith("keras.")):
+        return False
+    return registered in (None, obj["class_name"]) or obj["class_name"] == "function"
+
+
+def _registered_name(obj: dict[str, Any]) -> str | None:
+    """The name a custom object is registered under (`package>Name`), if it says one."""
+    if obj["class_name"] == "function":  # a registered function: its name is the config
+        config = obj.get("config")
+        return config if isinstance(config, str) and ">" in config else None
+    registered = obj.get("registered_name")
+    return registered if isinstance(registered, str) else None
+
+
+def check_objects(config: Any, known_custom: Collection[str]) -> list[str]:
+    """Refuse Lambda layers, lambdas and classes that are neither Keras built-ins nor in
+    `known_custom`; returns the custom names the config uses (sorted)."""
+    custom: set[str] = set()
+    for count, obj in enumerate(_objects(config)):
+        if count >= MAX_OBJECTS:
+            raise _invalid(f"the config holds more than {MAX_OBJECTS} objects")
+        name = obj["class_name"]
+        if name == "Lambda" or name == "__lambda__":
+            where = obj.get("config", {}).get("name") if isinstance(obj.get("config"),
+                                                                     dict) else None
+            raise ModelError(f"The model contains a `Lambda` layer{f' `{where}`' if where else ''}"
+                             ": it is Python code, which the service never runs. Replace it "
+                             "with a registered custom layer (see README, Bring your own "
+                             "model).", field="file")
+        if name in DATA_FORMS or (name == "function" and obj.get("module") == "builtins"
+                                  and _registered_name(obj) is None
+                                  and isinstance(obj.get("config"), str)
+                                  and obj["config"].isidentifier()):
+            continue  # data, or a Keras function referred to by its plain name
+        if _builtin(obj):
+            continue
+        registered = _registered_name(obj)
+        if registered is None or registered not in known_custom:
+            shown = registered or f"{obj.get('module')}.{name}"
+            raise ModelError(
+                f"The model uses `{str(shown)[:200]}`, which is neither a Keras built-in nor a "
+                "class the workers' plugins register"
+                + (f" (they register: {', '.join(sorted(known_custom))})" if known_custom
+                   else " (no live worker publishes any plugin class)")
+                + ". Ask the operator to install it as a plugin (LRSEARCH_PLUGINS).",
+                field="file")
+        custom.add(registered)
+    return sorted(custom)
+
+
+def _shape(value: Any) -> list[int | None] | None:
+    if isinstance(value, list) and all(v is None or (isinstance(v, int)
+                                                      and not isinstance(v, bool))
+                                       for v in value):
+        return list(value)
+    return None
+
+
+def _layers(model: dict[str, Any]) -> list[dict[str, Any]]:
+    layers = (model.get("config") or {}).get("layers") if isinstance(model.get("config"),
+                                                                     dict) else None
+    return [layer for layer in layers or [] if isinstance(layer, dict)]
+
+
+def _input_shapes(model: dict[str, Any]) -> list[list[int | None]]:
+    shapes = []
+    for layer in _layers(model):
+        if layer.get("class_name") == "InputLayer":
+            config = layer.get("config") or {}
+            shape = _shape(config.get("batch_shape") or config.get("batch_input_shape"))
+            if shape is not None:
+                shapes.append(shape)
+    build = model.get("build_config") or {}
+    if not shapes and isinstance(build, dict) and _shape(build.get("input_shape")):
+        shapes.append(_shape(build["input_shape"]) or [])
+    return shapes
+
+
+def _output_shapes(model: dict[str, Any]) -> list[list[int | None]] | None:
+    """(None, units) of each output layer with `units` (Dense and the like); None when an
+    output's shape is not written in the config (it is known once a worker loads it)."""
+    layers = _layers(model)
+    by_name = {(layer.get("config") or {}).get("name"): layer for layer in layers}
+    config = model.get("config") if isinstance(model.get("config"), dict) else {}
+    outputs = config.get("output_layers")
+    if isinstance(outputs, list) and outputs and isinstance(outputs[0], str):
+        outputs = [outputs]  # one output: [name, node, tensor]
+    chosen = ([by_name.get(o[0]) for o in outputs if isinstance(o, list) and o]
+              if isinstance(outputs, list) else layers[-1:])
+    shapes = []
+    for layer in chosen:
+        units = ((layer or {}).get("config") or {}).get("units")
+        if not isinstance(units, int) or isinstance(units, bool):
+            return None
+        shapes.append([None, units])
+    return shapes or None
+
+
+def _names(value: Any) -> list[str]:
+    """Loss or metric names of a compile config entry (strings, objects, lists, dicts)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [n for v in value for n in _names(v)]
+    if isinstance(value, dict):
+        if "class_name" in value:
+            config = value.get("config")
+            name = config.get("name") if isinstance(config, dict) else config
+            return [str(name if isinstance(name, str) else value["class_name"])]
+        return [n for v in value.values() for n in _names(v)]
+    return []
+
+
+def check_keras_file(path: Path, *, max_decompressed_bytes: int,
+                     known_custom: Collection[str] = ()) -> KerasFileSummary:
+    """Validate an uploaded `.keras` file (see the module docstring) and summarise it."""
+    check_directory(path, MAX_MEMBERS, invalid=_invalid)
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise _invalid(str(e)) from None
+    with zf:
+        entries, total = _entries(zf, max_decompressed_bytes)
+        metadata = _json(zf, entries["metadata.json"])
+        config = _json(zf, entries["config.json"])
+    if not isinstance(config, dict) or not isinstance(config.get("class_name"), str):
+        raise _invalid("`config.json` does not describe a serialized model")
+    compile_config = config.get("compile_config")
+    model_part = {k: v for k, v in config.items() if k != "compile_config"}
+    custom = check_objects(model_part, known_custom)
+    if isinstance(compile_config, dict):  # the optimizer is replaced, never deserialized
+        custom += check_objects({k: v for k, v in compile_config.items() if k != "optimizer"},
+                                known_custom)
+    compiled = isinstance(compile_config, dict) and compile_config.get("loss") is not None
+    version = metadata.get("keras_version") if isinstance(metadata, dict) else None
+    return KerasFileSummary(
+        keras_version=version if isinstance(version, str) else None,
+        model_class=str(config.get("registered_name") or config["class_name"]),
+        input_shapes=_input_shapes(config), output_shapes=_output_shapes(config),
+        compiled=compiled,
+        loss=_names(compile_config.get("loss")) if compiled and compile_config else [],
+        metrics=_names([compile_config.get("metrics"), compile_config.get("weighted_metrics")])
+        if compiled and compile_config else [],
+        custom_objects=sorted(set(custom)), layers=len(_layers(config)),
+        decompressed_bytes=total)

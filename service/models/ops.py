@@ -1,0 +1,153 @@
+"""Uploaded models: validated without running them, stored per tenant and content; and the
+catalog of everything a study may name (built-ins, plugin builders, uploads)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from lrsearch import models
+from lrsearch.datasets.uploaded import check_name
+from lrsearch.errors import ModelError
+from lrsearch.models.keras_file import KerasFileSummary, ModelTooLarge, check_keras_file
+from lrsearch.spec import UploadedModel as UploadRef
+from service import storage
+from service.config import Settings
+from service.errors import Conflict, Invalid, NotFound, TooLarge
+from service.models.models import UploadedModel
+from service.requests import lock_tenant
+from service.usage import active_specs
+from service.workers import ops as workers
+
+
+def live_capabilities(session: Session, settings: Settings) -> workers.Capabilities:
+    """What the workers alive in the last lease period can load."""
+    return workers.capabilities(session, settings.lease_seconds * 2)
+
+
+def find(session: Session, tenant: str, name: str) -> UploadedModel | None:
+    return session.scalar(select(UploadedModel).where(UploadedModel.tenant == tenant,
+                                                      UploadedModel.name == name))
+
+
+def get(session: Session, tenant: str, name: str) -> UploadedModel:
+    row = find(session, tenant, name)
+    if row is None:
+        raise NotFound(f"Unknown uploaded model `{name}`.", field="name")
+    return row
+
+
+def catalog(session: Session, settings: Settings, tenant: str) -> list[dict[str, Any]]:
+    """Built-in architectures, the live workers' plugin builders, then the tenant's uploads."""
+    builtin = [{**models.spec(n).as_dict(), "source": "builtin"} for n in models.names()]
+    plugins = [b for n, b in sorted(live_capabilities(session, settings).builders.items())
+               if n not in models.names()]
+    uploads = session.scalars(select(UploadedModel).where(UploadedModel.tenant == tenant)
+                              .order_by(UploadedModel.name)).all()
+    return [*builtin, *plugins, *(u.info() for u in uploads)]
+
+
+def _check(tmp: Path, settings: Settings, known_custom: set[str]) -> KerasFileSummary:
+    try:
+        return check_keras_file(tmp, max_decompressed_bytes=settings.max_decompressed_bytes,
+                                known_custom=known_custom)
+    except ModelTooLarge as e:
+        raise TooLarge(f"{e}. The limit is LRSEARCH_MAX_DECOMPRESSED_BYTES="
+                       f"{settings.max_decompressed_bytes}.", field=e.field) from None
+
+
+def path_for(settings: Settings, tenant: str, sha256: str) -> Path:
+    """Where a tenant's model with this content lives (one file per tenant and content)."""
+    return Path(settings.data_dir).resolve() / "models" / tenant / f"{sha256}.keras"
+
+
+def upload(session: Session, settings: Settings, tenant: str, name: str,
+           stream: Any) -> UploadedModel:
+    """Validate the archive (bounded; nothing in it runs) and the tenant's quota before
+    anything is kept; then keep file and row. The temporary file goes on every failure."""
+    check_name(name)
+    if find(session, tenant, name) is not None:
+        raise Conflict(f"A model named `{name}` already exists.", field="name")
+    folder = Path(settings.data_dir).resolve() / "models" / tenant
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, raw = tempfile.mkstemp(dir=folder, suffix=".part")
+    os.close(fd)
+    tmp = Path(raw)
+    try:
+        sha, size = storage.save(stream, tmp, settings.max_upload_bytes)
+        storage.check_quota(settings, tenant, storage.stored_bytes(session, tenant), size)
+        summary = _check(tmp, settings, live_capabilities(session, settings).custom_objects)
+        final = path_for(settings, tenant, sha)
+        row = UploadedModel(tenant=tenant, name=name, sha256=sha, size_bytes=size,
+                            path=str(final), summary=summary.as_dict())
+        session.add(row)
+        try:
+            session.flush()
+        except IntegrityError:  # the same name uploaded concurrently, committed first
+            raise Conflict(f"A model named `{name}` already exists.", field="name") from None
+        storage.lock_quota(session, tenant)
+        storage.check_quota(settings, tenant, storage.stored_bytes(session, tenant, row), size)
+        tmp.replace(final)  # same content, same bytes: replacing a twin changes nothing
+        return row
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def delete(session: Session, tenant: str, name: str) -> Path | None:
+    """Delete an upload that no queued or running study or range test uses; returns its file
+    for the caller to remove after the commit, or None while another name of this tenant
+    holds the same content."""
+    lock_tenant(session, "study", tenant)
+    lock_tenant(session, "range_test", tenant)
+    row = get(session, tenant, name)
+    for what, ident, spec in active_specs(session, tenant):
+        if isinstance(spec.model, UploadRef) and spec.model.upload == name:
+            raise Conflict(f"Model `{name}` is used by unfinished {what} `{ident}`.",
+                           field="name")
+    twin = session.scalar(select(UploadedModel.id).where(
+        UploadedModel.tenant == tenant, UploadedModel.sha256 == row.sha256,
+        UploadedModel.id != row.id).limit(1))
+    path = Path(row.path)
+    session.delete(row)
+    session.flush()
+    return None if twin is not None else path
+
+
+def reference(session: Session, settings: Settings, tenant: str, upload: str,
+              init: str) -> tuple[UploadRef, UploadedModel]:
+    """A request's `{"upload", "init"}` as the RunSpec's reference; the upload must exist and
+    every custom class it needs must still be loadable by a live worker."""
+    row = find(session, tenant, upload)
+    if row is None:
+        raise Invalid(f"Unknown uploaded model `{upload}`. Upload it first (POST /v1/models).",
+                      field="model.upload")
+    missing = sorted(set(row.summary.get("custom_objects", []))
+                     - live_capabilities(session, settings).custom_objects)
+    if missing:
+        raise Invalid(f"Model `{upload}` needs {', '.join(missing)}, which no live worker's "
+                      "plugins register now (LRSEARCH_PLUGINS on the workers).",
+                      field="model.upload")
+    return UploadRef(upload=upload, sha256=row.sha256, init=init,  # type: ignore[arg-type]
+                     compiled=bool(row.summary.get("compiled")), file=row.path), row
+
+
+def builder_params(settings: Settings, session: Session, name: str,
+                   params: dict[str, Any]) -> dict[str, Any]:
+    """A plugin builder's parameters: defaults filled in, unknown names refused."""
+    builder = live_capabilities(session, settings).builders.get(name)
+    if builder is None:
+        known = [*models.names(), *live_capabilities(session, settings).builders]
+        raise ModelError(f"Unknown model `{name}`. Known models: {', '.join(known)}",
+                         field="model.name")
+    defaults = {p["name"]: p.get("default") for p in builder.get("parameters", [])}
+    for key in params:
+        if key not in defaults:
+            raise ModelError(f"{name}: unknown parameter `{key}`. Known parameters: "
+                             f"{', '.join(defaults) or 'none'}", field=f"model.params.{key}")
+    return {**defaults, **params}

@@ -1,0 +1,88 @@
+"""The worker's commands, added to the `lrsearch` command line through the `lrsearch.commands`
+entry-point group (pyproject.toml):
+
+    lrsearch worker [--gpu N]          one worker process (run many, on many machines)
+    lrsearch reaper                    recover lost leases and reconcile Optuna, running no
+                                       jobs (`lrsearch serve` runs one beside its workers)
+
+`python -m worker ARGS` is `lrsearch worker ARGS`. Heavy imports happen inside the commands:
+every `lrsearch` invocation loads this module.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from service.cli import ServerCommand, setup_logging
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from service.config import Settings
+
+log = logging.getLogger("lrsearch.reaper")
+
+
+@click.command("worker", cls=ServerCommand)
+@click.option("--gpu", type=int, default=None, help="pin this worker to one GPU")
+@click.option("--max-jobs", type=int, default=None, help="exit after this many jobs")
+def cmd_worker(gpu: int | None, max_jobs: int | None) -> None:
+    """Run one worker: claims queued trials and range tests and runs them."""
+    from service.config import Settings
+    from worker.loop import Worker
+
+    setup_logging()
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1`: dump stacks
+    w = Worker(Settings(), gpu=gpu)
+    w.install_signals()
+    w.run(max_jobs=max_jobs)
+
+
+@click.command("reaper", cls=ServerCommand)
+def cmd_reaper() -> None:
+    """Recover lost leases and reconcile Optuna, running no jobs (so that a job whose worker
+    died is queued again even when no worker is alive); SIGTERM or SIGINT stops it."""
+    from service.config import Settings
+
+    setup_logging()
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda _signum, _frame: stop.set())
+    reap_until(stop, Settings())
+
+
+def reap_until(stop: threading.Event, settings: Settings) -> None:
+    """Every half lease until `stop` is set: requeue expired leases (their Optuna trials
+    FAIL) and reconcile Optuna with our tables. A failed pass is logged; the next one retries.
+    """
+    from sqlalchemy.orm import Session
+
+    from service.db import make_engine
+    from worker.loop import reap
+    from worker.reconcile import Reconciler
+    from worker.search import storage
+
+    engine = make_engine(settings.database_url, immediate=True)
+    optuna = storage(settings.optuna_url())
+    reconciler = Reconciler(settings.lease_seconds)
+
+    def db(fn: Callable[[Session], Any]) -> Any:
+        with Session(engine) as session, session.begin():
+            return fn(session)
+
+    try:
+        while not stop.wait(settings.lease_seconds / 2):
+            try:
+                reap(settings, db, optuna)
+                reconciler.run(db, optuna)
+            except Exception as e:  # the database or Optuna away: the next pass tries again
+                log.warning("reaper: %s", e)
+    finally:
+        engine.dispose()

@@ -1,0 +1,58 @@
+"""What a task (worker/tasks/) may use of the worker that runs it: a narrow view of `Worker`,
+so that tasks never import the loop (which imports them through the job-kind registry)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from service.jobs.ops import Claim
+from worker.lease import Heartbeat
+
+if TYPE_CHECKING:
+    import optuna
+    from sqlalchemy.orm import Session
+
+    from service.config import Settings
+
+T = TypeVar("T")
+
+
+class TaskContext(Protocol):
+    """The running worker, as a task sees it (worker.loop.Worker is one)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def name(self) -> str:
+        """The worker's name, recorded on the rows it works on."""
+        ...
+
+    @property
+    def optuna(self) -> optuna.storages.RDBStorage: ...
+
+    @property
+    def crash_slots(self) -> set[int]:
+        """Fault injection: study slots whose child crashes (LRSEARCH_FAULT_CRASH_SLOTS)."""
+        ...
+
+    @property
+    def exit_before_tell_slots(self) -> set[int]:
+        """Fault injection: slots whose worker dies between our commit and Optuna's tell."""
+        ...
+
+    def db(self, fn: Callable[[Session], T]) -> T:
+        """Run fn in one transaction (committed when it returns), retrying while the database
+        is unreachable."""
+        ...
+
+    def supervise(self, claim: Claim, beat: Heartbeat, task: dict[str, Any],
+                  on_message: Callable[[str, dict[str, Any]], str | None],
+                  stop_on_cancel: bool = False) -> tuple[str, dict[str, Any]]:
+        """Run `task` in the child until it ends; see Worker.supervise."""
+        ...
+
+
+Task = Callable[[TaskContext, Claim, Heartbeat], None]
+"""A job kind's task: run the claimed job and record its outcome behind the lease's fence."""
