@@ -103,8 +103,23 @@ class Client:
         return self._json("POST", f"/v1/schedules/{family}/preview",
                           json=body)
 
+    # -- models --------------------------------------------------------------------------
     def models(self) -> list[dict[str, Any]]:
+        """Built-in architectures, the workers' plugin builders and your uploads (`source`)."""
         return self._json("GET", "/v1/models")
+
+    def model(self, name: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/models/{name}")
+
+    def upload_model(self, name: str, path: str | Path) -> dict[str, Any]:
+        """Upload a `.keras` file (what `model.save("net.keras")` writes) as NAME; studies and
+        range tests then use `{"upload": NAME, "init": "uploaded" | "fresh"}` as `model`."""
+        with open(path, "rb") as f:
+            return self._json("POST", "/v1/models",
+                              data={"name": name}, files={"file": (Path(path).name, f)})
+
+    def delete_model(self, name: str) -> None:
+        self._json("DELETE", f"/v1/models/{name}")
 
     def optimizers(self) -> list[dict[str, Any]]:
         return self._json("GET", "/v1/optimizers")

@@ -34,15 +34,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("tenant", "name"),
     )
-    with op.batch_alter_table("workers", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("capabilities", JSON, nullable=True))
-    with op.batch_alter_table("range_tests", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("spec", JSON, nullable=True))
+    op.add_column("workers", sa.Column("capabilities", JSON, nullable=True))
+    op.add_column("range_tests", sa.Column("spec", JSON, nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("range_tests", schema=None) as batch_op:
-        batch_op.drop_column("spec")
-    with op.batch_alter_table("workers", schema=None) as batch_op:
-        batch_op.drop_column("capabilities")
+    # A plain DROP COLUMN (SQLite >= 3.35 has one): a batch table copy would drop and re-create
+    # range_tests, and SQLite's foreign keys would delete every job that cascades from it.
+    op.drop_column("range_tests", "spec")
+    op.drop_column("workers", "capabilities")
     op.drop_table("model_uploads")

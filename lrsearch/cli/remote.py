@@ -81,10 +81,39 @@ def _named(current: Any, name: str | None, params: dict[str, Any] | None, defaul
 
 def _model_and_optimizer(spec: dict[str, Any], model: str | None,
                          model_params: dict[str, Any] | None, optimizer: str | None,
-                         optimizer_params: dict[str, Any] | None) -> dict[str, Any]:
-    """The `model` and `optimizer` entries the flags set (for _merge)."""
-    return {"model": _named(spec.get("model"), model, model_params, "mlp"),
-            "optimizer": _named(spec.get("optimizer"), optimizer, optimizer_params, "sgd")}
+                         optimizer_params: dict[str, Any] | None, upload: str | None = None,
+                         init: str | None = None, loss: str | None = None,
+                         metrics: str | None = None) -> dict[str, Any]:
+    """The `model`, `optimizer`, `loss` and `metrics` entries the flags set (for _merge):
+    --upload NAME [--init fresh] names an uploaded model instead of --model."""
+    if upload is not None and model is not None:
+        raise click.BadParameter("give --model or --upload, not both", param_hint="--upload")
+    chosen: dict[str, Any] | None = _named(spec.get("model"), model, model_params, "mlp")
+    if upload is not None:
+        chosen = {"upload": upload, "init": init or "uploaded"}
+    return {"model": chosen,
+            "optimizer": _named(spec.get("optimizer"), optimizer, optimizer_params, "sgd"),
+            "loss": loss,
+            "metrics": [m.strip() for m in metrics.split(",") if m.strip()] if metrics
+            else None}
+
+
+def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--model/--upload and what trains it, shared by submit and range-test."""
+    for option in reversed([
+        click.option("--model", help="a built-in or plugin model [default: mlp]"),
+        click.option("--model-params", type=JsonObject()),
+        click.option("--upload", help="an uploaded model's name (lrsearch models upload)"),
+        click.option("--init", type=click.Choice(["uploaded", "fresh"]),
+                     help="--upload: start from its saved weights [default] or fresh ones"),
+        click.option("--optimizer", help="[default: sgd]"),
+        click.option("--optimizer-params", type=JsonObject()),
+        click.option("--loss", help="a Keras loss [default: the model's own, or the "
+                     "dataset's]"),
+        click.option("--metrics", help="comma-separated Keras metrics to log"),
+    ]):
+        f = option(f)
+    return f
 
 
 def _merge(spec: dict[str, Any], **flags: Any) -> dict[str, Any]:
@@ -100,15 +129,14 @@ def _merge(spec: dict[str, Any], **flags: Any) -> dict[str, Any]:
 @click.option("--family", "families", multiple=True,
               help="a schedule family; repeat for a cross-family search")
 @click.option("--dataset")
-@click.option("--model", help="model architecture [default: mlp]")
-@click.option("--model-params", type=JsonObject())
-@click.option("--optimizer", help="[default: sgd]")
-@click.option("--optimizer-params", type=JsonObject())
+@model_options
 @click.option("--epochs", type=int)
 @click.option("--batch-size", type=int)
 @click.option("--n-trials", type=int)
-@click.option("--metric", type=click.Choice(["val_accuracy", "val_loss", "accuracy", "loss"]))
-@click.option("--direction", type=click.Choice(["maximize", "minimize"]))
+@click.option("--objective", "metric", help="the metric to optimise, as Keras logs it "
+              "(val_accuracy, val_mae, val_auc, ...) [default: val_accuracy]")
+@click.option("--direction", type=click.Choice(["maximize", "minimize"]),
+              help="needed for metrics outside README's table")
 @click.option("--sampler", type=click.Choice(["tpe", "random", "grid", "cmaes", "qmc"]))
 @click.option("--pruner", type=click.Choice(["median", "hyperband", "successive_halving",
                                              "none"]))
@@ -125,8 +153,10 @@ def _merge(spec: dict[str, Any], **flags: Any) -> dict[str, Any]:
 @click.option("-q", "--quiet", is_flag=True, help="print only the study's id")
 @remote
 def submit(client: Client, spec_file: Path | None, families: tuple[str, ...],
-           model: str | None, model_params: dict[str, Any] | None, optimizer: str | None,
-           optimizer_params: dict[str, Any] | None, sampler: str | None, pruner: str | None,
+           model: str | None, model_params: dict[str, Any] | None, upload: str | None,
+           init: str | None, optimizer: str | None, optimizer_params: dict[str, Any] | None,
+           loss: str | None, metrics: str | None, metric: str | None, direction: str | None,
+           sampler: str | None, pruner: str | None,
            idempotency_key: str | None, wait: bool, timeout: float | None, poll: float,
            as_json: bool, quiet: bool, **flags: Any) -> None:
     """Submit a schedule search (a study)."""
@@ -138,8 +168,16 @@ def submit(client: Client, spec_file: Path | None, families: tuple[str, ...],
             spec["family"] = families[0]
         else:
             spec["families"] = list(families)
+    objective = None
+    if metric is not None or direction is not None:
+        if "metric" in spec or "direction" in spec:
+            spec = {**spec, "objective": {"metric": spec.pop("metric", "val_accuracy"),
+                                          "direction": spec.pop("direction", None)}}
+        objective = {**spec.get("objective", {}), **({"metric": metric} if metric else {}),
+                     **({"direction": direction} if direction else {})}
     spec = _merge(spec, **_model_and_optimizer(spec, model, model_params, optimizer,
-                                               optimizer_params),
+                                               optimizer_params, upload, init, loss, metrics),
+                  objective=objective,
                   sampler={**spec.get("sampler", {}), "name": sampler} if sampler else None,
                   pruner={"name": pruner} if pruner else None, **flags)
     study = client.submit(spec, idempotency_key=idempotency_key)
@@ -288,10 +326,7 @@ def delete(client: Client, study_id: str) -> None:
                                                      path_type=Path),
               help="the range test as JSON or YAML (the body of POST /v1/range-tests)")
 @click.option("--dataset")
-@click.option("--model")
-@click.option("--model-params", type=JsonObject())
-@click.option("--optimizer")
-@click.option("--optimizer-params", type=JsonObject())
+@model_options
 @click.option("--batch-size", type=int)
 @click.option("--min-lr", type=float)
 @click.option("--max-lr", type=float)
@@ -310,8 +345,9 @@ def delete(client: Client, study_id: str) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="print only the range test's id")
 @remote
 def range_test(client: Client, spec_file: Path | None, model: str | None,
-               model_params: dict[str, Any] | None, optimizer: str | None,
-               optimizer_params: dict[str, Any] | None, test_id: str | None, wait: bool,
+               model_params: dict[str, Any] | None, upload: str | None, init: str | None,
+               optimizer: str | None, optimizer_params: dict[str, Any] | None,
+               loss: str | None, metrics: str | None, test_id: str | None, wait: bool,
                timeout: float | None, plot_path: Path | None, as_json: bool, quiet: bool,
                **flags: Any) -> None:
     """Run an LR range test on the server's workers (fastai's lr_find, remotely); or
@@ -321,7 +357,8 @@ def range_test(client: Client, spec_file: Path | None, model: str | None,
     if test_id is None:
         spec = _load_spec(spec_file) if spec_file else {}
         spec = _merge(spec, **_model_and_optimizer(spec, model, model_params, optimizer,
-                                                   optimizer_params), **flags)
+                                                   optimizer_params, upload, init, loss,
+                                                   metrics), **flags)
         test = client.range_test(spec)
         test_id = test["id"]
         if quiet and not wait:
@@ -424,7 +461,67 @@ def datasets_delete(client: Client, name: str) -> None:
     click.echo(f"deleted dataset {name}")
 
 
+# -- models --------------------------------------------------------------------------------
+@click.group("models")
+def models() -> None:
+    """Models: list (built-in, plugin, uploaded), upload a .keras file, show, delete."""
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@remote
+def models_list(client: Client, as_json: bool) -> None:
+    """Every model a study may use, and where it comes from."""
+    from rich.table import Table
+
+    items = client.models()
+    if as_json:
+        click.echo(json.dumps(items))
+        return
+    table = Table("name", "source", "details", box=None)
+    for m in items:
+        if m["source"] == "upload":
+            shapes = " ".join("x".join("?" if d is None else str(d) for d in s[1:])
+                              for s in m.get("input_shapes") or [])
+            details = (f"inputs {shapes or '?'}; "
+                       + (f"compiled: loss {', '.join(m['loss'])}, metrics "
+                          f"{', '.join(m['metrics']) or 'none'}" if m.get("compiled")
+                          else "not compiled"))
+        else:
+            details = ", ".join(f"{p['name']}={p['default']!r}" for p in m["parameters"])
+        table.add_row(m["name"], m["source"], details)
+    console().print(table)
+
+
+@models.command("upload")
+@click.argument("name")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@remote
+def models_upload(client: Client, name: str, path: Path) -> None:
+    """Upload a .keras file (model.save) as NAME; use it with --upload NAME."""
+    info = client.upload_model(name, path)
+    click.echo(f"uploaded model {info['name']} (sha256 {info['sha256'][:12]}): "
+               f"{json.dumps(info)}")
+
+
+@models.command("show")
+@click.argument("name")
+@remote
+def models_show(client: Client, name: str) -> None:
+    """One uploaded model, as JSON."""
+    click.echo(json.dumps(client.model(name), indent=2))
+
+
+@models.command("delete")
+@click.argument("name")
+@remote
+def models_delete(client: Client, name: str) -> None:
+    """Delete an uploaded model (no unfinished study or range test may use it)."""
+    client.delete_model(name)
+    click.echo(f"deleted model {name}")
+
+
 def register(cli: click.Group) -> None:
     for command in (submit, wait_cmd, status, trials, best, plot, cancel, delete, range_test,
-                    datasets):
+                    datasets, models):
         cli.add_command(command)

@@ -21,6 +21,7 @@ from tests.processes import LRSEARCH, free_port, wait_ready
 
 @dataclass
 class Server:
+    pid: int  # the `lrsearch serve` process (it runs the API)
     url: str
     folder: Path  # its working directory: .lrsearch/ holds lrsearch.db and optuna.db
     log: Path
@@ -40,19 +41,59 @@ def client_env(url: str) -> dict[str, str]:
     return env
 
 
+# An operator plugin, as a module the server's workers import (LRSEARCH_PLUGINS): a custom
+# layer and a model builder. Importing it appends the importing process's pid to a marker
+# file, so a test can tell which processes ran it (never the API).
+PLUGIN = '''
+import os
+
+import keras
+
+import lrsearch.plugins
+
+with open(os.environ["BYOM_MARKER"], "a") as marker:
+    marker.write(f"{os.getpid()}\\n")
+
+
+@keras.saving.register_keras_serializable(package="byom")
+class Scale(keras.layers.Layer):
+    """Multiplies its input by a learned per-feature scale."""
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(shape=(input_shape[-1],), initializer="ones")
+
+    def call(self, x):
+        return x * self.scale
+
+
+@lrsearch.plugins.builder("wide_mlp", params={"units": (32, "hidden units")})
+def wide_mlp(input_shape, head, units=32):
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Dense(units, activation="relu")(keras.layers.Flatten()(inputs))
+    return keras.Model(inputs, keras.layers.Dense(head.units, activation=head.activation)(x))
+'''
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     folder = tmp_path_factory.mktemp("serve")
     port = free_port()
     env = client_env(f"http://127.0.0.1:{port}")
     del env["LRSEARCH_URL"]
-    env.update(LRSEARCH_POLL_SECONDS="0.2", LRSEARCH_HEARTBEAT_SECONDS="1")
+    plugins = folder / "plugins"
+    plugins.mkdir()
+    (plugins / "byom_layers.py").write_text(PLUGIN)
+    env.update(LRSEARCH_POLL_SECONDS="0.2", LRSEARCH_HEARTBEAT_SECONDS="1",
+               LRSEARCH_PLUGINS="byom_layers", BYOM_MARKER=str(folder / "plugin-imports"),
+               PYTHONPATH=os.pathsep.join([str(plugins), *filter(None, [
+                   os.environ.get("PYTHONPATH")])]))
     log = folder / "serve.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([LRSEARCH, "serve", "--port", str(port), "--workers", "1"],
                                 cwd=folder, env=env, stdout=out, stderr=out,
                                 start_new_session=True)
-    server = Server(f"http://127.0.0.1:{port}", folder, log, client_env(f"http://127.0.0.1:{port}"))
+    server = Server(proc.pid, f"http://127.0.0.1:{port}", folder, log,
+                    client_env(f"http://127.0.0.1:{port}"))
     try:
         wait_ready(server.url, proc, log)
         yield server

@@ -189,13 +189,15 @@ def _trial(s: Session, c: Claim) -> tuple[Study, Trial]:
     return study, trial
 
 
-def _start(s: Session, c: Claim, w: TaskContext, number: int, family: str, params: dict[str, Any]
-           ) -> None:
+def _start(s: Session, c: Claim, w: TaskContext, number: int, family: str,
+           params: dict[str, Any], seed: int) -> None:
     jobs.fenced(s, c, w.settings.lease_seconds)
     study = progress.locked(s, c.study_id)
     assert c.slot is not None
-    progress.start_trial(s, study, slot=c.slot, number=number, family=family, params=params,
-                         steps_per_epoch=0, worker=w.name, attempt=c.attempt)
+    trial = progress.start_trial(s, study, slot=c.slot, number=number, family=family,
+                                 params=params, steps_per_epoch=0, worker=w.name,
+                                 attempt=c.attempt)
+    trial.seed = seed
 
 
 def _record_unrunnable(s: Session, c: Claim, number: int, reason: str) -> None:
