@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -16,15 +15,12 @@ from lrsearch import datasets
 from lrsearch.datasets.npz import DatasetTooLarge
 from lrsearch.datasets.uploaded import UploadSummary, check_name, check_npz
 from lrsearch.models import Head
+from service import storage
 from service.config import Settings
 from service.datasets.models import UploadedDataset
 from service.errors import Conflict, Invalid, NotFound, TooLarge
-from service.jobs.models import Job
-from service.range_tests.models import RangeTest
 from service.requests import lock_tenant
-from service.studies.models import Study
-
-CHUNK = 1 << 20
+from service.usage import active_specs
 
 
 def find_upload(session: Session, tenant: str, name: str) -> UploadedDataset | None:
@@ -73,20 +69,6 @@ def get(session: Session, settings: Settings, tenant: str, name: str) -> dict[st
     return row.info()
 
 
-def _save(stream: IO[bytes], tmp: Path, limit: int) -> tuple[str, int]:
-    """Copy the upload into `tmp`, hashing it and enforcing the limit: (sha256, size)."""
-    digest, size = hashlib.sha256(), 0
-    with open(tmp, "wb") as out:
-        while chunk := stream.read(CHUNK):
-            size += len(chunk)
-            if size > limit:
-                raise TooLarge(f"The upload is larger than {limit} bytes "
-                               "(LRSEARCH_MAX_UPLOAD_BYTES).", field="file")
-            digest.update(chunk)
-            out.write(chunk)
-    return digest.hexdigest(), size
-
-
 def _check(tmp: Path, settings: Settings) -> UploadSummary:
     """The library's bounded-memory validation: directory and headers before anything is
     decompressed, then the values a chunk at a time (never the arrays whole in the API)."""
@@ -95,38 +77,6 @@ def _check(tmp: Path, settings: Settings) -> UploadSummary:
     except DatasetTooLarge as e:
         raise TooLarge(f"{e}. The limit is LRSEARCH_MAX_DECOMPRESSED_BYTES="
                        f"{settings.max_decompressed_bytes}.", field=e.field) from None
-
-
-def _stored_bytes(session: Session, tenant: str, exclude: int | None = None) -> int:
-    query = select(func.coalesce(func.sum(UploadedDataset.size_bytes), 0)).where(
-        UploadedDataset.tenant == tenant)
-    if exclude is not None:
-        query = query.where(UploadedDataset.id != exclude)
-    return int(session.scalar(query) or 0)
-
-
-def _check_quota(settings: Settings, tenant: str, used: int, size: int) -> None:
-    quota = settings.tenant_storage_bytes
-    if used + size > quota:
-        raise TooLarge(f"Tenant `{tenant}` would keep {used + size} bytes of uploads, over its "
-                       f"quota: used={used}, this upload={size}, tenant_storage_bytes={quota} "
-                       "(LRSEARCH_TENANT_STORAGE_BYTES). Delete datasets no longer needed.",
-                       field="file")
-
-
-def _lock_quota(session: Session, tenant: str) -> None:
-    """Serialize the tenant's quota checks until this transaction ends.
-
-    Two uploads racing must not both pass when together they exceed the quota. Re-checking
-    after our INSERT alone is not enough on PostgreSQL: under READ COMMITTED neither
-    transaction sees the other's uncommitted row. So PostgreSQL takes a transaction-scoped
-    advisory lock keyed by the tenant: the second upload waits here until the first commits or
-    rolls back, then its sum includes the first's row. SQLite needs no extra lock: the INSERT
-    flushed just before holds its single write lock until commit, so a concurrent upload's
-    INSERT waits (busy timeout) and the sum that follows it sees the committed row."""
-    if session.get_bind().dialect.name == "postgresql":
-        key = func.hashtextextended(f"lrsearch.upload-quota:{tenant}", 0)
-        session.execute(select(func.pg_advisory_xact_lock(key)))
 
 
 def upload(session: Session, settings: Settings, tenant: str, name: str, stream: IO[bytes]
@@ -142,10 +92,10 @@ def upload(session: Session, settings: Settings, tenant: str, name: str, stream:
     os.close(fd)
     tmp, final = Path(raw), folder / f"{name}.npz"
     try:
-        sha, size = _save(stream, tmp, settings.max_upload_bytes)
+        sha, size = storage.save(stream, tmp, settings.max_upload_bytes)
         # A first look without the lock spares the validation work of an upload that cannot
         # fit; the check that counts is the locked one below.
-        _check_quota(settings, tenant, _stored_bytes(session, tenant), size)
+        storage.check_quota(settings, tenant, storage.stored_bytes(session, tenant), size)
         data = _check(tmp, settings)
         row = UploadedDataset(tenant=tenant, name=name, input_shape=list(data.input_shape),
                               train_samples=data.train_samples,
@@ -157,8 +107,8 @@ def upload(session: Session, settings: Settings, tenant: str, name: str, stream:
             session.flush()
         except IntegrityError:  # the same name uploaded concurrently, committed first
             raise Conflict(f"A dataset named `{name}` already exists.", field="name") from None
-        _lock_quota(session, tenant)
-        _check_quota(settings, tenant, _stored_bytes(session, tenant, exclude=row.id), size)
+        storage.lock_quota(session, tenant)
+        storage.check_quota(settings, tenant, storage.stored_bytes(session, tenant, row), size)
         # Moved only once the row is in: a concurrent upload of the same name fails above and
         # cannot overwrite this file.
         tmp.replace(final)
@@ -179,18 +129,10 @@ def delete(session: Session, tenant: str, name: str) -> Path:
     row = find_upload(session, tenant, name)
     if row is None:
         raise NotFound(f"Unknown dataset `{name}`.", field="name")
-    busy = session.scalar(select(Study.id).join(Job, Job.study_id == Study.id).where(
-        Study.tenant == tenant, Job.state.in_(("queued", "running")),
-        func.coalesce(Study.spec[("run", "data", "name")].as_string(),  # a RunSpec
-                      Study.spec["dataset"].as_string()) == name).limit(1))  # older rows
-    if busy is not None:
-        raise Conflict(f"Dataset `{name}` is used by unfinished study `{busy}`.", field="name")
-    test = session.scalar(select(RangeTest.id).join(Job, Job.range_test_id == RangeTest.id).where(
-        RangeTest.tenant == tenant, Job.kind == "range_test", Job.state.in_(("queued", "running")),
-        RangeTest.request["dataset"].as_string() == name).limit(1))
-    if test is not None:
-        raise Conflict(f"Dataset `{name}` is used by unfinished range test `{test}`.",
-                       field="name")
+    for what, ident, spec in active_specs(session, tenant):
+        if spec.data.name == name:
+            raise Conflict(f"Dataset `{name}` is used by unfinished {what} `{ident}`.",
+                           field="name")
     path = Path(row.path)
     session.delete(row)
     session.flush()

@@ -75,7 +75,7 @@ def test_every_other_command_is_real(tmp_path: Path, monkeypatch: pytest.MonkeyP
     for line in commands():
         words = shlex.split(re.sub(r"\[[^\]]*\]", "", line))  # [optional] parts
         for word in words:
-            if re.fullmatch(r"[\w-]+\.(npz|yaml|json)", word):
+            if re.fullmatch(r"[\w-]+\.(npz|yaml|json|keras)", word):
                 (tmp_path / word).touch()
         program = words[0]
         seen.add(program)
