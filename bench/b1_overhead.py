@@ -33,14 +33,18 @@ def bare_fit(model_name: str, epochs: int, batch_size: int, seed: int) -> float:
     import keras
 
     from lrsearch import datasets, optimizers, schedules
-    from lrsearch.training import compiled_model, pipeline, steps_per_epoch
+    from lrsearch.models.resolve import compiled_model
+    from lrsearch.spec import RunSpec
+    from lrsearch.training import pipeline, steps_per_epoch
 
     start = time.perf_counter()
     data = datasets.load("digits", seed=seed)
     keras.utils.set_random_seed(seed)
     lr = schedules.to_keras(FAMILY, PARAMS, epochs=epochs,
                             steps_per_epoch=steps_per_epoch(len(data.x_train), batch_size))
-    model = compiled_model(data, model_name, {}, optimizers.build("sgd", {}, lr))
+    model = compiled_model(RunSpec.builtin("digits", model_name, batch_size=batch_size,
+                                           seed=seed),
+                           data.input_shape, data.head, optimizers.build("sgd", {}, lr))
     model.fit(pipeline(data.x_train, data.y_train, batch_size, seed),
               validation_data=pipeline(data.x_val, data.y_val, batch_size, None),
               epochs=epochs, verbose=0, shuffle=False)

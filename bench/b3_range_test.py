@@ -19,9 +19,11 @@ from bench.common import Ratio, command_line, interleave, write_result
 
 def _model(name: str, data: Any) -> Any:
     from lrsearch import optimizers
-    from lrsearch.training import compiled_model
+    from lrsearch.models.resolve import compiled_model
+    from lrsearch.spec import RunSpec
 
-    return compiled_model(data, name, {}, optimizers.build("sgd", {}, 1e-5))
+    return compiled_model(RunSpec.builtin(data.name, name), data.input_shape, data.head,
+                          optimizers.build("sgd", {}, 1e-5))
 
 
 def range_test_seconds(name: str, data: Any, num_iter: int) -> float:

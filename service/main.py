@@ -31,7 +31,7 @@ log = logging.getLogger("lrsearch.api")
 
 class BodyLimit:
     """413 for bodies over the limit, by Content-Length or while streaming; uploads to
-    /v1/datasets get the (larger) upload limit."""
+    /v1/datasets and /v1/models get the (larger) upload limit."""
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app, self.settings = app, settings
@@ -40,7 +40,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        upload = scope["path"].rstrip("/") == "/v1/datasets"
+        upload = scope["path"].rstrip("/") in ("/v1/datasets", "/v1/models")
         limit = self.settings.max_upload_bytes + 65_536 if upload else self.settings.max_body_bytes
         length = dict(scope.get("headers", [])).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:

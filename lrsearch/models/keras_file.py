@@ -30,6 +30,8 @@ from typing import Any
 
 from lrsearch.datasets.npz import check_directory
 from lrsearch.errors import ModelError
+from lrsearch.keras_names import LOSSES, METRICS
+from lrsearch.models.mlp import ACTIVATIONS
 
 REQUIRED = ("config.json", "metadata.json", "model.weights.h5")
 MAX_MEMBERS = 64
@@ -39,6 +41,11 @@ MAX_OBJECTS = 100_000  # serialized objects in the config
 # Keras' own serialized forms that are data, not classes.
 DATA_FORMS = ("__keras_tensor__", "__tensor__", "__numpy__", "__bytes__", "__typespec__",
               "__ellipsis__", "__slice__", "__complex__")
+
+
+# Keras' own functions a config may name plainly (losses, metrics, activations); any other
+# plain function name is custom code and must be registered by a plugin.
+KERAS_FUNCTIONS = frozenset((*LOSSES, *METRICS, *ACTIVATIONS))
 
 
 class ModelTooLarge(ModelError):
@@ -170,9 +177,7 @@ def check_objects(config: Any, known_custom: Collection[str]) -> list[str]:
                              "with a registered custom layer (see README, Bring your own "
                              "model).", field="file")
         if name in DATA_FORMS or (name == "function" and obj.get("module") == "builtins"
-                                  and _registered_name(obj) is None
-                                  and isinstance(obj.get("config"), str)
-                                  and obj["config"].isidentifier()):
+                                  and obj.get("config") in KERAS_FUNCTIONS):
             continue  # data, or a Keras function referred to by its plain name
         if _builtin(obj):
             continue
@@ -223,7 +228,7 @@ def _output_shapes(model: dict[str, Any]) -> list[list[int | None]] | None:
     output's shape is not written in the config (it is known once a worker loads it)."""
     layers = _layers(model)
     by_name = {(layer.get("config") or {}).get("name"): layer for layer in layers}
-    config = model.get("config") if isinstance(model.get("config"), dict) else {}
+    config: dict[str, Any] = model["config"] if isinstance(model.get("config"), dict) else {}
     outputs = config.get("output_layers")
     if isinstance(outputs, list) and outputs and isinstance(outputs[0], str):
         outputs = [outputs]  # one output: [name, node, tensor]

@@ -10,6 +10,7 @@ from lrsearch import datasets
 from lrsearch.errors import RangeTestError
 from lrsearch.range_test import SweepSettings
 from lrsearch.range_test.runner import RangeTestConfig, lr_find, run, snapshot
+from lrsearch.spec import RunSpec
 
 
 def digits_model(optimizer: keras.optimizers.Optimizer, batch_norm: bool = True) -> keras.Model:
@@ -24,8 +25,8 @@ def digits_model(optimizer: keras.optimizers.Optimizer, batch_norm: bool = True)
 
 
 def test_range_test_on_digits_returns_curve_suggestions_and_bounds() -> None:
-    result = run(RangeTestConfig(dataset="digits", settings=SweepSettings(1e-4, 3.0, 60),
-                                 repeats=2))
+    result = run(RangeTestConfig(RunSpec.builtin("digits"),
+                                 settings=SweepSettings(1e-4, 3.0, 60), repeats=2))
     assert len(result["sweeps"]) == 2
     sweep = result["sweeps"][0]
     assert len(sweep["lrs"]) == len(sweep["losses"]) == len(sweep["smoothed"]) > 5
