@@ -175,8 +175,8 @@ def test_the_api_accepts_the_names_the_worker_builds() -> None:
     assert set(TASKS.names()) == {"trial", "range_test"}
 
 
-SPEC = {"families": ["cosine"], "search_space": {}, "epochs": 3, "seed": 7,
-        "sampler": {"grid_points": 2}, "pruner": {}}
+SPEC = {"families": ["cosine"], "search_space": {}, "epochs": 3,
+        "sampler": {"seed": 7, "grid_points": 2}, "pruner": {}}
 
 
 @pytest.mark.parametrize("name", search.SAMPLERS.names())
@@ -197,7 +197,7 @@ def test_every_pruner_builds(name: str) -> None:
 
 def test_an_unknown_sampler_names_the_known_ones() -> None:
     with pytest.raises(LookupError, match=r"Unknown sampler `sobol`\. Known samplers: tpe, "):
-        search.sampler({**SPEC, "sampler": {"name": "sobol"}}, slot=0)
+        search.sampler({**SPEC, "sampler": {**SPEC["sampler"], "name": "sobol"}}, slot=0)
 
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}

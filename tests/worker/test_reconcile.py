@@ -122,7 +122,7 @@ def start_slot(engine: Engine, settings: Settings, rdb: optuna.storages.RDBStora
     ot = search.ask(study, claim.slot or 0, claim.attempt)
     family, params = trial_task._sample(trial_task.Plan(spec, "", None, None, None), ot)
     ghost = SimpleNamespace(settings=settings, name="ghost")
-    db(lambda s: trial_task._start(s, claim, ghost, ot.number, family, params))  # type: ignore[arg-type]
+    db(lambda s: trial_task._start(s, claim, ghost, ot.number, family, params, ot.number))  # type: ignore[arg-type]
     return claim, ot
 
 
@@ -153,7 +153,7 @@ def test_a_start_rerun_after_a_lost_acknowledgement_counts_once(
     ghost = SimpleNamespace(settings=settings, name="ghost")
     with Session(engine) as s, s.begin():
         row = next(t for t in trials(engine, sid) if t.slot == claim.slot)
-        trial_task._start(s, claim, ghost, ot.number, row.family or "", row.params or {})  # type: ignore[arg-type]
+        trial_task._start(s, claim, ghost, ot.number, row.family or "", row.params or {}, ot.number)  # type: ignore[arg-type]
     study = study_row(engine, sid)
     assert (study.n_queued, study.n_running) == (2, 1)
 
