@@ -33,8 +33,12 @@ def _finite(value: float) -> float | None:
 
 
 def spec(sampler: str, pruner: str, seed: int, epochs: int, grid_points: int) -> dict[str, Any]:
-    return {"families": [FAMILY], "search_space": SPACE, "epochs": epochs, "seed": 0,
-            "direction": "maximize", "pruner": {"name": pruner},
+    """A study spec as the API stores it (what the worker's Optuna setup reads)."""
+    from lrsearch.spec import RunSpec
+
+    run = RunSpec.builtin("digits", "mlp", seed=0, objective="val_accuracy")
+    return {"run": run.stored(), "families": [FAMILY], "search_space": SPACE,
+            "epochs": epochs, "pruner": {"name": pruner},
             "sampler": {"name": sampler, "seed": seed, "grid_points": grid_points}}
 
 

@@ -1,7 +1,8 @@
 """The loss and metric identifiers Keras accepts by name (`keras.losses.get`,
-`keras.metrics.get`), as plain data: the API checks a request's `loss` and `metrics` against
-them without importing Keras (tests/training/test_keras_names.py checks the lists against the
-installed Keras). Custom ones are registered by operator plugins (`package>name`)."""
+`keras.metrics.get`; not the metrics that need arguments, such as IoU), as plain data: the
+API checks a request's `loss` and `metrics` against them without importing Keras
+(tests/training/test_keras_names.py checks the lists against the installed Keras). Custom
+ones are registered by operator plugins (`package>name`)."""
 
 from __future__ import annotations
 
@@ -23,23 +24,19 @@ METRICS = (
     'AUC', 'Accuracy', 'BCE', 'BinaryAccuracy', 'BinaryCrossentropy', 'BinaryIoU',
     'CategoricalAccuracy', 'CategoricalCrossentropy', 'CategoricalHinge',
     'ConcordanceCorrelation', 'CosineSimilarity', 'F1Score', 'FBetaScore', 'FalseNegatives',
-    'FalsePositives', 'Hinge', 'IoU', 'KLDivergence', 'LogCoshError', 'MAE', 'MAPE', 'MSE',
-    'MSLE', 'MeanAbsoluteError', 'MeanAbsolutePercentageError', 'MeanIoU', 'MeanSquaredError',
-    'MeanSquaredLogarithmicError', 'OneHotIoU', 'OneHotMeanIoU', 'PearsonCorrelation',
-    'Poisson', 'Precision', 'PrecisionAtRecall', 'R2Score', 'Recall', 'RecallAtPrecision',
-    'RootMeanSquaredError', 'SensitivityAtSpecificity', 'SparseCategoricalAccuracy',
-    'SparseCategoricalCrossentropy', 'SparseTopKCategoricalAccuracy',
-    'SpecificityAtSensitivity', 'SquaredHinge', 'TopKCategoricalAccuracy', 'TrueNegatives',
-    'TruePositives', 'accuracy', 'auc', 'bce', 'binary_accuracy', 'binary_crossentropy',
-    'binary_io_u', 'categorical_accuracy', 'categorical_crossentropy', 'categorical_hinge',
-    'concordance_correlation', 'cosine_similarity', 'f1_score', 'f_beta_score',
-    'false_negatives', 'false_positives', 'hinge', 'io_u', 'kl_divergence', 'log_cosh_error',
-    'mae', 'mape', 'mean_absolute_error', 'mean_absolute_percentage_error', 'mean_io_u',
-    'mean_squared_error', 'mean_squared_logarithmic_error', 'mse', 'msle', 'one_hot_io_u',
-    'one_hot_mean_io_u', 'pearson_correlation', 'poisson', 'precision', 'precision_at_recall',
-    'r2_score', 'recall', 'recall_at_precision', 'root_mean_squared_error',
-    'sensitivity_at_specificity', 'sparse_categorical_accuracy',
-    'sparse_categorical_crossentropy', 'sparse_top_k_categorical_accuracy',
-    'specificity_at_sensitivity', 'squared_hinge', 'top_k_categorical_accuracy',
-    'true_negatives', 'true_positives',
+    'FalsePositives', 'Hinge', 'KLDivergence', 'LogCoshError', 'MAE', 'MAPE', 'MSE', 'MSLE',
+    'MeanAbsoluteError', 'MeanAbsolutePercentageError', 'MeanSquaredError',
+    'MeanSquaredLogarithmicError', 'PearsonCorrelation', 'Poisson', 'Precision', 'R2Score',
+    'Recall', 'RootMeanSquaredError', 'SparseCategoricalAccuracy',
+    'SparseCategoricalCrossentropy', 'SparseTopKCategoricalAccuracy', 'SquaredHinge',
+    'TopKCategoricalAccuracy', 'TrueNegatives', 'TruePositives', 'accuracy', 'auc', 'bce',
+    'binary_accuracy', 'binary_crossentropy', 'binary_io_u', 'categorical_accuracy',
+    'categorical_crossentropy', 'categorical_hinge', 'concordance_correlation',
+    'cosine_similarity', 'f1_score', 'f_beta_score', 'false_negatives', 'false_positives',
+    'hinge', 'kl_divergence', 'log_cosh_error', 'mae', 'mape', 'mean_absolute_error',
+    'mean_absolute_percentage_error', 'mean_squared_error', 'mean_squared_logarithmic_error',
+    'mse', 'msle', 'pearson_correlation', 'poisson', 'precision', 'r2_score', 'recall',
+    'root_mean_squared_error', 'sparse_categorical_accuracy',
+    'sparse_categorical_crossentropy', 'sparse_top_k_categorical_accuracy', 'squared_hinge',
+    'top_k_categorical_accuracy', 'true_negatives', 'true_positives',
 )

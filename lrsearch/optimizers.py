@@ -12,9 +12,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from lrsearch.errors import TrainingError
+from lrsearch.registry import Registry
 
 # name -> (Keras class, fixed arguments, {parameter: (default, low, high)})
-SPECS: dict[str, tuple[str, dict[str, Any], dict[str, tuple[float, float, float]]]] = {
+Spec = tuple[str, dict[str, Any], dict[str, tuple[float, float, float]]]
+OPTIMIZERS: Registry[Spec] = Registry("optimizer", error=TrainingError, field="optimizer")
+for _name, _spec in {
     "sgd": ("SGD", {}, {}),
     "momentum": ("SGD", {}, {"momentum": (0.9, 0.0, 1.0)}),
     "nesterov": ("SGD", {"nesterov": True}, {"momentum": (0.9, 0.0, 1.0)}),
@@ -24,27 +27,25 @@ SPECS: dict[str, tuple[str, dict[str, Any], dict[str, tuple[float, float, float]
                             "epsilon": (1e-7, 0.0, 1.0), "weight_decay": (0.004, 0.0, 1.0)}),
     "rmsprop": ("RMSprop", {}, {"rho": (0.9, 0.0, 1.0), "momentum": (0.0, 0.0, 1.0),
                                 "epsilon": (1e-7, 0.0, 1.0)}),
-}
+}.items():
+    OPTIMIZERS.add(_name, _spec)
 # Which argument a cycled momentum replaces, per optimizer.
 CYCLED = {"momentum": "momentum", "nesterov": "momentum", "adam": "beta_1", "adamw": "beta_1"}
 
 
 def names() -> list[str]:
-    return list(SPECS)
+    return OPTIMIZERS.names()
 
 
 def describe() -> list[dict[str, Any]]:
     return [{"name": n, "parameters": [{"name": p, "default": d, "low": lo, "high": hi}
                                        for p, (d, lo, hi) in spec[2].items()]}
-            for n, spec in SPECS.items()]
+            for n, spec in OPTIMIZERS.items()]
 
 
 def resolve_params(name: str, params: Mapping[str, Any] | None) -> dict[str, float]:
     """Defaults filled in, every value checked against its range."""
-    if name not in SPECS:
-        raise TrainingError(f"Unknown optimizer `{name}`. Known optimizers: "
-                            f"{', '.join(SPECS)}", field="optimizer")
-    allowed = SPECS[name][2]
+    allowed = OPTIMIZERS.get(name)[2]
     out = {p: d for p, (d, _, _) in allowed.items()}
     for key, value in (params or {}).items():
         field = f"optimizer.params.{key}"
@@ -65,7 +66,7 @@ def build(name: str, params: Mapping[str, Any] | None, learning_rate: Any,
           momentum_schedule: Any = None) -> Any:
     """A Keras optimizer; with `momentum_schedule` its momentum (or beta_1) follows it."""
     resolved = resolve_params(name, params)
-    cls_name, fixed, _ = SPECS[name]
+    cls_name, fixed, _ = OPTIMIZERS.get(name)
     if momentum_schedule is not None:
         if name not in CYCLED:
             raise TrainingError(f"Cycling momentum needs one of {', '.join(CYCLED)}. "

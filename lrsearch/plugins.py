@@ -65,8 +65,9 @@ def modules(setting: Sequence[str]) -> list[str]:
     """The plugin modules to import: the setting's, then the entry-point group's."""
     names = [m.strip() for m in setting if m.strip()]
     for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if entry.value not in names:
-            names.append(entry.value.split(":")[0])
+        module = entry.value.split(":")[0].strip()  # "pkg.mod" or "pkg.mod:attr"
+        if module not in names:
+            names.append(module)
     return names
 
 

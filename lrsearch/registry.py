@@ -20,8 +20,10 @@ class Registry(Generic[T]):
     `kind` is what the error messages call an entry ("model", "optimizer"); `error` is the
     exception raised for an unknown name, constructed as error(message, field=field)."""
 
-    def __init__(self, kind: str, *, error: Callable[..., Exception], field: str) -> None:
+    def __init__(self, kind: str, *, error: Callable[..., Exception], field: str,
+                 plural: str | None = None) -> None:
         self.kind, self._error, self.field = kind, error, field
+        self.plural = plural or f"{kind}s"
         self._entries: dict[str, T] = {}
 
     def add(self, name: str, entry: T) -> T:
@@ -39,7 +41,7 @@ class Registry(Generic[T]):
         """The entry named `name`; unknown names raise the kind's error listing the known."""
         if not isinstance(name, str) or name not in self._entries:
             known = ", ".join(self.names()) or "none"
-            raise self._error(f"Unknown {self.kind} `{name}`. Known {self.kind}s: {known}",
+            raise self._error(f"Unknown {self.kind} `{name}`. Known {self.plural}: {known}",
                               field=self.field)
         return self._entries[name]
 

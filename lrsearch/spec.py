@@ -94,10 +94,12 @@ ModelRef = Annotated[BuiltinModel | UploadedModel, Field(discriminator="kind")]
 
 
 class DataRef(Frozen):
-    """A dataset by name; `file` is an uploaded dataset's .npz (internal: never shown)."""
+    """A dataset by name; `file` is an uploaded dataset's .npz (internal: never shown) and
+    `task` what the service registered it as ("classes" or "targets")."""
 
     name: str
     file: str | None = None
+    task: Literal["classes", "targets"] | None = None
 
 
 class OptimizerRef(Frozen):
@@ -158,7 +160,9 @@ class RunSpec(Frozen):
             return cls.model_validate(stored["run"])
         metric = stored.get("metric", "val_accuracy")
         return cls(model=BuiltinModel(**stored.get("model", {"name": "mlp"})),
-                   data=DataRef(name=stored["dataset"], file=stored.get("dataset_file")),
+                   # every dataset was one of class ids then
+                   data=DataRef(name=stored["dataset"], file=stored.get("dataset_file"),
+                                task="classes" if stored.get("dataset_file") else None),
                    optimizer=OptimizerRef(**stored.get("optimizer", {})),
                    batch_size=stored.get("batch_size", 32), seed=stored.get("seed", 0),
                    objective=Objective.of(metric, stored.get("direction")))

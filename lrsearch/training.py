@@ -33,7 +33,7 @@ from lrsearch.errors import (
 from lrsearch.models.resolve import compiled_model
 from lrsearch.schedules import validate
 from lrsearch.schedules.keras import keras_callbacks, learning_rate_for, momentum_schedule
-from lrsearch.spec import RunSpec
+from lrsearch.spec import METRIC_NAME, RunSpec
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,8 @@ class TrainConfig:
     seed: int | None = None
     data_dir: str | None = None
     val_fraction: float = 0.2
-    max_params: int | None = None  # plugin builders' size limit (built-ins are checked earlier)
+    max_params: int | None = None  # uploads' and plugin builders' size limit (built-ins:
+    # checked at submission)
 
     def __post_init__(self) -> None:
         require_int("epochs", self.epochs, 1, TrainingError)
@@ -106,6 +107,22 @@ def _finite(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+MAX_METRICS = 64  # what one epoch record may hold (a user's model chooses how many it logs)
+
+
+def _metrics(logs: Mapping[str, Any]) -> dict[str, float | None]:
+    """Keras' logs as an epoch record's metrics: names as Keras logs them (checked: they are
+    stored and shown), values finite or None."""
+    names = sorted(name for name in logs if name != "learning_rate")
+    bad = [name for name in names if not isinstance(name, str) or not METRIC_NAME.match(name)]
+    if bad or len(names) > MAX_METRICS:
+        raise TrainingError(f"The model must log at most {MAX_METRICS} metrics named with "
+                            f"letters, digits and _.>/- (at most 128 characters). Received: "
+                            f"{len(names)} metrics{', bad names ' + repr(bad[:5]) if bad else ''}",
+                            field="metrics")
+    return {name: _finite(logs[name]) for name in names}
+
+
 class _Recorder(keras.callbacks.Callback):
     """Reads the applied LR at epoch boundaries and turns Keras logs into EpochRecords; after
     the first epoch, an objective metric the model does not log stops training
@@ -132,8 +149,7 @@ class _Recorder(keras.callbacks.Callback):
         loss = float(logs.get("loss", math.nan))
         if not math.isfinite(loss):
             raise TrainingDiverged(epoch, loss)
-        metrics = {name: _finite(value) for name, value in sorted(logs.items())
-                   if name != "learning_rate"}
+        metrics = _metrics(logs)
         if self.objective is not None and self.objective not in metrics:
             raise ObjectiveNotLogged(self.objective, sorted(metrics))
         record = EpochRecord(epoch, self._lr_first, self._lr(-1),
@@ -152,7 +168,8 @@ def train(config: TrainConfig, *, on_epoch_end: Callable[[EpochRecord], None] | 
     `on_start(steps_per_epoch)` runs once the data is loaded, before the first step."""
     spec = config.spec
     data = datasets.load(spec.data.name, data_dir=config.data_dir,
-                         val_fraction=config.val_fraction, seed=spec.seed, file=spec.data.file)
+                         val_fraction=config.val_fraction, seed=spec.seed,
+                         file=spec.data.file, task=spec.data.task)
     spe = steps_per_epoch(len(data.x_train), spec.batch_size)
     if on_start is not None:
         on_start(spe)

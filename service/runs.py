@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from lrsearch import keras_names, models, optimizers
 from lrsearch.errors import TrainingError
-from lrsearch.spec import BuiltinModel, DataRef, Objective, OptimizerRef, RunSpec
+from lrsearch.spec import BuiltinModel, DataRef, Objective, OptimizerRef, RunSpec, UploadedModel
 from service.config import Settings
 from service.datasets.ops import head as dataset_head
 from service.datasets.ops import resolve as resolve_dataset
@@ -81,7 +81,23 @@ def run_spec(session: Session, settings: Settings, tenant: str, req: Training, *
         _names("loss", [req.loss], keras_names.LOSSES, custom, "loss")
     if req.metrics is not None:
         _names("metric", req.metrics, keras_names.METRICS, custom, "metrics")
-    return RunSpec(model=model, data=DataRef(name=dataset, file=dataset_file),
+    data = DataRef(name=dataset, file=dataset_file,
+                   task=head.kind if dataset_file is not None else None)
+    return RunSpec(model=model, data=data,
                    optimizer=optimizer, batch_size=batch_size, seed=seed, objective=goal,
                    loss=req.loss, metrics=tuple(req.metrics) if req.metrics is not None
                    else None)
+
+
+def recheck(session: Session, settings: Settings, tenant: str, stored: dict[str, Any]) -> None:
+    """Under the tenant's creation lock: the dataset and the uploaded model the run names
+    still exist (a deletion may have committed since the request was validated; deletions
+    take the same lock, so none can commit after this)."""
+    run = RunSpec.from_stored(stored)
+    resolve_dataset(session, settings, tenant, run.data.name)
+    model = run.model
+    if isinstance(model, UploadedModel):
+        row = uploads.find(session, tenant, model.upload)
+        if row is None or row.sha256 != model.sha256:
+            raise Invalid(f"Uploaded model `{model.upload}` was deleted or replaced while this "
+                          "request was checked; submit it again.", field="model.upload")

@@ -95,7 +95,7 @@ def _range_test(task: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     config = RangeTestConfig(RunSpec.model_validate(spec["run"]),
                              settings=SweepSettings(**spec["sweep"]),
                              repeats=spec["repeats"], validation=spec["validation"],
-                             data_dir=task.get("data_dir"))
+                             data_dir=task.get("data_dir"), max_params=task.get("max_params"))
     return "done", run(config)
 
 

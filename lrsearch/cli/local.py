@@ -122,8 +122,10 @@ def _range_test(o: dict[str, Any]) -> dict[str, Any]:
 def _spec(o: dict[str, Any]) -> Any:
     from lrsearch.spec import RunSpec
 
+    # val_loss: logged whatever the dataset's task (val_accuracy is not, for float targets)
     return RunSpec.builtin(o["dataset"], o["model"], o["model_params"],
-                           optimizer=o["optimizer"], batch_size=o["batch_size"], seed=o["seed"])
+                           optimizer=o["optimizer"], batch_size=o["batch_size"], seed=o["seed"],
+                           objective="val_loss")
 
 
 def _train(o: dict[str, Any], schedule: str, params: dict[str, Any]) -> None:

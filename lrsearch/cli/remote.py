@@ -116,6 +116,24 @@ def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+def _objective(spec: dict[str, Any], metric: str | None, direction: str | None
+               ) -> dict[str, Any] | None:
+    """The `objective` that --objective/--direction set on top of the file's (its `objective`
+    or the deprecated `metric`/`direction`, which are moved into it); None without flags.
+    A new metric drops the file's direction unless --direction gives one (the table infers
+    it, or the API asks for it)."""
+    if metric is None and direction is None:
+        return None
+    old_metric, old_direction = spec.pop("metric", None), spec.pop("direction", None)
+    current = dict(spec.get("objective") or {"metric": old_metric or "val_accuracy",
+                                             "direction": old_direction})
+    if metric is not None and metric != current.get("metric"):
+        current = {"metric": metric, "direction": None}
+    if direction is not None:
+        current["direction"] = direction
+    return {k: v for k, v in current.items() if v is not None}
+
+
 def _merge(spec: dict[str, Any], **flags: Any) -> dict[str, Any]:
     """Flags that were given override the file's keys."""
     return {**spec, **{k: v for k, v in flags.items() if v is not None and v != ()}}
@@ -168,13 +186,7 @@ def submit(client: Client, spec_file: Path | None, families: tuple[str, ...],
             spec["family"] = families[0]
         else:
             spec["families"] = list(families)
-    objective = None
-    if metric is not None or direction is not None:
-        if "metric" in spec or "direction" in spec:
-            spec = {**spec, "objective": {"metric": spec.pop("metric", "val_accuracy"),
-                                          "direction": spec.pop("direction", None)}}
-        objective = {**spec.get("objective", {}), **({"metric": metric} if metric else {}),
-                     **({"direction": direction} if direction else {})}
+    objective = _objective(spec, metric, direction)
     spec = _merge(spec, **_model_and_optimizer(spec, model, model_params, optimizer,
                                                optimizer_params, upload, init, loss, metrics),
                   objective=objective,

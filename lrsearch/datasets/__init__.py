@@ -30,13 +30,13 @@ __all__ = [
 
 
 def builtin_names() -> list[str]:
-    return list(SOURCES)
+    return SOURCES.names()
 
 
 def describe(data_dir: str | Path | None = None) -> list[dict[str, object]]:
     """Every built-in dataset, and whether its files are present (nothing is loaded)."""
     out = []
-    for s in SOURCES.values():
+    for s in SOURCES:
         try:
             check_available(s.name, data_dir=data_dir)
             available = True
@@ -59,36 +59,36 @@ def path_labels(data_dir: str | Path | None = None) -> dict[str, str]:
 def check_available(name: str, *, data_dir: str | Path | None = None) -> None:
     """Raise DatasetError (naming the file and folders) when a built-in dataset's files are
     missing; cheap: looks for the files without reading them."""
-    if name not in SOURCES:
-        raise DatasetError(f"Unknown dataset `{name}`. Built-in datasets: {', '.join(SOURCES)}",
-                           field="dataset")
+    SOURCES.get(name)  # DatasetError listing the built-in datasets
     folder = None if data_dir is None else Path(data_dir).expanduser().resolve()
-    keras_cache.check_available(name, SOURCES[name].files, folder)
+    keras_cache.check_available(name, SOURCES.get(name).files, folder)
 
 
 def load(name: str, *, data_dir: str | Path | None = None, val_fraction: float = 0.2,
-         seed: int = 0, file: str | Path | None = None) -> Dataset:
+         seed: int = 0, file: str | Path | None = None, task: str | None = None) -> Dataset:
     """A dataset by name. An uploaded one is read from `file` when given (the service keeps
-    uploads per tenant), else from `<data_dir>/uploads/<name>.npz`."""
+    uploads per tenant), else from `<data_dir>/uploads/<name>.npz`; `task` is the one the
+    service registered it with (see uploaded.load_npz)."""
     folder = None if data_dir is None else Path(data_dir).expanduser().resolve()
     path = None if file is None else Path(file).expanduser().resolve()
-    return _load(name, folder, float(val_fraction), int(seed), path)
+    return _load(name, folder, float(val_fraction), int(seed), path, task)
 
 
 @functools.lru_cache(maxsize=8)
 def _load(name: str, data_dir: Path | None, val_fraction: float, seed: int,
-          file: Path | None) -> Dataset:
+          file: Path | None, task: str | None = None) -> Dataset:
     if name in SOURCES:
-        return SOURCES[name].load(data_dir, val_fraction, seed)
+        return SOURCES.get(name).load(data_dir, val_fraction, seed)
     check_name(name)
     if file is not None:
         if not file.exists():
             raise DatasetError(f"The file of dataset `{name}` is missing: {file}",
                                field="dataset")
-        return load_npz(file, name)
+        return load_npz(file, name, task=task)
     path = upload_path(data_dir, name) if data_dir is not None else None
     if path is None or not path.exists():
         raise DatasetError(f"Unknown dataset `{name}`. Built-in datasets: "
-                           f"{', '.join(SOURCES)}; uploaded ones live in <data_dir>/uploads/.",
+                           f"{', '.join(SOURCES.names())}; uploaded ones live in "
+                           "<data_dir>/uploads/.",
                            field="dataset")
     return load_npz(path, name)

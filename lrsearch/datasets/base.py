@@ -13,6 +13,7 @@ import numpy as np
 
 from lrsearch.errors import DatasetError
 from lrsearch.models import Head
+from lrsearch.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ class Source:
                 "files": list(self.files)}
 
 
-SOURCES: dict[str, Source] = {}
+SOURCES: Registry[Source] = Registry("dataset", error=DatasetError, field="dataset")
 
 
 def source(name: str, description: str, input_shape: tuple[int, ...], head: Head,
@@ -95,9 +96,7 @@ def source(name: str, description: str, input_shape: tuple[int, ...], head: Head
     """Decorator: register a loader under a stable name (duplicates raise)."""
 
     def wrap(fn: Loader) -> Loader:
-        if name in SOURCES:
-            raise ValueError(f"dataset {name!r} is already registered")
-        SOURCES[name] = Source(name, description, input_shape, head, fn, files)
+        SOURCES.add(name, Source(name, description, input_shape, head, fn, files))
         return fn
 
     return wrap

@@ -245,11 +245,32 @@ def _labels(y: np.ndarray, head: Head) -> np.ndarray:
     return y.reshape(-1).astype(np.int64)
 
 
-def load_npz(path: Path, name: str, *, max_decompressed_bytes: int | None = None) -> Dataset:
+def _registered_as_classes(arrays: dict[str, np.ndarray]) -> Head:
+    """The head of a file uploaded before float labels meant float targets, when the service
+    registered it as class ids: its float labels must be whole class ids >= 0, one a
+    sample, and the validation labels ones the training set knows."""
+    labels = [(k, arrays[k]) for k in ("y_train", "y_val") if k in arrays]
+    for key, y in labels:
+        whole = y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1)
+        if not whole or y.size == 0 or np.any(y < 0) or np.any(y != np.round(y)):
+            raise DatasetError(f"Dataset was registered with class ids, but `{key}` holds "
+                               "float targets; upload it again", field=key)
+    num_classes = int(arrays["y_train"].max()) + 1
+    if "y_val" in arrays and int(arrays["y_val"].max()) >= num_classes:
+        raise DatasetError("`y_val` holds a class id `y_train` does not have", field="y_val")
+    return Head.classes(num_classes)
+
+
+def load_npz(path: Path, name: str, *, max_decompressed_bytes: int | None = None,
+             task: str | None = None) -> Dataset:
     """Read and validate an uploaded .npz (raises DatasetError naming the array at fault):
     the checks of `check_npz`, keeping the arrays. Without validation arrays, VAL_FRACTION of
-    the training samples is held out (seed 0)."""
+    the training samples is held out (seed 0). `task` is what the service registered it as:
+    "classes" keeps a file with whole float labels (uploaded before float labels meant float
+    targets) a class-id dataset."""
     _, arrays, head = _validate(path, True, max_decompressed_bytes)
+    if task == "classes" and head.kind == "targets":
+        head = _registered_as_classes(arrays)
     x, y = _inputs(arrays["x_train"]), _labels(arrays["y_train"], head)
     if "x_val" not in arrays:
         return Dataset(name, *split(x, y, VAL_FRACTION, 0), head)

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from lrsearch.errors import ModelError
 from lrsearch.models.mlp import ACTIVATIONS
+from lrsearch.registry import Registry
 
 Task = Literal["classes", "targets"]
 TASKS: tuple[Task, ...] = ("classes", "targets")
@@ -148,7 +149,8 @@ class ModelSpec:
                                 "description": p.description} for p in self.params]}
 
 
-SPECS: dict[str, ModelSpec] = {s.name: s for s in (
+ARCHITECTURES: Registry[ModelSpec] = Registry("model", error=ModelError, field="model")
+for _spec in (
     ModelSpec("mlp", "Dense layers on the flattened input (seed 004 uses hidden=[9, 9, 9]).",
               "mlp", (ModelParam("hidden", [64], "Units of each hidden layer."),
                       ModelParam("activation", "relu", "A Keras activation: "
@@ -165,18 +167,17 @@ SPECS: dict[str, ModelSpec] = {s.name: s for s in (
               min_side=8),
     ModelSpec("resnet50", "keras.applications.ResNet50 with weights=None (seed 001); inputs of "
               "at least 32x32 with 3 channels.", "resnet50", min_side=32, channels=3),
-)}
+):
+    ARCHITECTURES.add(_spec.name, _spec)
 
 
 def names() -> list[str]:
-    return list(SPECS)
+    return ARCHITECTURES.names()
 
 
 def spec(name: str) -> ModelSpec:
-    if name not in SPECS:
-        raise ModelError(f"Unknown model `{name}`. Known models: {', '.join(SPECS)}",
-                         field="model")
-    return SPECS[name]
+    """A built-in architecture; an unknown name raises ModelError listing the known ones."""
+    return ARCHITECTURES.get(name)
 
 
 def _module(name: str) -> ModuleType:

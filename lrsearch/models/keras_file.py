@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 import zipfile
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
@@ -35,12 +36,23 @@ from lrsearch.models.mlp import ACTIVATIONS
 
 REQUIRED = ("config.json", "metadata.json", "model.weights.h5")
 MAX_MEMBERS = 64
-MAX_JSON_BYTES = 8 << 20
+MAX_JSON_BYTES = 4 << 20  # config.json (a ResNet-50's is about 0.2 MiB)
+MAX_METADATA_BYTES = 64 << 10
 MAX_DEPTH = 100  # nesting of the config (a model in a model in a layer ...)
-MAX_OBJECTS = 100_000  # serialized objects in the config
-# Keras' own serialized forms that are data, not classes.
-DATA_FORMS = ("__keras_tensor__", "__tensor__", "__numpy__", "__bytes__", "__typespec__",
-              "__ellipsis__", "__slice__", "__complex__")
+MAX_NODES = 2_000_000  # values of any kind in the config
+# Keras' own serialized forms that are data, not classes. (Not `__typespec__`: Keras resolves
+# its class from its module.)
+DATA_FORMS = ("__keras_tensor__", "__tensor__", "__numpy__", "__bytes__", "__ellipsis__",
+              "__slice__", "__complex__")
+# Keras layers refused whatever safe mode a worker's Keras has: they unpickle or load other
+# programs.
+REFUSED_CLASSES = {"TorchModuleWrapper": "it unpickles a PyTorch module",
+                   "TFSMLayer": "it loads a TensorFlow SavedModel from a path",
+                   "JaxLayer": "it wraps arbitrary JAX functions",
+                   "FlaxLayer": "it wraps an arbitrary Flax module"}
+VOCABULARY_LAYERS = ("StringLookup", "IntegerLookup", "TextVectorization")
+PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+REGISTERED = re.compile(r"^[A-Za-z0-9_.]{1,128}>[A-Za-z0-9_.]{1,128}$")
 
 
 # Keras' own functions a config may name plainly (losses, metrics, activations); any other
@@ -113,84 +125,114 @@ def _entries(zf: zipfile.ZipFile, max_bytes: int) -> tuple[dict[str, zipfile.Zip
     return found, total
 
 
-def _json(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Any:
-    """A JSON member, reading at most MAX_JSON_BYTES real bytes whatever the entry declares."""
-    if info.file_size > MAX_JSON_BYTES:
+def _json(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int) -> Any:
+    """A JSON member, reading at most `limit` real bytes whatever the entry declares."""
+    if info.file_size > limit:
         raise _invalid(f"`{info.filename}` declares {info.file_size} bytes; at most "
-                       f"{MAX_JSON_BYTES} are read")
+                       f"{limit} are read")
     try:
         with zf.open(info) as f:
-            raw = f.read(MAX_JSON_BYTES + 1)
+            raw = f.read(limit + 1)
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
         raise _invalid(f"`{info.filename}` is corrupt: {e}") from None
-    if len(raw) > MAX_JSON_BYTES:
-        raise _invalid(f"`{info.filename}` holds more than {MAX_JSON_BYTES} bytes")
+    if len(raw) > limit:
+        raise _invalid(f"`{info.filename}` holds more than {limit} bytes")
     try:
         return json.loads(raw)
     except (ValueError, RecursionError) as e:
         raise _invalid(f"`{info.filename}` is not valid JSON: {str(e)[:200]}") from None
 
 
-def _objects(node: Any, depth: int = 0) -> Iterator[dict[str, Any]]:
-    """Every serialized object (a dict with `class_name`) in a config, outermost first."""
+def _nodes(node: Any, budget: list[int], depth: int = 0) -> Iterator[Any]:
+    """Every value in a config (dicts, lists, strings, ...), outermost first; at most
+    MAX_NODES of them and MAX_DEPTH levels deep."""
     if depth > MAX_DEPTH:
         raise _invalid(f"the config nests deeper than {MAX_DEPTH} levels")
-    if isinstance(node, dict):
-        if isinstance(node.get("class_name"), str):
-            yield node
-        for value in node.values():
-            yield from _objects(value, depth + 1)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _objects(value, depth + 1)
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _invalid(f"the config holds more than {MAX_NODES} values")
+    yield node
+    children = node.values() if isinstance(node, dict) else node if isinstance(node,
+                                                                                list) else ()
+    for child in children:
+        yield from _nodes(child, budget, depth + 1)
 
 
-def _builtin(obj: dict[str, Any]) -> bool:
-    module, registered = obj.get("module"), obj.get("registered_name")
+def _refuse_code(obj: dict[str, Any]) -> None:
+    """Layers that are code, or that read files or other programs, whatever their module."""
+    name, config = obj["class_name"], obj.get("config")
+    where = config.get("name") if isinstance(config, dict) else None
+    label = f"`{name}` layer" + (f" `{str(where)[:100]}`" if where else "")
+    if name in ("Lambda", "__lambda__"):
+        label = "`Lambda` layer" if name == "Lambda" else "serialized Python lambda (`Lambda`)"
+        label += f" `{str(where)[:100]}`" if where and name == "Lambda" else ""
+        raise ModelError(f"The model contains a {label}: it is Python code, which the service "
+                         "never runs. Replace it with a registered custom layer (see README, "
+                         "Bring your own model).", field="file")
+    if name in REFUSED_CLASSES:
+        raise ModelError(f"The model contains a {label}: {REFUSED_CLASSES[name]}, which the "
+                         "service never loads.", field="file")
+    if name in VOCABULARY_LAYERS and isinstance(config, dict) \
+            and isinstance(config.get("vocabulary"), str):
+        raise ModelError(f"The model contains a {label} whose vocabulary is a file path; save "
+                         "the vocabulary in the model instead.", field="file")
+
+
+def _keras_own(obj: dict[str, Any]) -> bool:
+    """A Keras class (module `keras...`, a plain class name, registered under no other name)
+    or a Keras function named by one of Keras' own function names."""
+    module, name = obj.get("module"), obj["class_name"]
+    if name == "function":
+        from_keras = module in ("builtins", "keras") or (isinstance(module, str)
+                                                         and module.startswith("keras."))
+        config = obj.get("config")
+        return from_keras and isinstance(config, str) and config in KERAS_FUNCTIONS
     if not isinstance(module, str) or not (module == "keras" or module.startswith("keras.")):
         return False
-    return registered in (None, obj["class_name"]) or obj["class_name"] == "function"
+    return bool(PLAIN_NAME.match(name)) and obj.get("registered_name") in (None, name)
 
 
-def _registered_name(obj: dict[str, Any]) -> str | None:
+def _custom_name(obj: dict[str, Any]) -> str | None:
     """The name a custom object is registered under (`package>Name`), if it says one."""
-    if obj["class_name"] == "function":  # a registered function: its name is the config
-        config = obj.get("config")
-        return config if isinstance(config, str) and ">" in config else None
-    registered = obj.get("registered_name")
-    return registered if isinstance(registered, str) else None
+    key = obj.get("config") if obj["class_name"] == "function" else obj.get("registered_name")
+    return key if isinstance(key, str) and REGISTERED.match(key) else None
+
+
+def _unknown(shown: str, known_custom: Collection[str]) -> ModelError:
+    return ModelError(
+        f"The model uses `{shown[:200]}`, which is neither a Keras built-in nor a class the "
+        "workers' plugins register"
+        + (f" (they register: {', '.join(sorted(known_custom))})" if known_custom
+           else " (no live worker publishes any plugin class)")
+        + ". Ask the operator to install it as a plugin (LRSEARCH_PLUGINS).", field="file")
 
 
 def check_objects(config: Any, known_custom: Collection[str]) -> list[str]:
-    """Refuse Lambda layers, lambdas and classes that are neither Keras built-ins nor in
-    `known_custom`; returns the custom names the config uses (sorted)."""
+    """An allow-list over every value of a config: each serialized object (a dict with
+    `class_name`) is Keras' own data form, a Keras class or function, or registered under a
+    name in `known_custom`; each string that looks like a registered name (`package>Name`) is
+    in `known_custom`; Lambda layers and layers that load code or files are refused. Returns
+    the custom names the config uses (sorted)."""
     custom: set[str] = set()
-    for count, obj in enumerate(_objects(config)):
-        if count >= MAX_OBJECTS:
-            raise _invalid(f"the config holds more than {MAX_OBJECTS} objects")
-        name = obj["class_name"]
-        if name == "Lambda" or name == "__lambda__":
-            where = obj.get("config", {}).get("name") if isinstance(obj.get("config"),
-                                                                     dict) else None
-            raise ModelError(f"The model contains a `Lambda` layer{f' `{where}`' if where else ''}"
-                             ": it is Python code, which the service never runs. Replace it "
-                             "with a registered custom layer (see README, Bring your own "
-                             "model).", field="file")
-        if name in DATA_FORMS or (name == "function" and obj.get("module") == "builtins"
-                                  and obj.get("config") in KERAS_FUNCTIONS):
-            continue  # data, or a Keras function referred to by its plain name
-        if _builtin(obj):
+    for node in _nodes(config, [MAX_NODES]):
+        if isinstance(node, str):
+            if REGISTERED.match(node):  # a registered object named by a plain string
+                if node not in known_custom:
+                    raise _unknown(node, known_custom)
+                custom.add(node)
             continue
-        registered = _registered_name(obj)
+        if not isinstance(node, dict) or "class_name" not in node:
+            continue
+        name = node["class_name"]
+        if not isinstance(name, str):
+            raise _invalid(f"a `class_name` is not a string: {str(name)[:100]}")
+        _refuse_code(node)
+        if name in DATA_FORMS or _keras_own(node):
+            continue
+        registered = _custom_name(node)
         if registered is None or registered not in known_custom:
-            shown = registered or f"{obj.get('module')}.{name}"
-            raise ModelError(
-                f"The model uses `{str(shown)[:200]}`, which is neither a Keras built-in nor a "
-                "class the workers' plugins register"
-                + (f" (they register: {', '.join(sorted(known_custom))})" if known_custom
-                   else " (no live worker publishes any plugin class)")
-                + ". Ask the operator to install it as a plugin (LRSEARCH_PLUGINS).",
-                field="file")
+            what = node.get("config") if name == "function" else name
+            raise _unknown(registered or f"{node.get('module')}.{what}", known_custom)
         custom.add(registered)
     return sorted(custom)
 
@@ -270,8 +312,8 @@ def check_keras_file(path: Path, *, max_decompressed_bytes: int,
         raise _invalid(str(e)) from None
     with zf:
         entries, total = _entries(zf, max_decompressed_bytes)
-        metadata = _json(zf, entries["metadata.json"])
-        config = _json(zf, entries["config.json"])
+        metadata = _json(zf, entries["metadata.json"], MAX_METADATA_BYTES)
+        config = _json(zf, entries["config.json"], MAX_JSON_BYTES)
     if not isinstance(config, dict) or not isinstance(config.get("class_name"), str):
         raise _invalid("`config.json` does not describe a serialized model")
     compile_config = config.get("compile_config")
@@ -280,11 +322,21 @@ def check_keras_file(path: Path, *, max_decompressed_bytes: int,
     if isinstance(compile_config, dict):  # the optimizer is replaced, never deserialized
         custom += check_objects({k: v for k, v in compile_config.items() if k != "optimizer"},
                                 known_custom)
+    if compile_config is not None and not isinstance(compile_config, dict):
+        raise _invalid("`config.json`'s compile_config is not an object")
+    try:
+        return _summary(config, metadata, compile_config, custom, total)
+    except (TypeError, AttributeError, KeyError, ValueError) as e:  # a config of odd shapes
+        raise _invalid(f"`config.json` is malformed ({type(e).__name__})") from None
+
+
+def _summary(config: dict[str, Any], metadata: Any, compile_config: dict[str, Any] | None,
+             custom: list[str], total: int) -> KerasFileSummary:
     compiled = isinstance(compile_config, dict) and compile_config.get("loss") is not None
     version = metadata.get("keras_version") if isinstance(metadata, dict) else None
     return KerasFileSummary(
         keras_version=version if isinstance(version, str) else None,
-        model_class=str(config.get("registered_name") or config["class_name"]),
+        model_class=str(config.get("registered_name") or config["class_name"])[:200],
         input_shapes=_input_shapes(config), output_shapes=_output_shapes(config),
         compiled=compiled,
         loss=_names(compile_config.get("loss")) if compiled and compile_config else [],

@@ -48,8 +48,7 @@ def upload_file(ref: UploadedModel) -> Path:
     return Path(file)
 
 
-def _built(ref: BuiltinModel, input_shape: tuple[int, ...], head: models.Head,
-           max_params: int | None) -> keras.Model:
+def _built(ref: BuiltinModel, input_shape: tuple[int, ...], head: models.Head) -> keras.Model:
     if ref.name in models.names():
         return models.build(ref.name, ref.params, input_shape, head)
     builder = plugins.builders.get(ref.name)
@@ -58,15 +57,10 @@ def _built(ref: BuiltinModel, input_shape: tuple[int, ...], head: models.Head,
     if not isinstance(net, keras.Model):
         raise ModelError(f"Plugin builder `{ref.name}` returned {type(net).__name__}, not a "
                          "keras.Model", field="model.name")
-    if max_params is not None and net.count_params() > max_params:
-        raise ModelError(f"Model `{ref.name}` must have at most {max_params:,} parameters (the "
-                         f"server's max_model_params). Received: {net.count_params():,}",
-                         field="model.params")
     return net
 
 
-def _loaded(ref: UploadedModel) -> keras.Model:
-    path = upload_file(ref)
+def _loaded(ref: UploadedModel, path: Path) -> keras.Model:
     net = keras.saving.load_model(path, compile=False, safe_mode=True)
     if ref.init == "fresh":
         # clone_model rebuilds every layer from its config: new weights from the layers' own
@@ -78,12 +72,12 @@ def _loaded(ref: UploadedModel) -> keras.Model:
     return net
 
 
-def saved_compile_config(ref: UploadedModel) -> dict[str, Any] | None:
+def saved_compile_config(ref: UploadedModel, path: Path) -> dict[str, Any] | None:
     """The loss and metrics an upload was saved with (deserialized in safe mode), or None.
     Read from the archive's config.json: the optimizer it names is never built."""
     if not ref.compiled:
         return None
-    with zipfile.ZipFile(upload_file(ref)) as zf:
+    with zipfile.ZipFile(path) as zf:
         config = json.loads(zf.read("config.json")).get("compile_config") or {}
     out = {}
     for key in ("loss", "loss_weights", "metrics", "weighted_metrics"):
@@ -112,8 +106,17 @@ def compiled_model(spec: RunSpec, input_shape: Sequence[int], head: models.Head,
     the random seed first: it decides a built or `fresh` model's initial weights."""
     ref = spec.model
     if isinstance(ref, UploadedModel):
-        net, saved = _loaded(ref), saved_compile_config(ref)
+        path = upload_file(ref)  # its digest checked once, before anything is loaded
+        net, saved = _loaded(ref, path), saved_compile_config(ref, path)
     else:
-        net, saved = _built(ref, tuple(input_shape), head, max_params), None
+        net, saved = _built(ref, tuple(input_shape), head), None
+    if max_params is not None and net.count_params() > max_params:
+        raise ModelError(f"Model `{_label(ref)}` must have at most {max_params:,} parameters "
+                         f"(the server's max_model_params). Received: {net.count_params():,}",
+                         field="model")
     net.compile(optimizer=optimizer, **compile_args(spec, head, saved))
     return net
+
+
+def _label(ref: BuiltinModel | UploadedModel) -> str:
+    return ref.name if isinstance(ref, BuiltinModel) else ref.upload

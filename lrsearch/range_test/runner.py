@@ -166,6 +166,7 @@ class RangeTestConfig:
     validation: bool = False
     val_samples: int = 256
     data_dir: str | None = None
+    max_params: int | None = None  # uploads' and plugin builders' size limit
 
     def __post_init__(self) -> None:
         for name, low in (("repeats", 1), ("val_samples", 1)):
@@ -177,14 +178,15 @@ def run(config: RangeTestConfig) -> dict[str, Any]:
     median suggestions, their log10 spread, and search bounds per family."""
     spec = config.spec
     data = datasets.load(spec.data.name, data_dir=config.data_dir, seed=spec.seed,
-                         file=spec.data.file)
+                         file=spec.data.file, task=spec.data.task)
     val = (data.x_val[:config.val_samples], data.y_val[:config.val_samples])
     sweeps = []
     for r in range(config.repeats):
         keras.utils.set_random_seed(spec.seed + r)
         opt = optimizers.build(spec.optimizer.name, spec.optimizer.params,
                                config.settings.min_lr)
-        model = compiled_model(spec, data.input_shape, data.head, opt)
+        model = compiled_model(spec, data.input_shape, data.head, opt,
+                               max_params=config.max_params)
         sweeps.append(lr_find(model, data.x_train, data.y_train, config.settings,
                               batch_size=spec.batch_size, seed=spec.seed + r,
                               validation=val if config.validation else None))

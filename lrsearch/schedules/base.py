@@ -21,11 +21,12 @@ import dataclasses
 import math
 import types
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, TypeVar
 
 from lrsearch.errors import ScheduleError, require_int
+from lrsearch.registry import Registry as GenericRegistry
 
 Kind = Literal["float", "int", "bool", "choice", "float_list"]
 # A range-test role says how a range test's suggestions become this parameter's bounds
@@ -356,33 +357,19 @@ def _check_number(
     return typing.cast(float | int, value)
 
 
-class Registry:
-    """Families by stable name. Duplicate names raise; unknown names list the known ones."""
+class Registry(GenericRegistry[type[Family]]):
+    """Families by stable name (lrsearch.registry's shape): duplicate names raise; unknown
+    names raise ScheduleError listing the known ones."""
 
     def __init__(self) -> None:
-        self._families: dict[str, type[Family]] = {}
+        super().__init__("schedule family", error=ScheduleError, field="family",
+                         plural="families")
 
-    def register(self, cls: type[F]) -> type[F]:
+    def register(self, cls: type[F]) -> type[F]:  # type: ignore[override]
         """Class decorator: add a family under its `name`."""
-        if cls.name in self._families:
-            raise ValueError(f"schedule family {cls.name!r} is already registered")
         param_specs(cls)  # fail at import time on an undeclared or untyped parameter
-        self._families[cls.name] = cls
+        self.add(cls.name, cls)
         return cls
-
-    def get(self, name: Any) -> type[Family]:
-        if not isinstance(name, str) or name not in self._families:
-            raise ScheduleError(
-                f"Unknown schedule family `{name}`. Known families: {', '.join(self.names())}",
-                field="family",
-            )
-        return self._families[name]
-
-    def names(self) -> list[str]:
-        return list(self._families)
-
-    def __iter__(self) -> Iterator[type[Family]]:
-        return iter(self._families.values())
 
 
 registry = Registry()

@@ -34,11 +34,11 @@ def resolve(session: Session, settings: Settings, tenant: str, name: str
     unknown or its files are missing (checked without loading it)."""
     if name in datasets.SOURCES:
         datasets.check_available(name, data_dir=settings.data_dir)
-        return datasets.SOURCES[name].input_shape, None
+        return datasets.SOURCES.get(name).input_shape, None
     row = find_upload(session, tenant, name)
     if row is None:
         raise Invalid(f"Unknown dataset `{name}`. Built-in datasets: "
-                      f"{', '.join(datasets.SOURCES)}; uploaded: see GET /v1/datasets.",
+                      f"{', '.join(datasets.SOURCES.names())}; uploaded: see GET /v1/datasets.",
                       field="dataset")
     return tuple(row.input_shape), row.path
 
@@ -47,7 +47,7 @@ def head(session: Session, tenant: str, name: str) -> Head:
     """The output a model needs for a dataset `resolve` accepted: a softmax over its classes
     or a linear layer for its float targets (what shapes the model's last layer)."""
     if name in datasets.SOURCES:
-        return datasets.SOURCES[name].head
+        return datasets.SOURCES.get(name).head
     row = find_upload(session, tenant, name)
     if row is None:
         raise Invalid(f"Unknown dataset `{name}`.", field="dataset")

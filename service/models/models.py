@@ -12,7 +12,7 @@ from service.db import Base, JSONType, UTCDateTime, utcnow
 
 
 class UploadedModel(Base):
-    """A `.keras` file, stored once per tenant and content (`sha256`), under a name."""
+    """A `.keras` file a tenant uploaded under a name, identified by its content (`sha256`)."""
 
     __tablename__ = "model_uploads"
     __table_args__ = (UniqueConstraint("tenant", "name"),)

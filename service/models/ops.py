@@ -1,5 +1,5 @@
-"""Uploaded models: validated without running them, stored per tenant and content; and the
-catalog of everything a study may name (built-ins, plugin builders, uploads)."""
+"""Uploaded models: validated without running them, stored per tenant under their digest; and
+the catalog of everything a study may name (built-ins, plugin builders, uploads)."""
 
 from __future__ import annotations
 
@@ -62,11 +62,6 @@ def _check(tmp: Path, settings: Settings, known_custom: set[str]) -> KerasFileSu
                        f"{settings.max_decompressed_bytes}.", field=e.field) from None
 
 
-def path_for(settings: Settings, tenant: str, sha256: str) -> Path:
-    """Where a tenant's model with this content lives (one file per tenant and content)."""
-    return Path(settings.data_dir).resolve() / "models" / tenant / f"{sha256}.keras"
-
-
 def upload(session: Session, settings: Settings, tenant: str, name: str,
            stream: Any) -> UploadedModel:
     """Validate the archive (bounded; nothing in it runs) and the tenant's quota before
@@ -83,9 +78,8 @@ def upload(session: Session, settings: Settings, tenant: str, name: str,
         sha, size = storage.save(stream, tmp, settings.max_upload_bytes)
         storage.check_quota(settings, tenant, storage.stored_bytes(session, tenant), size)
         summary = _check(tmp, settings, live_capabilities(session, settings).custom_objects)
-        final = path_for(settings, tenant, sha)
-        row = UploadedModel(tenant=tenant, name=name, sha256=sha, size_bytes=size,
-                            path=str(final), summary=summary.as_dict())
+        row = UploadedModel(tenant=tenant, name=name, sha256=sha, size_bytes=size, path="",
+                            summary=summary.as_dict())
         session.add(row)
         try:
             session.flush()
@@ -93,16 +87,20 @@ def upload(session: Session, settings: Settings, tenant: str, name: str,
             raise Conflict(f"A model named `{name}` already exists.", field="name") from None
         storage.lock_quota(session, tenant)
         storage.check_quota(settings, tenant, storage.stored_bytes(session, tenant, row), size)
-        tmp.replace(final)  # same content, same bytes: replacing a twin changes nothing
+        # One file per row (its digest and id): deleting one upload never removes a file
+        # another upload, committed or in flight, still needs.
+        final = folder / f"{sha}.{row.id}.keras"
+        row.path = str(final)
+        session.flush()
+        tmp.replace(final)
         return row
     finally:
         tmp.unlink(missing_ok=True)
 
 
-def delete(session: Session, tenant: str, name: str) -> Path | None:
+def delete(session: Session, tenant: str, name: str) -> Path:
     """Delete an upload that no queued or running study or range test uses; returns its file
-    for the caller to remove after the commit, or None while another name of this tenant
-    holds the same content."""
+    for the caller to remove after the commit."""
     lock_tenant(session, "study", tenant)
     lock_tenant(session, "range_test", tenant)
     row = get(session, tenant, name)
@@ -110,13 +108,10 @@ def delete(session: Session, tenant: str, name: str) -> Path | None:
         if isinstance(spec.model, UploadRef) and spec.model.upload == name:
             raise Conflict(f"Model `{name}` is used by unfinished {what} `{ident}`.",
                            field="name")
-    twin = session.scalar(select(UploadedModel.id).where(
-        UploadedModel.tenant == tenant, UploadedModel.sha256 == row.sha256,
-        UploadedModel.id != row.id).limit(1))
     path = Path(row.path)
     session.delete(row)
     session.flush()
-    return None if twin is not None else path
+    return path
 
 
 def reference(session: Session, settings: Settings, tenant: str, upload: str,

@@ -41,5 +41,4 @@ def delete_model(name: str, session: SessionDep, tenant: TenantDep,
                  background: BackgroundTasks) -> None:
     """Delete an uploaded model that no queued or running study or range test uses (409)."""
     path = ops.delete(session, tenant, name)
-    if path is not None:  # removed once the deletion committed
-        background.add_task(path.unlink, missing_ok=True)
+    background.add_task(path.unlink, missing_ok=True)  # once the deletion committed

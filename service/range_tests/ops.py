@@ -12,7 +12,6 @@ from sqlalchemy.orm import Session, defer
 from lrsearch.range_test import SweepSettings
 from lrsearch.spec import Objective
 from service.config import Settings
-from service.datasets.ops import resolve as resolve_dataset
 from service.db import utcnow
 from service.errors import Conflict, NotFound
 from service.jobs.models import Job
@@ -26,7 +25,7 @@ from service.requests import (
     require_at_most,
     require_room,
 )
-from service.runs import run_spec
+from service.runs import recheck, run_spec
 
 FINISHED = ("succeeded", "failed", "cancelled")
 SUMMARY = ("suggestions", "family_bounds")  # the parts of `result` a list shows
@@ -63,7 +62,7 @@ def create(session: Session, settings: Settings, tenant: str, req: RangeTestCrea
     found = replay(session, RangeTest, tenant, idempotency_key, digest)  # committed meanwhile?
     if found is not None:
         return found
-    resolve_dataset(session, settings, tenant, req.dataset)  # not deleted meanwhile
+    recheck(session, settings, tenant, spec)  # dataset and model not deleted meanwhile
     require_room(session, RangeTest, tenant, settings.max_active_range_tests,
                  "LRSEARCH_MAX_ACTIVE_RANGE_TESTS", "range tests")
     test = RangeTest(id=uuid.uuid4().hex, tenant=tenant, status="queued",

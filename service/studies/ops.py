@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from lrsearch import schedules
@@ -15,7 +15,6 @@ from lrsearch.schedules.base import registry
 from lrsearch.schedules.export import keras_config, python_snippet
 from lrsearch.schedules.search import grid, grid_size, space
 from service.config import Settings
-from service.datasets.ops import resolve as resolve_dataset
 from service.db import utcnow
 from service.errors import Conflict, Invalid, NotFound
 from service.jobs.models import Job
@@ -28,7 +27,7 @@ from service.requests import (
     require_at_most,
     require_room,
 )
-from service.runs import objective, run_spec
+from service.runs import objective, recheck, run_spec
 from service.schemas import finite_or_none
 from service.studies import progress
 from service.studies.models import FINISHED, CurvePoint, Study, Trial
@@ -134,7 +133,7 @@ def create(session: Session, settings: Settings, tenant: str, req: StudyCreate,
     found = replay(session, Study, tenant, idempotency_key, digest)
     if found is not None:
         return found
-    resolve_dataset(session, settings, tenant, req.dataset)  # not deleted meanwhile
+    recheck(session, settings, tenant, spec)  # dataset and model not deleted meanwhile
     require_room(session, Study, tenant, settings.max_active_studies,
                  "LRSEARCH_MAX_ACTIVE_STUDIES", "studies")
     study_id = uuid.uuid4().hex
@@ -172,12 +171,7 @@ def cancel(session: Session, study: Study) -> Study:
     """Queued slots are cancelled now; running trials stop at their next epoch boundary."""
     if study.status in FINISHED:
         raise Conflict(f"Study `{study.id}` is already {study.status}.", field="status")
-    # Lock order as the workers': job rows first, then the study row.
-    queued = len(session.scalars(update(Job).where(Job.study_id == study.id,
-                                                   Job.state == "queued")
-                                 .values(state="cancelled").returning(Job.id)).all())
-    session.execute(update(Job).where(Job.study_id == study.id, Job.state == "running")
-                    .values(cancel_requested=True))
+    queued = progress.stop_jobs(session, study.id)  # job rows first, as the workers lock
     study = progress.locked(session, study.id)
     if study.status in FINISHED:  # it finished while we waited for the lock
         raise Conflict(f"Study `{study.id}` is already {study.status}.", field="status")

@@ -161,15 +161,22 @@ def _maybe_finished(study: Study) -> None:
             study.error = "No trial completed."
 
 
-def fail_fast(session: Session, study_id: str | None, reason: str) -> None:
-    """A study fails now, with `reason`, because every trial would fail the same way (its
-    objective metric is not logged): queued slots are cancelled, running ones asked to stop.
-    Lock order as a cancellation's: job rows first, then the study row."""
+def stop_jobs(session: Session, study_id: str | None) -> int:
+    """Cancel the study's queued jobs and ask its running ones to stop at their next epoch
+    boundary; returns how many queued jobs were cancelled. Takes the job rows' locks: call it
+    before locking the study row (the workers' lock order)."""
     queued = len(session.scalars(update(Job).where(Job.study_id == study_id,
                                                    Job.state == "queued")
                                  .values(state="cancelled").returning(Job.id)).all())
     session.execute(update(Job).where(Job.study_id == study_id, Job.state == "running")
                     .values(cancel_requested=True))
+    return queued
+
+
+def fail_fast(session: Session, study_id: str | None, reason: str) -> None:
+    """A study fails now, with `reason`, because every trial would fail the same way (its
+    objective metric is not logged): queued slots are cancelled, running ones asked to stop."""
+    queued = stop_jobs(session, study_id)
     study = locked(session, study_id)
     study.n_queued -= queued
     study.n_cancelled += queued

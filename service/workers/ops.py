@@ -54,17 +54,19 @@ class Capabilities:
 
 
 def capabilities(session: Session, within_seconds: float) -> Capabilities:
-    """The union of what the workers seen in the last `within_seconds` publish. (Workers with
-    different plugins may run side by side: a job needing a class goes to any worker; the
-    operator installs plugins on all of them.)"""
+    """What every worker seen in the last `within_seconds` can load: the intersection of what
+    they publish, so that a job the API accepts can run on whichever worker claims it (a
+    worker without an upload's plugin would fail the trial for good). Workers still starting
+    (nothing published yet) are not counted."""
     since = db_now(session) - timedelta(seconds=within_seconds)
-    rows = session.scalars(select(WorkerRow.capabilities).where(
+    rows = [caps for caps in session.scalars(select(WorkerRow.capabilities).where(
         WorkerRow.last_seen_at >= since, WorkerRow.stopped_at.is_(None))).all()
-    out = Capabilities()
-    for caps in rows:
-        if not isinstance(caps, dict):
-            continue
-        out.custom_objects.update(str(c) for c in caps.get("custom_objects", []))
-        for builder in caps.get("builders", []):
-            out.builders.setdefault(str(builder.get("name")), builder)
-    return out
+        if isinstance(caps, dict)]
+    if not rows:
+        return Capabilities()
+    objects = set.intersection(*(set(map(str, c.get("custom_objects", []))) for c in rows))
+    names = set.intersection(*({str(b.get("name")) for b in c.get("builders", [])}
+                               for c in rows))
+    builders = {str(b.get("name")): b for b in rows[0].get("builders", [])
+                if str(b.get("name")) in names}
+    return Capabilities(custom_objects=objects, builders=builders)

@@ -22,7 +22,7 @@ from tests.datasets.test_npz_hardening import header_bytes, npy_bytes, write_zip
 def test_digits_is_scaled_and_split_with_the_seed() -> None:
     d = datasets.load("digits", seed=3)
     assert d.input_shape == (8, 8, 1) and d.num_classes == 10 and d.head == Head.classes(10)
-    assert datasets.SOURCES["digits"].head == d.head
+    assert datasets.SOURCES.get("digits").head == d.head
     assert {k: d.info()[k] for k in ("task", "num_classes", "target_shape")} == {
         "task": "classes", "num_classes": 10, "target_shape": []}
     assert d.x_train.dtype == np.float32 and d.x_train.min() >= 0.0 and d.x_train.max() <= 1.0

@@ -231,3 +231,21 @@ def test_inputs_that_grow_past_the_budget_as_float32_are_refused(tmp_path: Path)
     assert check_npz(path, max_decompressed_bytes=4_800).head.kind == "targets"
     with pytest.raises(DatasetTooLarge, match="take 4400 bytes once converted for training"):
         check_npz(path, max_decompressed_bytes=4_399)
+
+
+def test_a_file_registered_with_class_ids_keeps_its_whole_float_labels_as_classes(
+        tmp_path: Path) -> None:
+    """Uploaded before float labels meant float targets: the service registered it as class
+    ids, and the worker loads it so (task="classes"), not as regression targets."""
+    from lrsearch.datasets.uploaded import load_npz
+
+    x = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
+    y = np.tile(np.arange(4.0), 10)  # whole floats
+    np.savez(tmp_path / "old.npz", x_train=x, y_train=y)
+    assert load_npz(tmp_path / "old.npz", "old").head.kind == "targets"
+    old = load_npz(tmp_path / "old.npz", "old", task="classes")
+    assert old.head.kind == "classes" and old.head.units == 4
+    assert old.y_train.dtype == np.int64
+    np.savez(tmp_path / "real.npz", x_train=x, y_train=y + 0.5)
+    with pytest.raises(DatasetError, match="registered with class ids"):
+        load_npz(tmp_path / "real.npz", "real", task="classes")

@@ -260,3 +260,58 @@ def test_json_members_are_read_in_bounded_memory_whatever_they_declare(
         tracemalloc.stop()
     assert "`config.json` is corrupt" in str(error)
     assert peak < 2.5 * MAX_JSON_BYTES < 64 << 20
+
+
+def _dense(config: dict) -> dict:
+    return layer(config, "Dense")
+
+
+@pytest.mark.parametrize("edit,culprit", [
+    # Layers that unpickle or load other programs are refused by name, whatever the worker's
+    # Keras would do in safe mode.
+    (lambda c: _dense(c).update(class_name="TorchModuleWrapper"), "TorchModuleWrapper"),
+    (lambda c: _dense(c).update(class_name="TFSMLayer"), "TFSMLayer"),
+    # A Keras module's function that is not one of Keras' losses, metrics or activations.
+    (lambda c: _dense(c)["config"].update(activation={
+        "module": "keras.utils", "class_name": "function", "config": "get_file",
+        "registered_name": "get_file"}), "get_file"),
+    # A registered name hidden in a plain string, and a Keras-looking class registered under
+    # another name.
+    (lambda c: _dense(c)["config"].update(kernel_initializer="evil>Init"), "evil>Init"),
+    (lambda c: _dense(c).update(registered_name="evil>Dense"), "evil>Dense"),
+    # A module that only looks like Keras'.
+    (lambda c: _dense(c).update(module="keras_evil.layers"), "keras_evil.layers.Dense"),
+    # A class Keras would resolve from a typespec's module.
+    (lambda c: _dense(c)["config"].update(spec={"class_name": "__typespec__",
+                                                "module": "evil", "spec_name": "X"}),
+     "__typespec__"),
+    # A class_name that is not a string.
+    (lambda c: _dense(c)["config"].update(bias_initializer={"class_name": 0,
+                                                            "registered_name": "evil>X"}),
+     "class_name"),
+])
+def test_code_and_unregistered_names_are_refused_wherever_they_hide(
+        saved: dict[str, Path], tmp_path: Path, edit: object, culprit: str) -> None:
+    error = refusal(rewritten(saved["sequential"], tmp_path / "m.keras", edit))  # type: ignore[arg-type]
+    assert culprit in str(error)
+
+
+def test_a_vocabulary_read_from_a_file_is_refused(saved: dict[str, Path],
+                                                  tmp_path: Path) -> None:
+    def edit(config: dict) -> None:
+        _dense(config).update(class_name="StringLookup", config={"name": "words",
+                                                                 "vocabulary": "/etc/passwd"})
+    assert "vocabulary is a file path" in str(refusal(rewritten(
+        saved["sequential"], tmp_path / "m.keras", edit)))
+
+
+@pytest.mark.parametrize("odd", [[1, 2], 7, "layers", {"layers": 3}])
+def test_a_config_of_odd_shapes_is_a_refusal_not_a_crash(saved: dict[str, Path],
+                                                         tmp_path: Path, odd: object) -> None:
+    def edit(config: dict) -> None:
+        config["config"] = odd
+    path = rewritten(saved["sequential"], tmp_path / "m.keras", edit)
+    try:
+        check_keras_file(path, max_decompressed_bytes=BIG, known_custom=())
+    except ModelError as e:
+        assert e.field == "file"

@@ -170,7 +170,7 @@ def test_upload_list_use_and_delete(client: TestClient, engine: Engine, settings
     assert "mlp" in [m["name"] for m in listed if m["source"] == "builtin"]
     assert client.get("/v1/models/mine").json()["sha256"] == info["sha256"]
     [file] = stored_files(settings)
-    assert file.name == f"{info['sha256']}.keras" and file.read_bytes() == content
+    assert file.name.startswith(info['sha256']) and file.read_bytes() == content
 
     study = client.post("/v1/studies", json={**STUDY, "model": {"upload": "mine",
                                                                  "init": "fresh"}})
@@ -196,15 +196,18 @@ def test_upload_list_use_and_delete(client: TestClient, engine: Engine, settings
     assert stored_files(settings) == [] and count(engine, UploadedModel) == 0
 
 
-def test_two_names_for_one_content_share_the_file(client: TestClient, engine: Engine,
-                                                  settings: Settings,
-                                                  archives: dict[str, Path]) -> None:
+def test_two_names_for_one_content_keep_their_own_files(client: TestClient, engine: Engine,
+                                                        settings: Settings,
+                                                        archives: dict[str, Path]) -> None:
+    """One file per upload: deleting one never takes the file another upload (committed, or
+    still in flight) of the same content needs."""
     content = archives["plain"].read_bytes()  # built-in layers only: no worker needed
-    assert upload(client, "a", content).status_code == 201
-    assert upload(client, "b", content).status_code == 201
-    assert len(stored_files(settings)) == 1
+    a, b = upload(client, "a", content), upload(client, "b", content)
+    assert a.status_code == b.status_code == 201 and a.json()["sha256"] == b.json()["sha256"]
+    assert len(stored_files(settings)) == 2
     assert client.delete("/v1/models/a").status_code == 204
-    assert len(stored_files(settings)) == 1  # b still uses it
+    left = stored_files(settings)
+    assert len(left) == 1 and left[0].read_bytes() == content  # b's
     assert client.delete("/v1/models/b").status_code == 204
     assert stored_files(settings) == []
 

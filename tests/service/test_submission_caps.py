@@ -30,7 +30,7 @@ RANGE_TEST: dict[str, Any] = {"dataset": "digits", "min_lr": 1e-5, "max_lr": 1.0
                               "num_iter": 50}
 ENDPOINTS = {"studies": ("/v1/studies", STUDY, Study),
              "range-tests": ("/v1/range-tests", RANGE_TEST, RangeTest)}
-DIGITS = datasets.SOURCES["digits"]
+DIGITS = datasets.SOURCES.get("digits")
 BIG_BODY = 1_000_000  # the default body limit (the test settings use less)
 
 

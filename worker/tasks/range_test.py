@@ -64,7 +64,8 @@ def run(w: TaskContext, c: Claim, beat: Heartbeat) -> None:
     spec = w.db(lambda s: _start(s, c, w.settings.lease_seconds))
     if spec is None:
         return
-    task = {"kind": "range_test", "spec": spec, "data_dir": str(w.settings.data_dir)}
+    task = {"kind": "range_test", "spec": spec, "data_dir": str(w.settings.data_dir),
+            "max_params": w.settings.max_model_params}
     try:
         kind, payload = w.supervise(c, beat, task, lambda kind, payload: None,
                                     stop_on_cancel=True)
