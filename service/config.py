@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -89,21 +90,13 @@ class Settings(BaseSettings):
     @classmethod
     def _split_hosts(cls, value: Any) -> Any:
         """"a, B" -> ["a", "b"]: the environment gives one comma-separated string."""
-        if isinstance(value, str):
-            value = value.split(",")
-        if isinstance(value, list | tuple):
-            return [str(h).strip().lower() for h in value if str(h).strip()]
-        return value
+        return _comma_list(value, str.lower)
 
     @field_validator("plugins", mode="before")
     @classmethod
     def _split_plugins(cls, value: Any) -> Any:
         """"a.b, c" -> ["a.b", "c"] (module names keep their case)."""
-        if isinstance(value, str):
-            value = value.split(",")
-        if isinstance(value, list | tuple):
-            return [str(m).strip() for m in value if str(m).strip()]
-        return value
+        return _comma_list(value, str)
 
     def optuna_url(self) -> str:
         """Optuna's storage: given, or derived so Optuna's tables never mix with ours:
@@ -116,3 +109,13 @@ class Settings(BaseSettings):
             return str(url.set(database=str(folder / "optuna.db")))
         options = f"-csearch_path={OPTUNA_SCHEMA}"
         return url.update_query_dict({"options": options}).render_as_string(hide_password=False)
+
+
+def _comma_list(value: Any, form: Callable[[str], str]) -> Any:
+    """A comma-separated string (as the environment gives it) or a list, as a list of
+    stripped, non-empty items in `form`; anything else is left to pydantic to refuse."""
+    if isinstance(value, str):
+        value = value.split(",")
+    if isinstance(value, list | tuple):
+        return [form(str(item).strip()) for item in value if str(item).strip()]
+    return value

@@ -3,17 +3,35 @@ temporary file, and the tenant's storage quota counted over all of its uploads u
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.config import Settings
-from service.errors import TooLarge
+from service.errors import Conflict, TooLarge
 
 CHUNK = 1 << 20
+
+
+@contextlib.contextmanager
+def incoming(folder: Path) -> Iterator[Path]:
+    """A temporary `*.part` file in `folder` (created with it) for an upload on its way in;
+    removed when the block ends unless it was moved to its final name by then."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, raw = tempfile.mkstemp(dir=folder, suffix=".part")
+    os.close(fd)
+    try:
+        yield Path(raw)
+    finally:
+        Path(raw).unlink(missing_ok=True)
 
 
 def save(stream: IO[bytes], tmp: Path, limit: int) -> tuple[str, int]:
@@ -53,6 +71,19 @@ def check_quota(settings: Settings, tenant: str, used: int, size: int) -> None:
                        f"quota: used={used}, this upload={size}, tenant_storage_bytes={quota} "
                        "(LRSEARCH_TENANT_STORAGE_BYTES). Delete uploads no longer needed.",
                        field="file")
+
+
+def keep(session: Session, settings: Settings, tenant: str, row: Any, size: int,
+         what: str) -> None:
+    """Insert an upload's row (409 when a concurrent upload of its name committed first),
+    then check the tenant's quota under the quota lock, counting every other upload."""
+    session.add(row)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict(f"A {what} named `{row.name}` already exists.", field="name") from None
+    lock_quota(session, tenant)
+    check_quota(settings, tenant, stored_bytes(session, tenant, row), size)
 
 
 def lock_quota(session: Session, tenant: str) -> None:

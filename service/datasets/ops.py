@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import IO, Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from lrsearch import datasets
@@ -87,14 +84,11 @@ def upload(session: Session, settings: Settings, tenant: str, name: str, stream:
     if name in datasets.SOURCES or find_upload(session, tenant, name) is not None:
         raise Conflict(f"A dataset named `{name}` already exists.", field="name")
     folder = Path(settings.data_dir).resolve() / "uploads" / tenant
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, raw = tempfile.mkstemp(dir=folder, suffix=".part")
-    os.close(fd)
-    tmp, final = Path(raw), folder / f"{name}.npz"
-    try:
+    final = folder / f"{name}.npz"
+    with storage.incoming(folder) as tmp:
         sha, size = storage.save(stream, tmp, settings.max_upload_bytes)
         # A first look without the lock spares the validation work of an upload that cannot
-        # fit; the check that counts is the locked one below.
+        # fit; the check that counts is the locked one in storage.keep.
         storage.check_quota(settings, tenant, storage.stored_bytes(session, tenant), size)
         data = _check(tmp, settings)
         row = UploadedDataset(tenant=tenant, name=name, input_shape=list(data.input_shape),
@@ -102,19 +96,11 @@ def upload(session: Session, settings: Settings, tenant: str, name: str, stream:
                               val_samples=data.val_samples, sha256=sha, size_bytes=size,
                               path=str(final))
         row.set_head(data.head)
-        session.add(row)
-        try:
-            session.flush()
-        except IntegrityError:  # the same name uploaded concurrently, committed first
-            raise Conflict(f"A dataset named `{name}` already exists.", field="name") from None
-        storage.lock_quota(session, tenant)
-        storage.check_quota(settings, tenant, storage.stored_bytes(session, tenant, row), size)
+        storage.keep(session, settings, tenant, row, size, "dataset")
         # Moved only once the row is in: a concurrent upload of the same name fails above and
         # cannot overwrite this file.
         tmp.replace(final)
         return row
-    finally:
-        tmp.unlink(missing_ok=True)  # gone already when it became the dataset's file
 
 
 def delete(session: Session, tenant: str, name: str) -> Path:

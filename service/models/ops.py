@@ -3,13 +3,10 @@ the catalog of everything a study may name (built-ins, plugin builders, uploads)
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from lrsearch import models
@@ -70,23 +67,13 @@ def upload(session: Session, settings: Settings, tenant: str, name: str,
     if find(session, tenant, name) is not None:
         raise Conflict(f"A model named `{name}` already exists.", field="name")
     folder = Path(settings.data_dir).resolve() / "models" / tenant
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, raw = tempfile.mkstemp(dir=folder, suffix=".part")
-    os.close(fd)
-    tmp = Path(raw)
-    try:
+    with storage.incoming(folder) as tmp:
         sha, size = storage.save(stream, tmp, settings.max_upload_bytes)
         storage.check_quota(settings, tenant, storage.stored_bytes(session, tenant), size)
         summary = _check(tmp, settings, live_capabilities(session, settings).custom_objects)
         row = UploadedModel(tenant=tenant, name=name, sha256=sha, size_bytes=size, path="",
                             summary=summary.as_dict())
-        session.add(row)
-        try:
-            session.flush()
-        except IntegrityError:  # the same name uploaded concurrently, committed first
-            raise Conflict(f"A model named `{name}` already exists.", field="name") from None
-        storage.lock_quota(session, tenant)
-        storage.check_quota(settings, tenant, storage.stored_bytes(session, tenant, row), size)
+        storage.keep(session, settings, tenant, row, size, "model")
         # One file per row (its digest and id): deleting one upload never removes a file
         # another upload, committed or in flight, still needs.
         final = folder / f"{sha}.{row.id}.keras"
@@ -94,8 +81,6 @@ def upload(session: Session, settings: Settings, tenant: str, name: str,
         session.flush()
         tmp.replace(final)
         return row
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def delete(session: Session, tenant: str, name: str) -> Path:
