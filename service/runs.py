@@ -17,15 +17,16 @@ from service.datasets.ops import resolve as resolve_dataset
 from service.errors import Invalid
 from service.models import ops as uploads
 from service.schemas import Named, Training
+from service.workers.ops import Capabilities
 
 
-def _builtin(session: Session, settings: Settings, model: Named, shape: tuple[int, ...],
-             head: models.Head) -> BuiltinModel:
+def _builtin(settings: Settings, model: Named, shape: tuple[int, ...], head: models.Head,
+             live: Capabilities) -> BuiltinModel:
     if model.name in models.names():
         params = models.validate(model.name, model.params, shape, head,
                                  max_params=settings.max_model_params)
     else:  # a plugin's builder: its size is checked by the worker that builds it
-        params = uploads.builder_params(settings, session, model.name, model.params)
+        params = uploads.builder_params(model.name, model.params, live)
     return BuiltinModel(name=model.name, params=params)
 
 
@@ -67,20 +68,20 @@ def run_spec(session: Session, settings: Settings, tenant: str, req: Training, *
     """Every check of what a request trains, before anything is stored."""
     shape, dataset_file = resolve_dataset(session, settings, tenant, dataset)
     head = dataset_head(session, tenant, dataset)
+    live = uploads.live_capabilities(session, settings)  # read once for every check below
     model: Any
     if isinstance(req.model, Named):
-        model = _builtin(session, settings, req.model, shape, head)
+        model = _builtin(settings, req.model, shape, head, live)
     else:
-        model, row = uploads.reference(session, settings, tenant, req.model.upload,
-                                       req.model.init)
+        model, row = uploads.reference(session, tenant, req.model.upload, req.model.init,
+                                       live)
         _check_shape(req.model.upload, row.summary.get("input_shapes") or [], shape)
     optimizer = OptimizerRef(name=req.optimizer.name, params=optimizers.resolve_params(
         req.optimizer.name, req.optimizer.params))
-    custom = uploads.live_capabilities(session, settings).custom_objects
     if req.loss is not None:
-        _names("loss", [req.loss], keras_names.LOSSES, custom, "loss")
+        _names("loss", [req.loss], keras_names.LOSSES, live.custom_objects, "loss")
     if req.metrics is not None:
-        _names("metric", req.metrics, keras_names.METRICS, custom, "metrics")
+        _names("metric", req.metrics, keras_names.METRICS, live.custom_objects, "metrics")
     data = DataRef(name=dataset, file=dataset_file,
                    task=head.kind if dataset_file is not None else None)
     return RunSpec(model=model, data=data,

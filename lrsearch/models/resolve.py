@@ -66,8 +66,9 @@ def _loaded(ref: UploadedModel, path: Path) -> keras.Model:
         # clone_model rebuilds every layer from its config: new weights from the layers' own
         # initialisers, drawn under the seed the caller set.
         fresh = keras.models.clone_model(net)
-        fresh.build(net.inputs[0].shape if len(net.inputs) == 1 else [i.shape for i in
-                                                                       net.inputs])
+        if not fresh.built:  # functional and sequential clones are built already
+            fresh.build(net.inputs[0].shape if len(net.inputs) == 1
+                        else [i.shape for i in net.inputs])
         net = fresh
     return net
 

@@ -99,30 +99,30 @@ def delete(session: Session, tenant: str, name: str) -> Path:
     return path
 
 
-def reference(session: Session, settings: Settings, tenant: str, upload: str,
-              init: str) -> tuple[UploadRef, UploadedModel]:
+def reference(session: Session, tenant: str, upload: str, init: str,
+              live: workers.Capabilities) -> tuple[UploadRef, UploadedModel]:
     """A request's `{"upload", "init"}` as the RunSpec's reference; the upload must exist and
-    every custom class it needs must still be loadable by a live worker."""
+    every custom class it needs must still be loadable by the live workers (`live`)."""
     row = find(session, tenant, upload)
     if row is None:
         raise Invalid(f"Unknown uploaded model `{upload}`. Upload it first (POST /v1/models).",
                       field="model.upload")
-    missing = sorted(set(row.summary.get("custom_objects", []))
-                     - live_capabilities(session, settings).custom_objects)
+    missing = sorted(set(row.summary.get("custom_objects", [])) - live.custom_objects)
     if missing:
-        raise Invalid(f"Model `{upload}` needs {', '.join(missing)}, which no live worker's "
-                      "plugins register now (LRSEARCH_PLUGINS on the workers).",
+        raise Invalid(f"Model `{upload}` needs {', '.join(missing)}, which the live workers' "
+                      "plugins do not all register now (LRSEARCH_PLUGINS on the workers).",
                       field="model.upload")
     return UploadRef(upload=upload, sha256=row.sha256, init=init,  # type: ignore[arg-type]
                      compiled=bool(row.summary.get("compiled")), file=row.path), row
 
 
-def builder_params(settings: Settings, session: Session, name: str,
-                   params: dict[str, Any]) -> dict[str, Any]:
-    """A plugin builder's parameters: defaults filled in, unknown names refused."""
-    builder = live_capabilities(session, settings).builders.get(name)
+def builder_params(name: str, params: dict[str, Any], live: workers.Capabilities
+                   ) -> dict[str, Any]:
+    """A plugin builder's parameters (the builder as the live workers publish it): defaults
+    filled in, unknown names refused."""
+    builder = live.builders.get(name)
     if builder is None:
-        known = [*models.names(), *live_capabilities(session, settings).builders]
+        known = [*models.names(), *live.builders]
         raise ModelError(f"Unknown model `{name}`. Known models: {', '.join(known)}",
                          field="model.name")
     defaults = {p["name"]: p.get("default") for p in builder.get("parameters", [])}
