@@ -25,6 +25,7 @@ import httpx
 DEFAULT_URL = "http://127.0.0.1:8000"
 STUDY_DONE = frozenset({"succeeded", "failed", "cancelled"})
 RANGE_TEST_DONE = frozenset({"succeeded", "failed"})
+DATASET_DONE = frozenset({"ready", "failed"})
 PLOT_KINDS = ("lr_curves", "history", "leaderboard")
 GET_RETRIES = 3
 
@@ -136,6 +137,24 @@ class Client:
         with open(path, "rb") as f:
             return self._json("POST", "/v1/datasets",
                               data={"name": name}, files={"file": (Path(path).name, f)})
+
+    def data_roots(self) -> dict[str, Any]:
+        """{"roots": where dataset references may point, "downloads": whether workers
+        download Keras datasets on demand}."""
+        return self._json("GET", "/v1/data-roots")
+
+    def register_dataset(self, name: str, source: dict[str, Any]) -> dict[str, Any]:
+        """Register a dataset reference: files the workers read, under the server's data roots
+        (`source` = {"kind": "image_folder" | "csv" | "tfrecord" | "npy", "uri": ..., options})
+        or a Keras dataset to download ({"kind": "keras", "dataset": "cifar10"}). It is
+        `pending` until a worker has read it; see `wait_dataset`."""
+        return self._json("POST", "/v1/datasets", json={"name": name, "source": source})
+
+    def wait_dataset(self, name: str, *, timeout: float | None = None, poll: float = 1.0
+                     ) -> dict[str, Any]:
+        """Poll a dataset until its registration ends (`ready` or `failed`)."""
+        return self._wait(lambda: self.dataset(name), DATASET_DONE, f"dataset {name}",
+                          timeout, poll, None)
 
     def delete_dataset(self, name: str) -> None:
         self._json("DELETE", f"/v1/datasets/{name}")

@@ -17,9 +17,11 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
+from lrsearch.datasets.references import Registered, Source
 from lrsearch.errors import TrainingError
+from lrsearch.frozen import Frozen
 
 Direction = Literal["maximize", "minimize"]
 
@@ -40,10 +42,6 @@ def infer_direction(metric: str) -> Direction | None:
     if base.endswith("accuracy") or base in MAXIMIZE_NAMES:
         return "maximize"
     return None
-
-
-class Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class Objective(Frozen):
@@ -94,12 +92,17 @@ ModelRef = Annotated[BuiltinModel | UploadedModel, Field(discriminator="kind")]
 
 
 class DataRef(Frozen):
-    """A dataset by name; `file` is an uploaded dataset's .npz (internal: never shown) and
-    `task` what the service registered it as ("classes" or "targets")."""
+    """A dataset by name. An upload: `file` is its .npz (internal: never shown) and `task` what
+    the service registered it as ("classes" or "targets"). A reference: `source` (the files
+    the workers stream, or a Keras dataset) and, once registered, `registered` (counts,
+    shapes, the files' fingerprint); a job on a dataset still being registered waits, and
+    the registration's end fills `registered` in."""
 
     name: str
     file: str | None = None
     task: Literal["classes", "targets"] | None = None
+    source: Source | None = None
+    registered: Registered | None = None
 
 
 class OptimizerRef(Frozen):

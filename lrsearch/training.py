@@ -1,9 +1,11 @@
 """Train one configuration and return its per-epoch curves (imports TensorFlow).
 
-`train(config)` loads the dataset, builds (or loads) the model and the optimizer with the
-schedule, trains with a tf.data pipeline (shuffle with the run's seed, batch, prefetch) and
-records per epoch: the LR the optimizer applied at the first and the last step of the epoch
-(read from the optimizer), the seconds it took, and every metric Keras logged.
+`train(config)` opens the dataset (`open_input`: arrays in memory, or a dataset reference
+streamed from its files), builds (or loads) the model and the optimizer with the schedule,
+trains on tf.data batches (shuffled with the run's seed, a new order each epoch; steps per
+epoch from the example count, so every schedule is laid out exactly) and records per epoch:
+the LR the optimizer applied at the first and the last step of the epoch (read from the
+optimizer), the seconds it took, and every metric Keras logged.
 
 A caller-supplied `on_epoch_end(record)` runs after each epoch; whatever it raises (e.g.
 optuna.TrialPruned) stops training and propagates. `should_stop()` is checked after each epoch
@@ -23,7 +25,10 @@ import numpy as np
 import tensorflow as tf
 
 from lrsearch import datasets, optimizers
+from lrsearch.datasets.references import KerasDataset
+from lrsearch.datasets.streams import Input, StreamOptions, from_arrays, from_source
 from lrsearch.errors import (
+    DatasetError,
     ObjectiveNotLogged,
     TrainingCancelled,
     TrainingDiverged,
@@ -53,6 +58,8 @@ class TrainConfig:
     val_fraction: float = 0.2
     max_params: int | None = None  # uploads' and plugin builders' size limit (built-ins:
     # checked at submission)
+    roots: tuple[str, ...] = ()  # where dataset references may read (LRSEARCH_DATA_ROOTS)
+    stream: StreamOptions = field(default_factory=StreamOptions)
 
     def __post_init__(self) -> None:
         require_int("epochs", self.epochs, 1, TrainingError)
@@ -88,6 +95,23 @@ class TrainResult:
 
 def steps_per_epoch(n_samples: int, batch_size: int) -> int:
     return max(1, math.ceil(n_samples / batch_size))
+
+
+def open_input(spec: RunSpec, *, data_dir: str | None, val_fraction: float = 0.2,
+               roots: tuple[str, ...] | list[str] = (),
+               stream: StreamOptions | None = None) -> Input:
+    """The run's data: a dataset reference streamed from its files (after checking they are
+    the ones registered), or a built-in or uploaded dataset as arrays (a registered Keras
+    dataset is its built-in)."""
+    data = spec.data
+    if data.source is not None and not isinstance(data.source, KerasDataset):
+        if data.registered is None:
+            raise DatasetError(f"Dataset `{data.name}` is not registered yet.", field="dataset")
+        return from_source(data.name, data.source, data.registered, tuple(roots),
+                           stream or StreamOptions())
+    name = data.source.dataset if isinstance(data.source, KerasDataset) else data.name
+    return from_arrays(datasets.load(name, data_dir=data_dir, val_fraction=val_fraction,
+                                     seed=spec.seed, file=data.file, task=data.task))
 
 
 def pipeline(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None) -> tf.data.Dataset:
@@ -167,10 +191,9 @@ def train(config: TrainConfig, *, on_epoch_end: Callable[[EpochRecord], None] | 
     """Train `config` and return its curves (see the module docstring for the contract).
     `on_start(steps_per_epoch)` runs once the data is loaded, before the first step."""
     spec = config.spec
-    data = datasets.load(spec.data.name, data_dir=config.data_dir,
-                         val_fraction=config.val_fraction, seed=spec.seed,
-                         file=spec.data.file, task=spec.data.task)
-    spe = steps_per_epoch(len(data.x_train), spec.batch_size)
+    data = open_input(spec, data_dir=config.data_dir, val_fraction=config.val_fraction,
+                      roots=config.roots, stream=config.stream)
+    spe = steps_per_epoch(data.train_examples, spec.batch_size)
     if on_start is not None:
         on_start(spe)
     family, timeline = validate(config.schedule, config.schedule_params, steps_per_epoch=spe,
@@ -183,8 +206,9 @@ def train(config: TrainConfig, *, on_epoch_end: Callable[[EpochRecord], None] | 
                            max_params=config.max_params)
     recorder = _Recorder(None if family.adaptive else lr, on_epoch_end, should_stop,
                          spec.objective.metric)
-    model.fit(pipeline(data.x_train, data.y_train, spec.batch_size, config.run_seed),
-              validation_data=pipeline(data.x_val, data.y_val, spec.batch_size, None),
-              epochs=config.epochs, verbose=0, shuffle=False,  # tf.data shuffles
+    model.fit(data.train(spec.batch_size, config.run_seed), steps_per_epoch=spe,
+              validation_data=data.val(spec.batch_size),
+              validation_steps=steps_per_epoch(data.val_examples, spec.batch_size),
+              epochs=config.epochs, verbose=0, shuffle=False,  # the pipeline shuffles
               callbacks=[recorder, *keras_callbacks(family)])
     return TrainResult(spe, recorder.records)

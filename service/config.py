@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
+
+from lrsearch.datasets.references import parse_roots
 
 OPTUNA_SCHEMA = "optuna"
 
@@ -42,6 +44,25 @@ class Settings(BaseSettings):
     # The uploads one tenant may keep: the sum of their file sizes (413 beyond).
     tenant_storage_bytes: int = 10_000_000_000
     page_size_max: int = 500
+    # Dataset references: the folders and buckets whose files tenants may register (a JSON
+    # list or comma-separated; local paths, or gs://, s3://... where tf.io.gfile reads them on
+    # the workers). Empty: references are refused. A URI must lie under one of them after
+    # symlinks are followed.
+    data_roots: Annotated[tuple[str, ...], NoDecode] = ()
+    max_pending_datasets: int = 5  # registrations queued or running per tenant (429 beyond)
+    # Keras datasets (mnist, fashion_mnist, cifar10, cifar100) are downloaded on demand by a
+    # registration job into <data_dir>/datasets/, checked against the real files' SHA-256.
+    # false: never download (the files must be put there by hand). A mirror serves the same
+    # file names from another base URL; files it serves that are not the originals (a local
+    # test mirror) need their digests in data_mirror_digests (a JSON object name -> sha256).
+    downloads: bool = True
+    data_mirror: str | None = None
+    data_mirror_digests: dict[str, str] = {}
+    # How workers stream dataset references: the elements held for shuffling rows (CSV,
+    # TFRecord; file lists are shuffled whole), and an optional cache of decoded elements
+    # ("memory", or "disk" under <data_dir>/cache/); off by default.
+    shuffle_buffer: int = 10_000
+    data_cache: Literal["none", "memory", "disk"] = "none"
     max_active_studies: int = 20  # queued or running studies per tenant
     max_active_range_tests: int = 5  # queued or running range tests per tenant
     # Database connections of one API process; as many requests are let in at once, and its
@@ -91,6 +112,12 @@ class Settings(BaseSettings):
     def _split_hosts(cls, value: Any) -> Any:
         """"a, B" -> ["a", "b"]: the environment gives one comma-separated string."""
         return _comma_list(value, str.lower)
+
+    @field_validator("data_roots", mode="before")
+    @classmethod
+    def _parse_roots(cls, value: Any) -> Any:
+        """A JSON list or a comma-separated list (lrsearch.datasets.references.parse_roots)."""
+        return parse_roots(value) if isinstance(value, str | list | tuple) else value
 
     @field_validator("plugins", mode="before")
     @classmethod

@@ -73,7 +73,8 @@ def install(app: FastAPI) -> None:
     async def library_error(request: Request, exc: LRSearchError) -> JSONResponse:
         # Library messages may name files (a missing dataset's folders); tenants never see
         # the server's paths.
-        labels = datasets.path_labels(request.app.state.settings.data_dir)
+        settings = request.app.state.settings
+        labels = datasets.path_labels(settings.data_dir, settings.data_roots)
         return JSONResponse(body("invalid", redact_paths(str(exc), labels), field=exc.field),
                             status_code=422)
 

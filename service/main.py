@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service import errors, metrics, migrations
 from service.catalog.router import router as catalog_router
 from service.config import Settings
+from service.datasets.router import roots_router
 from service.datasets.router import router as datasets_router
 from service.db import make_engine, session_factory
 from service.models.router import router as models_router
@@ -40,7 +41,11 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        upload = scope["path"].rstrip("/") in ("/v1/datasets", "/v1/models")
+        # Only a multipart upload gets the upload limit: a JSON body to the same path (a
+        # dataset reference) is held whole while parsed, so it gets the ordinary one.
+        ctype = dict(scope.get("headers", [])).get(b"content-type", b"")
+        upload = scope["path"].rstrip("/") in ("/v1/datasets", "/v1/models") \
+            and ctype.lower().startswith(b"multipart/form-data")
         limit = self.settings.max_upload_bytes + 65_536 if upload else self.settings.max_body_bytes
         length = dict(scope.get("headers", [])).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
@@ -126,8 +131,8 @@ def create_app(settings: Settings | None = None, *, anonymous: bool = True) -> F
     registry, latency = metrics.make_registry()
     app.state.metrics_registry = registry
     errors.install(app)
-    for router in (catalog_router, datasets_router, models_router, studies_router,
-                   range_tests_router):
+    for router in (catalog_router, datasets_router, roots_router, models_router,
+                   studies_router, range_tests_router):
         app.include_router(router)
     ui.install(app)
 

@@ -1,5 +1,5 @@
 """What unfinished work uses: the run specs of a tenant's studies and range tests that still
-have a queued or running job (what deleting a dataset or a model must not pull from under
+have a waiting, queued or running job (what deleting a dataset or a model must not pull from under
 them; a cancelled study's trial may still be running to its next epoch boundary)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from service.jobs.models import Job
 from service.range_tests.models import RangeTest
 from service.studies.models import Study
 
-ACTIVE = ("queued", "running")
+ACTIVE = ("waiting", "queued", "running")
 
 
 def active_specs(session: Session, tenant: str) -> list[tuple[str, str, RunSpec]]:

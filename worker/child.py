@@ -7,7 +7,9 @@ Protocol (child -> parent), each as (tag, kind, payload):
   ("epoch", record)                        then waits for (tag, "go" | "prune" | "cancel")
   ("done", payload) | ("pruned", {...}) | ("cancelled", {...})
   ("failed", {"kind": diverged|objective|oom|invalid|error, "message": ..., "traceback": ...})
-A "describe" task imports the operator's plugins and answers ("done", lrsearch.plugins.catalog).
+A "register_dataset" task reads a dataset reference and answers ("done", what registration
+found). A "describe" task imports the operator's plugins and answers ("done",
+lrsearch.plugins.catalog).
 A reply with another tag is dropped. Anything else while waiting for a reply (a new task, the
 pipe closing) means the parent gave this task up: the child exits rather than train on for a
 job nobody holds. A crash (segfault, OOM kill) shows in the parent as a dead process without an
@@ -64,13 +66,15 @@ def _train(conn: Connection, task: dict[str, Any]) -> tuple[str, dict[str, Any]]
         if reply in ("prune", "cancel"):
             raise _Stop(reply, record.epoch)
 
+    from lrsearch.datasets.streams import StreamOptions
     from lrsearch.spec import RunSpec
 
     c = task["config"]
     config = TrainConfig(RunSpec.model_validate(c["spec"]), schedule=c["schedule"],
                          schedule_params=c["schedule_params"], epochs=c["epochs"],
                          seed=c["seed"], data_dir=c.get("data_dir"),
-                         max_params=c.get("max_params"))
+                         max_params=c.get("max_params"), roots=tuple(c.get("roots") or ()),
+                         stream=StreamOptions(**c.get("stream", {})))
     try:
         result = train(config, on_epoch_end=on_epoch,
                        on_start=lambda spe: conn.send((tag, "started",
@@ -82,6 +86,7 @@ def _train(conn: Connection, task: dict[str, Any]) -> tuple[str, dict[str, Any]]
 
 
 def _range_test(task: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    from lrsearch.datasets.streams import StreamOptions
     from lrsearch.range_test import SweepSettings
     from lrsearch.range_test.runner import RangeTestConfig, run
     from lrsearch.spec import RunSpec
@@ -95,8 +100,20 @@ def _range_test(task: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     config = RangeTestConfig(RunSpec.model_validate(spec["run"]),
                              settings=SweepSettings(**spec["sweep"]),
                              repeats=spec["repeats"], validation=spec["validation"],
-                             data_dir=task.get("data_dir"), max_params=task.get("max_params"))
+                             data_dir=task.get("data_dir"), max_params=task.get("max_params"),
+                             roots=tuple(task.get("roots") or ()),
+                             stream=StreamOptions(**task.get("stream", {})))
     return "done", run(config)
+
+
+def _register_dataset(task: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Read a dataset reference's files (or download a Keras dataset); answer what was found
+    (lrsearch.datasets.references.Registered)."""
+    from lrsearch.datasets import register_source
+
+    return "done", register_source(task["source"], roots=task["roots"],
+                                   data_dir=task["data_dir"],
+                                   downloads=task["downloads"]).model_dump(mode="json")
 
 
 def _describe(task: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -106,7 +123,8 @@ def _describe(task: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return "done", plugins.catalog(plugins.load(task["plugins"]))
 
 
-TASKS = {"range_test": _range_test, "describe": _describe}
+TASKS = {"range_test": _range_test, "register_dataset": _register_dataset,
+         "describe": _describe}
 
 
 def _load_plugins(names: list[str]) -> None:
@@ -116,6 +134,11 @@ def _load_plugins(names: list[str]) -> None:
         from lrsearch import plugins
 
         plugins.load(names)
+
+
+# The data roots and data directory of the task at hand: failure messages keep paths under the
+# roots (the tenant's own URIs) and label the data directory, as the API's messages do.
+_PATHS: dict[str, Any] = {"roots": [], "data_dir": None}
 
 
 def _failure(exc: BaseException) -> tuple[str, dict[str, Any]]:
@@ -138,7 +161,7 @@ def _failure(exc: BaseException) -> tuple[str, dict[str, Any]]:
         kind = "invalid"
     # The reason is shown to the study's tenant: no server paths (file names stay, so the
     # traceback still says where it failed).
-    labels = path_labels()
+    labels = path_labels(_PATHS["data_dir"], _PATHS["roots"])
     summary = redact_paths("".join(traceback.format_exception(exc, limit=-6)), labels)[-4000:]
     return "failed", {"kind": kind,
                       "message": redact_paths(f"{type(exc).__name__}: {exc}", labels),
@@ -173,6 +196,8 @@ def main(conn: Connection, gpu: int | None, parent: int | None = None) -> None:
             return
         if task is None:
             return
+        config = task.get("config") or task
+        _PATHS.update(roots=list(config.get("roots") or []), data_dir=config.get("data_dir"))
         try:
             _load_plugins(task.get("plugins", []))
             kind, payload = (_train(conn, task) if task["kind"] == "trial"

@@ -54,5 +54,14 @@ class TaskContext(Protocol):
         ...
 
 
+def data_options(settings: Settings) -> dict[str, Any]:
+    """What a child needs to read dataset references, as plain data for a task: the roots
+    and how to stream (lrsearch.datasets.streams.StreamOptions)."""
+    cache_dir = str(settings.data_dir / "cache") if settings.data_cache == "disk" else None
+    return {"roots": list(settings.data_roots),
+            "stream": {"shuffle_buffer": settings.shuffle_buffer, "cache": settings.data_cache,
+                       "cache_dir": cache_dir}}
+
+
 Task = Callable[[TaskContext, Claim, Heartbeat], None]
 """A job kind's task: run the claimed job and record its outcome behind the lease's fence."""

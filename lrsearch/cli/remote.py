@@ -7,7 +7,7 @@
     lrsearch cancel ID       lrsearch delete ID
     lrsearch range-test --dataset digits [--wait] [--plot lr_find.png]
     lrsearch range-test cancel ID   lrsearch range-test delete ID
-    lrsearch datasets list | upload NAME FILE.npz | delete NAME
+    lrsearch datasets list | upload NAME FILE.npz | roots | register NAME SOURCE | delete NAME
 """
 
 from __future__ import annotations
@@ -422,7 +422,7 @@ def range_test_delete(client: Client, test_id: str) -> None:
 # -- datasets ------------------------------------------------------------------------------
 @click.group("datasets")
 def datasets() -> None:
-    """The server's datasets: list, upload an .npz, delete an upload."""
+    """The server's datasets: list, upload an .npz, register files the workers read, delete."""
 
 
 def _task(dataset: dict[str, Any]) -> str:
@@ -444,14 +444,28 @@ def datasets_list(client: Client, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(items))
         return
-    table = Table("name", "kind", "input shape", "task", "available", box=None)
+    table = Table("name", "kind", "input shape", "task", "status", box=None)
     for d in items:
-        missing = ", ".join(d.get("files") or [])
-        table.add_row(d["name"], "built-in" if d["builtin"] else "uploaded",
-                      "x".join(map(str, d["input_shape"])), _task(d),
-                      "yes" if d.get("available", True) else
-                      f"no: put {missing} in the server's data dir")
+        table.add_row(d["name"], _kind(d), "x".join(map(str, d.get("input_shape") or [])),
+                      _task(d) if d.get("input_shape") else "", _status(d))
     console().print(table)
+
+
+def _kind(dataset: dict[str, Any]) -> str:
+    if dataset["builtin"]:
+        return "built-in"
+    source = dataset.get("source")
+    return "uploaded" if source is None else str(source.get("kind"))
+
+
+def _status(dataset: dict[str, Any]) -> str:
+    if dataset["builtin"]:
+        missing = ", ".join(dataset.get("files") or [])
+        return "available" if dataset.get("available", True) else \
+            f"missing {missing}: register it (kind keras) or put it in the server's data dir"
+    if dataset.get("status") == "failed":
+        return f"failed: {dataset.get('error')}"
+    return str(dataset.get("status", "ready"))
 
 
 @datasets.command("upload")
@@ -462,6 +476,40 @@ def datasets_upload(client: Client, name: str, path: Path) -> None:
     """Upload an .npz with x_train, y_train (and optionally x_val, y_val) as NAME."""
     info = client.upload_dataset(name, path)
     click.echo(f"uploaded {info['name']}: {json.dumps(info)}")
+
+
+@datasets.command("roots")
+@remote
+def datasets_roots(client: Client) -> None:
+    """Where dataset references may point on the workers (one per line)."""
+    for root in client.data_roots()["roots"]:
+        click.echo(root)
+
+
+@datasets.command("register")
+@click.argument("name")
+@click.argument("source")
+@click.option("--wait", "wait_", is_flag=True, help="Wait until a worker has registered it.")
+@click.option("--timeout", type=float, default=None, help="With --wait: give up after this "
+              "many seconds.")
+@remote
+def datasets_register(client: Client, name: str, source: str, wait_: bool,
+                      timeout: float | None) -> None:
+    """Register files the workers read as dataset NAME. SOURCE is JSON, or @FILE holding it:
+    {"kind": "image_folder", "uri": "/data/pets", "image_size": [64, 64]}, {"kind": "csv",
+    "uri": ..., "target": "price"}, {"kind": "tfrecord", ...}, {"kind": "npy", ...}, or
+    {"kind": "keras", "dataset": "cifar10"} (downloaded by a worker). See the README."""
+    text = Path(source[1:]).read_text() if source.startswith("@") else source
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise click.BadParameter(f"not JSON: {e}", param_hint="SOURCE") from None
+    info = client.register_dataset(name, parsed)
+    if wait_:
+        info = client.wait_dataset(name, timeout=timeout)
+    click.echo(json.dumps(info))
+    if info.get("status") == "failed":
+        raise SystemExit(1)
 
 
 @datasets.command("delete")

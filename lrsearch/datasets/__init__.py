@@ -9,10 +9,13 @@ imports TensorFlow.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from lrsearch.datasets import bundled, keras_cache  # noqa: F401  (registers the sources)
 from lrsearch.datasets.base import SOURCES, Dataset
+from lrsearch.datasets.references import KerasDataset, Registered, Source, SourceAdapter
 from lrsearch.datasets.uploaded import check_name, load_npz, upload_path
 from lrsearch.errors import DatasetError
 
@@ -25,8 +28,35 @@ __all__ = [
     "load",
     "load_npz",
     "path_labels",
+    "register_source",
     "upload_path",
 ]
+
+
+def register_source(source: dict[str, Any] | Source, *, roots: Sequence[str],
+                    data_dir: str | Path, downloads: Mapping[str, Any] | None = None
+                    ) -> Registered:
+    """Register a dataset reference (what a worker's `dataset` job runs): read its files
+    once (lrsearch.datasets.register), or, for a Keras dataset, download its files when
+    missing (lrsearch.datasets.download; `downloads` are DownloadSettings' fields) and count
+    them. Raises DatasetError with the reason."""
+    ref = SourceAdapter.validate_python(source) if isinstance(source, dict) else source
+    if not isinstance(ref, KerasDataset):
+        from lrsearch.datasets.register import register
+
+        return register(ref, roots)
+    from lrsearch.datasets.download import DownloadSettings, ensure
+
+    folder = Path(data_dir).expanduser().resolve()
+    ensure(ref.dataset, folder, DownloadSettings(**dict(downloads or {})))
+    data = _load(ref.dataset, folder, 0.2, 0, None, None)
+    return Registered(train_examples=len(data.x_train), val_examples=len(data.x_val),
+                      input_shape=data.input_shape, task=data.head.kind,
+                      num_classes=data.head.num_classes,
+                      target_shape=data.head.target_shape, classes=(), fingerprint="",
+                      element_spec={"x": {"shape": list(data.input_shape),
+                                          "dtype": "float32"},
+                                    "y": {"shape": [], "dtype": "int64"}})
 
 
 def builtin_names() -> list[str]:
@@ -46,11 +76,15 @@ def describe(data_dir: str | Path | None = None) -> list[dict[str, object]]:
     return out
 
 
-def path_labels(data_dir: str | Path | None = None) -> dict[str, str]:
+def path_labels(data_dir: str | Path | None = None, roots: Sequence[str] = ()
+                ) -> dict[str, str]:
     """The folders dataset messages name, each with the label `lrsearch.errors.redact_paths`
     puts in its place when a message leaves the server: `<data_dir>` and `<keras_home>`
-    (Keras' folder, ~/.keras unless $KERAS_HOME says otherwise)."""
+    (Keras' folder, ~/.keras unless $KERAS_HOME says otherwise). The local data roots keep
+    their own names: tenants write URIs under them, so a message about one of their files
+    shows the path they gave."""
     labels = {str(keras_cache.keras_home().expanduser().resolve()): "<keras_home>"}
+    labels.update({root.rstrip("/"): root.rstrip("/") for root in roots if root.startswith("/")})
     if data_dir is not None:
         labels[str(Path(data_dir).expanduser().resolve())] = "<data_dir>"
     return labels

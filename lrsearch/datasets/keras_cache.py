@@ -1,15 +1,16 @@
-"""MNIST, Fashion-MNIST and CIFAR-10 from the files Keras' loaders download, read offline.
+"""MNIST, Fashion-MNIST, CIFAR-10 and CIFAR-100 from the files Keras' loaders download.
 
-Nothing is ever downloaded: each file is looked up in the configured data directory and in
-Keras' cache ($KERAS_HOME/datasets, default ~/.keras/datasets), and read in the format Keras
-keeps it in. When it is missing, the error names the file and the folders it may go in.
-The official test split is the validation set.
+Each file is looked up in the configured data directory, its `datasets/` folder and Keras'
+cache ($KERAS_HOME/datasets, default ~/.keras/datasets), and read in the format Keras keeps it
+in. Loading never downloads: a dataset registered as a Keras dataset has its files fetched by
+the registration job (download.py: where they come from, their digests, and where they are
+looked for). When a file is missing, the error names it, the folders it may go in, where to
+fetch it, and how to have the service fetch it. The official test split is the validation set.
 """
 
 from __future__ import annotations
 
 import gzip
-import os
 import pickle
 import tarfile
 from pathlib import Path
@@ -17,38 +18,27 @@ from pathlib import Path
 import numpy as np
 
 from lrsearch.datasets.base import Dataset, source
+from lrsearch.datasets.download import (
+    CIFAR10_BATCHES,
+    CIFAR10_FOLDERS,
+    CIFAR100_BATCHES,
+    CIFAR100_FOLDERS,
+    DOWNLOADS_SETTING,
+    KERAS_DATASETS,
+    ORIGINS,
+    find,
+    find_folder,
+    keras_home,
+    search_dirs,
+)
 from lrsearch.errors import DatasetError
 from lrsearch.models import Head
 
-ORIGINS = {
-    "mnist.npz": "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz",
-    "fashion-mnist": "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
-    "cifar-10-python.tar.gz": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-}
-CIFAR_FILES = ("cifar-10-python.tar.gz", "cifar-10-batches-py",
-               "cifar-10-batches-py_extracted/cifar-10-batches-py")
-FASHION_FILES = ("train-labels-idx1-ubyte.gz", "train-images-idx3-ubyte.gz",
-                 "t10k-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz")
+__all__ = ["ORIGINS", "find", "keras_home", "search_dirs"]  # the search rules live in download
 
-
-def keras_home() -> Path:
-    """Keras' own folder ($KERAS_HOME, default ~/.keras); its cache is `datasets/` in it."""
-    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
-
-
-def search_dirs(data_dir: Path | None) -> list[Path]:
-    """Where dataset files are looked for, in order."""
-    dirs = [data_dir, data_dir / "datasets"] if data_dir is not None else []
-    return [*dirs, keras_home() / "datasets"]
-
-
-def find(data_dir: Path | None, *candidates: str) -> Path | None:
-    """The first existing path among candidates (relative names) in the search dirs."""
-    for folder in search_dirs(data_dir):
-        for name in candidates:
-            if (folder / name).exists():
-                return folder / name
-    return None
+CIFAR_FILES = ("cifar-10-python.tar.gz", *CIFAR10_FOLDERS)
+CIFAR100_FILES = ("cifar-100-python.tar.gz", *CIFAR100_FOLDERS)
+FASHION_FILES = tuple(f.name for f in KERAS_DATASETS["fashion_mnist"].files)
 
 
 def check_available(dataset: str, files: tuple[str, ...], data_dir: Path | None) -> None:
@@ -58,11 +48,17 @@ def check_available(dataset: str, files: tuple[str, ...], data_dir: Path | None)
 
 
 def missing(dataset: str, needed: str, data_dir: Path | None) -> DatasetError:
+    """The error for a dataset whose files are not on this machine: where they may go, where
+    to fetch them, and how to have the service download them."""
     where = ", ".join(str(d) for d in search_dirs(data_dir))
+    keras_name = "cifar10" if dataset == "cifar10_cats_dogs" else dataset
     return DatasetError(
-        f"Dataset `{dataset}` needs `{needed}`, which is not in any of: {where}. This service "
-        f"never downloads; fetch it on a machine with internet from {ORIGINS[needed]} and put "
-        "it in one of those folders (or set LRSEARCH_DATA_DIR).", field="dataset")
+        f"Dataset `{dataset}` needs `{needed}`, which is not in any of: {where}. Loading "
+        f"never downloads. Either fetch it from {ORIGINS[needed]} and put it in one of those "
+        "folders (or set LRSEARCH_DATA_DIR), or have the service download it: with "
+        f"{DOWNLOADS_SETTING}=true on the workers, register it with POST /v1/datasets and "
+        f'{{"name": "{keras_name}", "source": {{"kind": "keras", "dataset": "{keras_name}"}}}}.',
+        field="dataset")
 
 
 def images(x: np.ndarray) -> np.ndarray:
@@ -90,8 +86,8 @@ def _idx(path: Path, offset: int) -> np.ndarray:
 @source("fashion_mnist", "Fashion-MNIST, 28x28 grey (needs the fashion-mnist/ folder offline).",
         (28, 28, 1), Head.classes(10), ("fashion-mnist",))
 def fashion_mnist(data_dir: Path | None, val_fraction: float, seed: int) -> Dataset:
-    folder = find(data_dir, "fashion-mnist")
-    if folder is None or not all((folder / f).exists() for f in FASHION_FILES):
+    folder = find_folder(data_dir, ("fashion-mnist",), FASHION_FILES)
+    if folder is None:
         raise missing("fashion_mnist", "fashion-mnist", data_dir)
     y_train, x_train, y_test, x_test = (folder / f for f in FASHION_FILES)
     return Dataset(
@@ -101,22 +97,23 @@ def fashion_mnist(data_dir: Path | None, val_fraction: float, seed: int) -> Data
         Head.classes(10))
 
 
-def _cifar_batch(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
-    # The CIFAR-10 "python version" is pickled dicts; these are the files Keras itself reads.
+def _cifar_batch(raw: bytes, labels: bytes = b"labels") -> tuple[np.ndarray, np.ndarray]:
+    # The CIFAR "python version" is pickled dicts; these are the files Keras itself reads.
     batch = pickle.loads(raw, encoding="bytes")
     x = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    return x, np.asarray(batch[b"labels"], dtype=np.int64)
+    return x, np.asarray(batch[labels], dtype=np.int64)
 
 
-def _cifar_files(data_dir: Path | None) -> dict[str, bytes]:
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    folder = find(data_dir, "cifar-10-batches-py",
-                  "cifar-10-batches-py_extracted/cifar-10-batches-py")
-    if folder is not None and all((folder / n).exists() for n in names):
+def _cifar_files(dataset: str, data_dir: Path | None, folders: tuple[str, ...],
+                 names: tuple[str, ...], archive_name: str) -> dict[str, bytes]:
+    """The batch files `names`, from an extracted folder holding all of them, else from the
+    official archive (the first one found)."""
+    folder = find_folder(data_dir, folders, names)
+    if folder is not None:
         return {n: (folder / n).read_bytes() for n in names}
-    archive = find(data_dir, "cifar-10-python.tar.gz")
+    archive = find(data_dir, archive_name)
     if archive is None:
-        raise missing("cifar10", "cifar-10-python.tar.gz", data_dir)
+        raise missing(dataset, archive_name, data_dir)
     out = {}
     with tarfile.open(archive, "r:gz") as tar:
         for member in tar.getmembers():
@@ -131,7 +128,8 @@ def _cifar_files(data_dir: Path | None) -> dict[str, bytes]:
 
 
 def _cifar(data_dir: Path | None) -> tuple[np.ndarray, ...]:
-    files = _cifar_files(data_dir)
+    files = _cifar_files("cifar10", data_dir, CIFAR10_FOLDERS, CIFAR10_BATCHES,
+                         "cifar-10-python.tar.gz")
     parts = [_cifar_batch(files[f"data_batch_{i}"]) for i in range(1, 6)]
     x_test, y_test = _cifar_batch(files["test_batch"])
     x_train = np.concatenate([p[0] for p in parts])
@@ -159,3 +157,14 @@ def cifar10_cats_dogs(data_dir: Path | None, val_fraction: float, seed: int) -> 
     return Dataset("cifar10_cats_dogs", *pick(x_train, y_train), *pick(x_test, y_test),
                    Head.classes(2))
 
+
+
+@source("cifar100", "CIFAR-100, 32x32 colour, 100 classes (fine labels; needs "
+        "cifar-100-python.tar.gz offline).", (32, 32, 3), Head.classes(100), CIFAR100_FILES)
+def cifar100(data_dir: Path | None, val_fraction: float, seed: int) -> Dataset:
+    files = _cifar_files("cifar100", data_dir, CIFAR100_FOLDERS, CIFAR100_BATCHES,
+                         "cifar-100-python.tar.gz")
+    x_train, y_train = _cifar_batch(files["train"], b"fine_labels")
+    x_test, y_test = _cifar_batch(files["test"], b"fine_labels")
+    return Dataset("cifar100", images(x_train), y_train, images(x_test), y_test,
+                   Head.classes(100))

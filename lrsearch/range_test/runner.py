@@ -21,13 +21,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from lrsearch import datasets, optimizers
+from lrsearch import optimizers
+from lrsearch.datasets.streams import StreamOptions
 from lrsearch.errors import RangeTestError, require_int
 from lrsearch.models.resolve import compiled_model
 from lrsearch.range_test.suggest import Suggestions, combine, family_bounds, suggest
 from lrsearch.range_test.sweep import SweepSettings, SweepTracker, ladder
 from lrsearch.spec import RunSpec
-from lrsearch.training import pipeline
+from lrsearch.training import open_input, pipeline
 
 
 @dataclass
@@ -59,11 +60,6 @@ def _state(model: keras.Model) -> list[Any]:
     return [*model.variables, *model.optimizer.variables]
 
 
-def _batches(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int
-             ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    return iter(pipeline(x, y, batch_size, seed).repeat().as_numpy_iterator())
-
-
 def _loss(logs: Mapping[str, Any]) -> float:
     return float(np.asarray(logs["loss"]))
 
@@ -78,13 +74,22 @@ def lr_find(model: keras.Model, x: np.ndarray, y: np.ndarray, settings: SweepSet
     if opt is None or isinstance(opt._learning_rate, schedule_type):
         raise RangeTestError("The range test needs a compiled model whose optimizer has a float "
                              "learning rate, not a schedule.", field="optimizer")
+    return sweep_batches(model, pipeline(x, y, batch_size, seed).repeat(), settings,
+                         validation=validation)
+
+
+def sweep_batches(model: keras.Model, batches: tf.data.Dataset, settings: SweepSettings, *,
+                  validation: tuple[np.ndarray, np.ndarray] | None = None) -> Sweep:
+    """`lr_find` on any endless stream of training batches (a streamed dataset's); weights
+    are restored afterwards."""
+    opt = model.optimizer
     if not opt.built:
         opt.build(model.trainable_variables)
     saved = snapshot(model)
     try:
         if validation is None:
-            return _fit_sweep(model, pipeline(x, y, batch_size, seed).repeat(), settings)
-        return _sweep(model, _batches(x, y, batch_size, seed), settings, validation)
+            return _fit_sweep(model, batches, settings)
+        return _sweep(model, iter(batches.as_numpy_iterator()), settings, validation)
     finally:
         restore(model, saved)
 
@@ -167,6 +172,8 @@ class RangeTestConfig:
     val_samples: int = 256
     data_dir: str | None = None
     max_params: int | None = None  # uploads' and plugin builders' size limit
+    roots: tuple[str, ...] = ()  # where dataset references may read (LRSEARCH_DATA_ROOTS)
+    stream: StreamOptions = field(default_factory=StreamOptions)
 
     def __post_init__(self) -> None:
         for name, low in (("repeats", 1), ("val_samples", 1)):
@@ -177,9 +184,9 @@ def run(config: RangeTestConfig) -> dict[str, Any]:
     """Repeats with seeds seed, seed+1, ... (batch order and model initialisation), then the
     median suggestions, their log10 spread, and search bounds per family."""
     spec = config.spec
-    data = datasets.load(spec.data.name, data_dir=config.data_dir, seed=spec.seed,
-                         file=spec.data.file, task=spec.data.task)
-    val = (data.x_val[:config.val_samples], data.y_val[:config.val_samples])
+    data = open_input(spec, data_dir=config.data_dir, roots=config.roots,
+                      stream=config.stream)
+    val = data.val_arrays(config.val_samples)
     sweeps = []
     for r in range(config.repeats):
         keras.utils.set_random_seed(spec.seed + r)
@@ -187,9 +194,9 @@ def run(config: RangeTestConfig) -> dict[str, Any]:
                                config.settings.min_lr)
         model = compiled_model(spec, data.input_shape, data.head, opt,
                                max_params=config.max_params)
-        sweeps.append(lr_find(model, data.x_train, data.y_train, config.settings,
-                              batch_size=spec.batch_size, seed=spec.seed + r,
-                              validation=val if config.validation else None))
+        sweeps.append(sweep_batches(model, data.train(spec.batch_size, spec.seed + r),
+                                    config.settings,
+                                    validation=val if config.validation else None))
         keras.backend.clear_session()
     combined = combine([s.suggestions for s in sweeps])
     medians = Suggestions(**{k: v["median"] for k, v in combined.items()})

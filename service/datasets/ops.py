@@ -1,21 +1,26 @@
-"""Dataset use cases: built-in datasets from the library, uploads stored under the data dir."""
+"""Dataset use cases: built-in datasets from the library, uploads stored under the data dir,
+and references to files the workers read (registered by a worker's `dataset` job)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from lrsearch import datasets
 from lrsearch.datasets.npz import DatasetTooLarge
+from lrsearch.datasets.references import KerasDataset, Source, check_source, visible
 from lrsearch.datasets.uploaded import UploadSummary, check_name, check_npz
 from lrsearch.models import Head
+from lrsearch.spec import DataRef
 from service import storage
 from service.config import Settings
 from service.datasets.models import UploadedDataset
-from service.errors import Conflict, Invalid, NotFound, TooLarge
+from service.errors import Conflict, Invalid, NotFound, TooLarge, TooMany
+from service.jobs.models import Job
 from service.requests import lock_tenant
 from service.usage import active_specs
 
@@ -25,30 +30,43 @@ def find_upload(session: Session, tenant: str, name: str) -> UploadedDataset | N
                                                         UploadedDataset.name == name))
 
 
-def resolve(session: Session, settings: Settings, tenant: str, name: str
-            ) -> tuple[tuple[int, ...], str | None]:
-    """(input shape, file of an upload or None) of a dataset a request names; 422 if it is
-    unknown or its files are missing (checked without loading it)."""
+@dataclass(frozen=True)
+class Resolved:
+    """A dataset a request names, as a run reads it: `data` (what the RunSpec stores), and its
+    input shape and head, None while a reference is still being registered."""
+
+    data: DataRef
+    shape: tuple[int, ...] | None
+    head: Head | None
+
+    @property
+    def pending(self) -> bool:
+        return self.shape is None
+
+
+def resolve(session: Session, settings: Settings, tenant: str, name: str) -> Resolved:
+    """The dataset a request names; 422 when it is unknown, its files are missing (a built-in,
+    checked without loading it) or its registration failed."""
     if name in datasets.SOURCES:
         datasets.check_available(name, data_dir=settings.data_dir)
-        return datasets.SOURCES.get(name).input_shape, None
+        found = datasets.SOURCES.get(name)
+        return Resolved(DataRef(name=name), found.input_shape, found.head)
     row = find_upload(session, tenant, name)
     if row is None:
         raise Invalid(f"Unknown dataset `{name}`. Built-in datasets: "
-                      f"{', '.join(datasets.SOURCES.names())}; uploaded: see GET /v1/datasets.",
+                      f"{', '.join(datasets.SOURCES.names())}; the tenant's own: see "
+                      "GET /v1/datasets.", field="dataset")
+    if row.status == "failed":
+        raise Invalid(f"Dataset `{name}` failed registration: {row.error} Fix the files, then "
+                      f"register it again (DELETE /v1/datasets/{name}, then POST).",
                       field="dataset")
-    return tuple(row.input_shape), row.path
-
-
-def head(session: Session, tenant: str, name: str) -> Head:
-    """The output a model needs for a dataset `resolve` accepted: a softmax over its classes
-    or a linear layer for its float targets (what shapes the model's last layer)."""
-    if name in datasets.SOURCES:
-        return datasets.SOURCES.get(name).head
-    row = find_upload(session, tenant, name)
-    if row is None:
-        raise Invalid(f"Unknown dataset `{name}`.", field="dataset")
-    return row.head
+    if row.source is None:  # an .npz upload
+        return Resolved(DataRef(name=name, file=row.path, task=row.head.kind),
+                        tuple(row.input_shape), row.head)
+    data = DataRef(name=name, source=row.reference, registered=row.facts)
+    if row.status == "pending":
+        return Resolved(data, None, None)
+    return Resolved(data, tuple(row.input_shape), row.head)
 
 
 def list_all(session: Session, settings: Settings, tenant: str) -> list[dict[str, Any]]:
@@ -103,11 +121,42 @@ def upload(session: Session, settings: Settings, tenant: str, name: str, stream:
         return row
 
 
-def delete(session: Session, tenant: str, name: str) -> Path:
-    """Delete an upload's row; returns its file, for the caller to remove once the deletion
-    committed. Holds the locks that study and range-test creation take, so a submission
-    that checked the dataset a moment ago cannot commit after this deletion (it checks
-    again under the lock)."""
+def register(session: Session, settings: Settings, tenant: str, name: str, source: Source
+             ) -> UploadedDataset:
+    """Store a dataset reference `pending` and queue its registration job (a worker reads the
+    files). Checked first: the name, the URIs against LRSEARCH_DATA_ROOTS (fully, symlinks
+    included, where this machine sees the root; the job checks again either way), and the
+    tenant's pending registrations (429 beyond LRSEARCH_MAX_PENDING_DATASETS)."""
+    check_name(name)
+    if name in datasets.SOURCES or find_upload(session, tenant, name) is not None:
+        raise Conflict(f"A dataset named `{name}` already exists.", field="name")
+    if not isinstance(source, KerasDataset):
+        source = check_source(source, settings.data_roots,
+                              deep=visible(source.uri, settings.data_roots))
+    lock_tenant(session, "dataset", tenant)
+    pending = session.scalar(select(func.count()).select_from(UploadedDataset).where(
+        UploadedDataset.tenant == tenant, UploadedDataset.status == "pending")) or 0
+    if pending >= settings.max_pending_datasets:
+        raise TooMany(f"Tenant `{tenant}` already has {pending} datasets being registered, "
+                      f"the limit (LRSEARCH_MAX_PENDING_DATASETS="
+                      f"{settings.max_pending_datasets}); wait for one to finish.",
+                      field="tenant")
+    row = UploadedDataset(tenant=tenant, name=name, status="pending", input_shape=[],
+                          task="classes", num_classes=None, target_shape=[], train_samples=0,
+                          val_samples=0, sha256="", size_bytes=0, path="",
+                          source=source.model_dump(mode="json"))
+    storage.keep(session, settings, tenant, row, 0, "dataset")
+    session.add(Job(kind="dataset", tenant=tenant, dataset_id=row.id, state="queued"))
+    session.flush()
+    return row
+
+
+def delete(session: Session, tenant: str, name: str) -> Path | None:
+    """Delete a dataset's row (a pending registration's job goes with it); returns an upload's
+    file, for the caller to remove once the deletion committed (None for a reference: its
+    files are the tenant's own). Holds the locks that study and range-test creation take, so
+    a submission that checked the dataset a moment ago cannot commit after this deletion (it
+    checks again under the lock)."""
     if name in datasets.SOURCES:
         raise Conflict(f"`{name}` is a built-in dataset; it cannot be deleted.", field="name")
     lock_tenant(session, "study", tenant)
@@ -119,7 +168,7 @@ def delete(session: Session, tenant: str, name: str) -> Path:
         if spec.data.name == name:
             raise Conflict(f"Dataset `{name}` is used by unfinished {what} `{ident}`.",
                            field="name")
-    path = Path(row.path)
+    path = Path(row.path) if row.source is None else None
     session.delete(row)
     session.flush()
     return path

@@ -1,4 +1,9 @@
-"""The rows workers claim: one per trial slot of a study, one per range test."""
+"""The rows workers claim: one per trial slot of a study, one per range test, one per dataset
+registration.
+
+A job is "waiting" while the dataset its study or range test trains on is being registered:
+claims take only "queued" jobs, and the registration's end queues them (or fails their work).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base, UTCDateTime, utcnow
 
-JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
+JOB_STATES = ("waiting", "queued", "running", "done", "failed", "cancelled")
 
 
 class Job(Base):
@@ -22,12 +27,14 @@ class Job(Base):
                       Index("ix_jobs_tenant_claimed", "tenant", "claimed_at"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    kind: Mapped[str] = mapped_column(String(16))  # "trial" or "range_test"
+    kind: Mapped[str] = mapped_column(String(16))  # "trial", "range_test" or "dataset"
     tenant: Mapped[str] = mapped_column(String(64))  # whose work: claims take turns by tenant
     study_id: Mapped[str | None] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
     slot: Mapped[int | None] = mapped_column(Integer)
     range_test_id: Mapped[str | None] = mapped_column(
         ForeignKey("range_tests.id", ondelete="CASCADE"))
+    dataset_id: Mapped[int | None] = mapped_column(
+        ForeignKey("datasets.id", ondelete="CASCADE"))  # a registration's dataset
     state: Mapped[str] = mapped_column(String(16), default="queued")
     attempt: Mapped[int] = mapped_column(Integer, default=0)  # the fencing token: +1 per claim
     failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # retryable fails

@@ -46,6 +46,7 @@ class Claim:
     study_id: str | None
     slot: int | None
     range_test_id: str | None
+    dataset_id: int | None = None
 
 
 def _tenant_turns(session: Session) -> list[str]:
@@ -75,7 +76,7 @@ def claim(session: Session, owner: str, lease_seconds: float) -> Claim | None:
         job.claimed_at, job.lease_expires_at = now, now + timedelta(seconds=lease_seconds)
         session.flush()
         return Claim(job.id, job.kind, job.attempt, owner, job.study_id, job.slot,
-                     job.range_test_id)
+                     job.range_test_id, job.dataset_id)
     return None
 
 
@@ -155,6 +156,8 @@ def _slot_trial(session: Session, job: Job) -> tuple[Study, Trial | None]:
 
 def _unstart(session: Session, job: Job, reason: str | None = None) -> None:
     """A slot goes back to the queue: if its trial had started, count it as queued again."""
+    if job.kind == "dataset":
+        return  # the dataset stays pending
     if job.kind != "trial":
         if job.range_test_id is not None:
             test = session.get(RangeTest, job.range_test_id)
@@ -167,6 +170,14 @@ def _unstart(session: Session, job: Job, reason: str | None = None) -> None:
 
 
 def _fail_started(session: Session, job: Job, reason: str, state: str) -> None:
+    if job.kind == "dataset":
+        from service.datasets import registration  # it imports the studies: import late
+        from service.datasets.models import UploadedDataset
+
+        row = session.get(UploadedDataset, job.dataset_id) if job.dataset_id else None
+        if row is not None and row.status == "pending":
+            registration.fail(session, row, f"registration failed: {reason}")
+        return
     if job.kind != "trial":
         test = session.get(RangeTest, job.range_test_id) if job.range_test_id else None
         if test is not None and test.status in ("queued", "running"):

@@ -62,7 +62,9 @@ def create(session: Session, settings: Settings, tenant: str, req: RangeTestCrea
     found = replay(session, RangeTest, tenant, idempotency_key, digest)  # committed meanwhile?
     if found is not None:
         return found
-    recheck(session, settings, tenant, spec)  # dataset and model not deleted meanwhile
+    # The dataset and model not deleted meanwhile; on a dataset still being registered the
+    # job waits (the registration's end queues it or fails the test).
+    spec, waiting = recheck(session, settings, tenant, spec)
     require_room(session, RangeTest, tenant, settings.max_active_range_tests,
                  "LRSEARCH_MAX_ACTIVE_RANGE_TESTS", "range tests")
     test = RangeTest(id=uuid.uuid4().hex, tenant=tenant, status="queued",
@@ -71,7 +73,7 @@ def create(session: Session, settings: Settings, tenant: str, req: RangeTestCrea
 
     def add_job(test: RangeTest) -> None:
         session.add(Job(kind="range_test", tenant=tenant, range_test_id=test.id,
-                        state="queued"))
+                        state="waiting" if waiting else "queued"))
 
     return insert_once(session, RangeTest, tenant, idempotency_key, digest, test, add_job)
 
@@ -128,7 +130,8 @@ def cancel(session: Session, test: RangeTest) -> RangeTest:
     if test.status in FINISHED:
         raise Conflict(f"Range test `{test.id}` is already {test.status}.", field="status")
     # Lock order as the workers': the job row first, then the range-test row.
-    session.execute(update(Job).where(Job.range_test_id == test.id, Job.state == "queued")
+    session.execute(update(Job).where(Job.range_test_id == test.id,
+                                      Job.state.in_(("waiting", "queued")))
                     .values(state="cancelled"))
     session.execute(update(Job).where(Job.range_test_id == test.id, Job.state == "running")
                     .values(cancel_requested=True))

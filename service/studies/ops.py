@@ -133,7 +133,9 @@ def create(session: Session, settings: Settings, tenant: str, req: StudyCreate,
     found = replay(session, Study, tenant, idempotency_key, digest)
     if found is not None:
         return found
-    recheck(session, settings, tenant, spec)  # dataset and model not deleted meanwhile
+    # The dataset and model not deleted meanwhile; on a dataset still being registered the
+    # jobs wait (the registration's end queues them or fails the study).
+    spec, waiting = recheck(session, settings, tenant, spec)
     require_room(session, Study, tenant, settings.max_active_studies,
                  "LRSEARCH_MAX_ACTIVE_STUDIES", "studies")
     study_id = uuid.uuid4().hex
@@ -144,7 +146,7 @@ def create(session: Session, settings: Settings, tenant: str, req: StudyCreate,
     def add_jobs(study: Study) -> None:
         session.execute(insert(Job), [
             {"kind": "trial", "tenant": tenant, "study_id": study.id, "slot": i,
-             "state": "queued", "attempt": 0,
+             "state": "waiting" if waiting else "queued", "attempt": 0,
              "cancel_requested": False, "created_at": study.created_at,
              "updated_at": study.created_at} for i in range(req.n_trials)])
 

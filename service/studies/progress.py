@@ -162,11 +162,11 @@ def _maybe_finished(study: Study) -> None:
 
 
 def stop_jobs(session: Session, study_id: str | None) -> int:
-    """Cancel the study's queued jobs and ask its running ones to stop at their next epoch
-    boundary; returns how many queued jobs were cancelled. Takes the job rows' locks: call it
-    before locking the study row (the workers' lock order)."""
+    """Cancel the study's queued (and waiting) jobs and ask its running ones to stop at their
+    next epoch boundary; returns how many queued jobs were cancelled. Takes the job rows'
+    locks: call it before locking the study row (the workers' lock order)."""
     queued = len(session.scalars(update(Job).where(Job.study_id == study_id,
-                                                   Job.state == "queued")
+                                                   Job.state.in_(("waiting", "queued")))
                                  .values(state="cancelled").returning(Job.id)).all())
     session.execute(update(Job).where(Job.study_id == study_id, Job.state == "running")
                     .values(cancel_requested=True))

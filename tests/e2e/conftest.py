@@ -1,10 +1,16 @@
 """One real `lrsearch serve` (API + 1 worker + reaper, SQLite under its own folder) shared by
 the end-to-end tests of the user tools: the CLI, the Python client, the web page in Chromium,
-/metrics, Optuna's own tools and the README walk-through."""
+/metrics, Optuna's own tools and the README walk-through.
+
+Its data roots (LRSEARCH_DATA_ROOTS) are `<folder>/roots/shared` and `<folder>/roots/other`,
+and Keras datasets are downloaded from a local mirror on 127.0.0.1 serving a tiny CIFAR-10 in
+the real format (LRSEARCH_DATA_MIRROR, its digest in LRSEARCH_DATA_MIRROR_DIGESTS)."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -16,6 +22,7 @@ from typing import Any
 import pytest
 
 from lrsearch.client import Client
+from tests.datasets.keras_files import RequestLog, serve_folder, write_cifar10_tar
 from tests.processes import LRSEARCH, free_port, wait_ready
 
 
@@ -26,6 +33,9 @@ class Server:
     folder: Path  # its working directory: .lrsearch/ holds lrsearch.db and optuna.db
     log: Path
     env: dict[str, str]  # what a client process needs: LRSEARCH_URL, no server settings
+    server_env: dict[str, str]  # the server's own (what another worker process needs)
+    roots: Path  # holds the data roots shared/ and other/
+    mirror: RequestLog  # the requests the local dataset mirror answered
 
     def client(self) -> Client:
         return Client(self.url, timeout=60)
@@ -83,26 +93,36 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     plugins = folder / "plugins"
     plugins.mkdir()
     (plugins / "byom_layers.py").write_text(PLUGIN)
-    env.update(LRSEARCH_POLL_SECONDS="0.2", LRSEARCH_HEARTBEAT_SECONDS="1",
-               LRSEARCH_PLUGINS="byom_layers", BYOM_MARKER=str(folder / "plugin-imports"),
-               PYTHONPATH=os.pathsep.join([str(plugins), *filter(None, [
-                   os.environ.get("PYTHONPATH")])]))
-    log = folder / "serve.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([LRSEARCH, "serve", "--port", str(port), "--workers", "1"],
-                                cwd=folder, env=env, stdout=out, stderr=out,
-                                start_new_session=True)
-    server = Server(proc.pid, f"http://127.0.0.1:{port}", folder, log,
-                    client_env(f"http://127.0.0.1:{port}"))
-    try:
-        wait_ready(server.url, proc, log)
-        yield server
-    finally:
-        proc.send_signal(signal.SIGINT)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=60)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+    roots = folder / "roots"
+    for root in ("shared", "other"):
+        (roots / root).mkdir(parents=True)
+    tar = write_cifar10_tar(folder / "mirror" / "cifar-10-python.tar.gz", per_batch=8)
+    digest = hashlib.sha256(tar.read_bytes()).hexdigest()
+    with serve_folder(tar.parent) as (mirror_url, requests):
+        env.update(LRSEARCH_POLL_SECONDS="0.2", LRSEARCH_HEARTBEAT_SECONDS="1",
+                   LRSEARCH_PLUGINS="byom_layers", BYOM_MARKER=str(folder / "plugin-imports"),
+                   LRSEARCH_DATA_ROOTS=json.dumps([str(roots / "shared"),
+                                                   str(roots / "other")]),
+                   LRSEARCH_DATA_MIRROR=mirror_url,
+                   LRSEARCH_DATA_MIRROR_DIGESTS=json.dumps({tar.name: digest}),
+                   PYTHONPATH=os.pathsep.join([str(plugins), *filter(None, [
+                       os.environ.get("PYTHONPATH")])]))
+        log = folder / "serve.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([LRSEARCH, "serve", "--port", str(port), "--workers", "1"],
+                                    cwd=folder, env=env, stdout=out, stderr=out,
+                                    start_new_session=True)
+        server = Server(proc.pid, f"http://127.0.0.1:{port}", folder, log,
+                        client_env(f"http://127.0.0.1:{port}"), env, roots, requests)
+        try:
+            wait_ready(server.url, proc, log)
+            yield server
+        finally:
+            proc.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=60)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
 
 
 def run_cli(server: Server, *args: str, timeout: float = 300, cwd: Path | None = None

@@ -8,8 +8,9 @@ from __future__ import annotations
 from lrsearch.registry import Registry
 from worker.context import Task
 from worker.errors import Unregistered
-from worker.tasks import range_test, trial
+from worker.tasks import dataset, range_test, trial
 
 TASKS: Registry[Task] = Registry("job kind", error=Unregistered, field="kind")
 TASKS.add("trial", trial.run)
 TASKS.add("range_test", range_test.run)
+TASKS.add("dataset", dataset.run)

@@ -11,6 +11,7 @@ from service.db import utcnow
 from service.jobs import ops as jobs
 from service.jobs.ops import Claim
 from service.range_tests.models import RangeTest
+from worker.context import data_options
 from worker.errors import Cancelled, Released, Retryable
 
 if TYPE_CHECKING:
@@ -65,7 +66,7 @@ def run(w: TaskContext, c: Claim, beat: Heartbeat) -> None:
     if spec is None:
         return
     task = {"kind": "range_test", "spec": spec, "data_dir": str(w.settings.data_dir),
-            "max_params": w.settings.max_model_params}
+            "max_params": w.settings.max_model_params, **data_options(w.settings)}
     try:
         kind, payload = w.supervise(c, beat, task, lambda kind, payload: None,
                                     stop_on_cancel=True)

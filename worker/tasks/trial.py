@@ -30,6 +30,7 @@ from service.jobs.ops import Claim
 from service.studies import progress
 from service.studies.models import Study, Trial
 from worker import search
+from worker.context import data_options
 from worker.errors import Released, Retryable
 
 if TYPE_CHECKING:
@@ -101,7 +102,8 @@ def _config(w: TaskContext, spec: dict[str, Any], run: RunSpec, number: int, fam
     and seed (the study's seed plus the trial number)."""
     return {"spec": run.stored(), "schedule": family, "schedule_params": params,
             "epochs": spec["epochs"], "seed": run.trial_seed(number),
-            "data_dir": str(w.settings.data_dir), "max_params": w.settings.max_model_params}
+            "data_dir": str(w.settings.data_dir), "max_params": w.settings.max_model_params,
+            **data_options(w.settings)}
 
 
 def _sample(plan: Plan, ot: optuna.Trial) -> tuple[str, dict[str, Any]]:

@@ -1,0 +1,79 @@
+"""A dataset registration: the child reads the files (or downloads a Keras dataset) and
+answers what it found; the dataset becomes `ready` or `failed` with the reason, and the
+studies and range tests waiting for it are queued or failed (service/datasets/registration).
+
+Reading runs in the child, not here: it is heavy (every image decoded once), may import
+TensorFlow, and a crash in a decoder must cost a child, not the worker."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.orm import Session
+
+from lrsearch.datasets.references import Registered
+from service.datasets import registration
+from service.datasets.models import UploadedDataset
+from service.jobs import ops as jobs
+from service.jobs.ops import Claim
+from worker.errors import Cancelled, Released, Retryable
+
+if TYPE_CHECKING:
+    from worker.context import TaskContext
+    from worker.lease import Heartbeat
+
+log = logging.getLogger("lrsearch.worker.dataset")
+
+
+def _start(s: Session, c: Claim, lease_seconds: float) -> dict[str, Any] | None:
+    """The source to register; None when the dataset is gone (deleted while queued: its job
+    would have gone with it, so only a stale claim sees this) or no longer pending."""
+    jobs.fenced(s, c, lease_seconds)
+    row = s.get(UploadedDataset, c.dataset_id)
+    if row is None or row.status != "pending" or row.source is None:
+        jobs.finish(s, c, "cancelled", "the dataset was deleted or already registered")
+        return None
+    return dict(row.source)
+
+
+def _finish(s: Session, c: Claim, w: TaskContext, kind: str, payload: dict[str, Any]) -> None:
+    jobs.fenced(s, c)
+    row = s.get(UploadedDataset, c.dataset_id)
+    if row is None or row.status != "pending":
+        jobs.finish(s, c, "cancelled", "the dataset was deleted while it was registered")
+        return
+    if kind == "done":
+        registration.succeed(s, w.settings, row, Registered.model_validate(payload))
+        jobs.finish(s, c, "done")
+        return
+    reason = str(payload.get("message", kind))
+    registration.fail(s, row, reason)
+    jobs.finish(s, c, "failed", reason)
+
+
+def run(w: TaskContext, c: Claim, beat: Heartbeat) -> None:
+    source = w.db(lambda s: _start(s, c, w.settings.lease_seconds))
+    if source is None:
+        return
+    settings = w.settings
+    task = {"kind": "register_dataset", "source": source,
+            "roots": list(settings.data_roots), "data_dir": str(settings.data_dir),
+            "downloads": {"allow": settings.downloads, "mirror": settings.data_mirror,
+                          "mirror_digests": dict(settings.data_mirror_digests)}}
+    try:
+        kind, payload = w.supervise(c, beat, task, lambda kind, payload: None,
+                                    stop_on_cancel=True)
+    except Released:
+        w.db(lambda s: jobs.release(s, c))
+        return
+    except Cancelled:  # the dataset was deleted: its job went with it
+        return
+    except Retryable as e:
+        reason = str(e)
+        w.db(lambda s: jobs.retry_or_fail(s, jobs.fenced(s, c), reason,
+                                          w.settings.max_attempts))
+        return
+    w.db(lambda s: _finish(s, c, w, kind, payload))
+    log.info("dataset job %s ended: %s %s", c.job_id, kind,
+             payload.get("message", "") if kind == "failed" else "")
