@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from lrsearch.datasets.references import Npy, parse_roots
+from lrsearch.datasets.references import parse_roots
 from lrsearch.datasets.register import register
 from lrsearch.spec import RunSpec
 from service.config import Settings
