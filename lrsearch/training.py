@@ -18,6 +18,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -26,7 +27,8 @@ import tensorflow as tf
 
 from lrsearch import datasets, optimizers
 from lrsearch.datasets.references import KerasDataset
-from lrsearch.datasets.streams import Input, StreamOptions, from_arrays, from_source
+from lrsearch.datasets.streams import Input, StreamOptions, from_arrays, from_npz, from_source
+from lrsearch.datasets.uploaded import open_npz
 from lrsearch.errors import (
     DatasetError,
     ObjectiveNotLogged,
@@ -109,9 +111,15 @@ def open_input(spec: RunSpec, *, data_dir: str | None, val_fraction: float = 0.2
             raise DatasetError(f"Dataset `{data.name}` is not registered yet.", field="dataset")
         return from_source(data.name, data.source, data.registered, tuple(roots),
                            stream or StreamOptions())
+    if data.file is not None:  # an .npz upload: memory-mapped, read a batch at a time
+        if not Path(data.file).is_file():
+            raise DatasetError(f"The file of dataset `{data.name}` is missing; upload it "
+                               "again.", field="dataset")
+        return from_npz(open_npz(Path(data.file), task=data.task,
+                                 data_dir=None if data_dir is None else Path(data_dir)))
     name = data.source.dataset if isinstance(data.source, KerasDataset) else data.name
     return from_arrays(datasets.load(name, data_dir=data_dir, val_fraction=val_fraction,
-                                     seed=spec.seed, file=data.file, task=data.task))
+                                     seed=spec.seed))
 
 
 def pipeline(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None) -> tf.data.Dataset:

@@ -45,6 +45,7 @@ from lrsearch.datasets.references import (
     read_header,
     val_mask,
 )
+from lrsearch.datasets.uploaded import MappedNpz
 from lrsearch.errors import DatasetError, TrainingError, require_int
 from lrsearch.models import Head
 
@@ -493,33 +494,30 @@ def npy_labels(y: np.ndarray, task: str) -> np.ndarray:
     return y.reshape(len(y)).astype(np.int64) if task == "classes" else y.astype(np.float32)
 
 
-class _NpyInput(_FileInput):
-    """Memory-mapped x.npy and y.npy; a batch of shuffled row indices gathered at a time."""
+Side = tuple[np.ndarray, np.ndarray, np.ndarray]  # (x, y, the rows of this side)
 
-    def __init__(self, source: Npy, registered: Registered, listing: Listing,
-                 options: StreamOptions) -> None:
-        super().__init__(source, registered, options)
-        train, val, split = _sides(source, listing)
-        x, y = (np.load(f.path, mmap_mode="r", allow_pickle=False) for f in train)
-        if split:
-            mask = val_mask(len(x), source.val_fraction)
-            self.sides = {"train": (x, y, np.flatnonzero(~mask)),
-                          "val": (x, y, np.flatnonzero(mask))}
-        else:
-            xv, yv = (np.load(f.path, mmap_mode="r", allow_pickle=False) for f in val)
-            self.sides = {"train": (x, y, np.arange(len(x))),
-                          "val": (xv, yv, np.arange(len(xv)))}
+
+class _RowsInput(Input):
+    """Arrays read in place (memory-mapped): a batch of shuffled row indices gathered at a
+    time, converted a batch at a time (`npy_inputs`, `npy_labels`), so memory holds a few
+    batches, never the arrays."""
+
+    def __init__(self, train: Side, val: Side, head: Head, input_shape: tuple[int, ...]
+                 ) -> None:
+        super().__init__(input_shape, head, len(train[2]), len(val[2]))
+        self.sides = {"train": train, "val": val}
 
     def _gather(self, side: str) -> Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
         x, y, rows = self.sides[side]
-        task = self.registered.task
+        task = self.head.kind
         y_dtype = tf.int64 if task == "classes" else tf.float32
         x_shape = [None, *self.input_shape]
         y_shape = [None, *self.head.target_shape]
 
         def read(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            picked = rows[index]
-            return npy_inputs(x[picked]), npy_labels(y[picked], task)
+            picked = np.sort(rows[index])  # in file order: one pass over the pages
+            order = np.argsort(np.argsort(rows[index]))
+            return npy_inputs(x[picked])[order], npy_labels(y[picked], task)[order]
 
         def gather(index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             bx, by = tf.numpy_function(read, [index], [tf.float32, y_dtype], stateful=False)
@@ -528,16 +526,36 @@ class _NpyInput(_FileInput):
         return gather
 
     def _train_pass(self, batch_size: int, seed: int) -> tf.data.Dataset:
-        n = len(self.sides["train"][2])
+        n = self.train_examples
         return (tf.data.Dataset.range(n)
                 .shuffle(n, seed=seed, reshuffle_each_iteration=True)
                 .batch(batch_size)
                 .map(self._gather("train"), num_parallel_calls=AUTOTUNE, deterministic=True))
 
     def _val_pass(self, batch_size: int) -> tf.data.Dataset:
-        n = len(self.sides["val"][2])
-        return (tf.data.Dataset.range(n).batch(batch_size)
+        return (tf.data.Dataset.range(self.val_examples).batch(batch_size)
                 .map(self._gather("val"), num_parallel_calls=AUTOTUNE, deterministic=True))
+
+
+def _npy_input(source: Npy, registered: Registered, listing: Listing) -> Input:
+    """Memory-mapped x.npy and y.npy (the cache option does not apply: they are read in
+    place already)."""
+    train, val, split = _sides(source, listing)
+    x, y = (np.load(f.path, mmap_mode="r", allow_pickle=False) for f in train)
+    shape = tuple(registered.input_shape)
+    if split:
+        mask = val_mask(len(x), source.val_fraction)
+        return _RowsInput((x, y, np.flatnonzero(~mask)), (x, y, np.flatnonzero(mask)),
+                          registered.head, shape)
+    xv, yv = (np.load(f.path, mmap_mode="r", allow_pickle=False) for f in val)
+    return _RowsInput((x, y, np.arange(len(x))), (xv, yv, np.arange(len(xv))),
+                      registered.head, shape)
+
+
+def from_npz(upload: MappedNpz) -> Input:
+    """An uploaded .npz read in place (lrsearch.datasets.uploaded.open_npz): its arrays
+    memory-mapped, the validation rows its own or the seeded hold-out."""
+    return _RowsInput(upload.train, upload.val, upload.head, upload.input_shape)
 
 
 def from_source(name: str, source: Source, registered: Registered, roots: Sequence[str],
@@ -560,4 +578,4 @@ def from_source(name: str, source: Source, registered: Registered, roots: Sequen
     if isinstance(checked, TFRecord):
         return _TFRecordInput(checked, registered, listing, options)
     assert isinstance(checked, Npy)
-    return _NpyInput(checked, registered, listing, options)
+    return _npy_input(checked, registered, listing)

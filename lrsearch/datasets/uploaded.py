@@ -26,8 +26,12 @@ never holds more than one chunk of an array (what a server uses to accept an upl
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import re
+import struct
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -275,3 +279,92 @@ def load_npz(path: Path, name: str, *, max_decompressed_bytes: int | None = None
     if "x_val" not in arrays:
         return Dataset(name, *split(x, y, VAL_FRACTION, 0), head)
     return Dataset(name, x, y, _inputs(arrays["x_val"]), _labels(arrays["y_val"], head), head)
+
+
+@dataclass(frozen=True)
+class MappedNpz:
+    """An uploaded .npz opened for streaming (`open_npz`): (x, y, rows) per side, x and y
+    memory-mapped in their stored dtype, `rows` the indices of the side's samples."""
+
+    train: tuple[np.ndarray, np.ndarray, np.ndarray]
+    val: tuple[np.ndarray, np.ndarray, np.ndarray]
+    head: Head
+    input_shape: tuple[int, ...]
+
+
+# A zip local file header: signature, then fixed fields; the name and extra lengths are at
+# bytes 26 and 28, and the member's data follows the name and the extra field.
+_LOCAL_HEADER = struct.Struct("<4s22xHH")
+
+
+def _data_offset(path: Path, member: Member) -> int:
+    """Where a stored (uncompressed) member's array data starts in the file."""
+    with open(path, "rb") as f:
+        f.seek(member.info.header_offset)
+        raw = f.read(_LOCAL_HEADER.size)
+        if len(raw) < _LOCAL_HEADER.size:
+            raise DatasetError(f"`{member.key}`'s zip entry is cut short", field=member.key)
+        signature, name_len, extra_len = _LOCAL_HEADER.unpack(raw)
+        if signature != b"PK\x03\x04":
+            raise DatasetError(f"`{member.key}`'s zip entry is corrupt", field=member.key)
+    return member.info.header_offset + _LOCAL_HEADER.size + name_len + extra_len \
+        + member.header_bytes
+
+
+def _mapped(path: Path, archive: Archive, key: str, cache: Path) -> np.ndarray:
+    """A member as a read-only memory map: in place when stored uncompressed (what
+    numpy.savez writes); a deflated one (savez_compressed) is inflated once, a chunk at a
+    time, into `cache/<key>.npy` and mapped from there."""
+    m = archive.members[key]
+    if m.info.compress_type == zipfile.ZIP_STORED:
+        return np.memmap(path, dtype=m.dtype, mode="r", offset=_data_offset(path, m),
+                         shape=m.shape, order="F" if m.fortran_order else "C")
+    target = cache / f"{key}.npy"
+    if not target.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        part = cache / f".{key}.{os.getpid()}.part"
+        out = np.lib.format.open_memmap(part, "w+", m.dtype, m.shape, m.fortran_order)
+        flat, done = out.ravel(order="K"), 0  # a view, in storage order
+        for chunk in archive.chunks(key):
+            flat[done:done + chunk.size] = chunk
+            done += chunk.size
+        out.flush()
+        del out, flat
+        os.replace(part, target)  # atomic: a concurrent trial maps a whole file or inflates
+    return np.load(target, mmap_mode="r", allow_pickle=False)
+
+
+def inflated_prefix(data_dir: Path, path: Path) -> Path:
+    """Where `open_npz` keeps the inflated members of the upload at `path`: folders
+    `<prefix>.<size>.<mtime>`; deleting the upload removes them (service/datasets)."""
+    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:24]
+    return data_dir / "cache" / "npz" / key
+
+
+def open_npz(path: Path, *, task: str | None = None, data_dir: Path | None = None
+             ) -> MappedNpz:
+    """An uploaded .npz for streaming, validated by every rule of `load_npz` with bounded
+    memory (`check_npz`'s pass), its arrays memory-mapped instead of loaded. The validation
+    split is `load_npz`'s (VAL_FRACTION held out with seed 0) as row indices. Deflated members
+    are inflated once under `data_dir` (by default the file's folder; `inflated_prefix`),
+    keyed by the file's size and modification time."""
+    members, _, head = _validate(path, False, None)
+    stat = path.stat()
+    prefix = inflated_prefix(data_dir or path.parent, path)
+    cache = prefix.with_name(f"{prefix.name}.{stat.st_size}.{stat.st_mtime_ns}")
+    with Archive(path, KEY_ORDER, None) as archive:
+        arrays = {key: _mapped(path, archive, key, cache) for key in members}
+    if task == "classes" and head.kind == "targets":
+        head = _registered_as_classes({k: np.asarray(v) for k, v in arrays.items()
+                                       if k.startswith("y_")})
+    x, y = arrays["x_train"], arrays["y_train"]
+    n = len(x)
+    if "x_val" not in arrays:
+        order = np.random.default_rng(0).permutation(n)
+        n_val = holdout_size(n, VAL_FRACTION)
+        return MappedNpz((x, y, order[n_val:]), (x, y, order[:n_val]), head,
+                         tuple(x.shape[1:]))
+    xv, yv = arrays["x_val"], arrays["y_val"]
+    return MappedNpz((x, y, np.arange(n)), (xv, yv, np.arange(len(xv))), head,
+                     tuple(x.shape[1:]))
+

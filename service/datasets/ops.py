@@ -3,6 +3,7 @@ and references to files the workers read (registered by a worker's `dataset` job
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -13,7 +14,7 @@ from sqlalchemy.orm import Session
 from lrsearch import datasets
 from lrsearch.datasets.npz import DatasetTooLarge
 from lrsearch.datasets.references import KerasDataset, Source, check_source, visible
-from lrsearch.datasets.uploaded import UploadSummary, check_name, check_npz
+from lrsearch.datasets.uploaded import UploadSummary, check_name, check_npz, inflated_prefix
 from lrsearch.models import Head
 from lrsearch.spec import DataRef
 from service import storage
@@ -172,3 +173,12 @@ def delete(session: Session, tenant: str, name: str) -> Path | None:
     session.delete(row)
     session.flush()
     return path
+
+
+def remove_upload(settings: Settings, path: Path) -> None:
+    """Remove a deleted upload's file and the members workers inflated from it."""
+    path.unlink(missing_ok=True)
+    prefix = inflated_prefix(Path(settings.data_dir).resolve(), path)
+    for folder in prefix.parent.glob(f"{prefix.name}.*"):
+        shutil.rmtree(folder, ignore_errors=True)
+

@@ -82,7 +82,7 @@ def get_dataset(name: str, session: SessionDep, settings: SettingsDep, tenant: T
 
 
 @router.delete("/{name}", status_code=204)
-def delete_dataset(name: str, session: SessionDep, tenant: TenantDep,
+def delete_dataset(name: str, session: SessionDep, settings: SettingsDep, tenant: TenantDep,
                    background: BackgroundTasks) -> None:
     """Delete a dataset that no unfinished study or range test uses (a reference's files are
     left alone)."""
@@ -90,4 +90,4 @@ def delete_dataset(name: str, session: SessionDep, tenant: TenantDep,
     # The file goes once the deletion committed (the session dependency commits before
     # background tasks run): a failed commit keeps both the row and its file.
     if path is not None:
-        background.add_task(path.unlink, missing_ok=True)
+        background.add_task(ops.remove_upload, settings, path)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -24,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from lrsearch.datasets.references import parse_roots
 from lrsearch.datasets.register import register
+from lrsearch.datasets.uploaded import inflated_prefix, open_npz
 from lrsearch.spec import RunSpec
 from service.config import Settings
 from service.datasets import registration
@@ -196,3 +198,21 @@ def test_deleting_a_pending_dataset(api: Any, engine: Engine, root: Path) -> Non
     assert client.delete("/v1/datasets/arrays").status_code == 204
     assert states(engine, kind="dataset") == []
     assert (root / "arrays" / "x.npy").exists()  # a reference's files are the tenant's own
+
+
+def test_deleting_an_upload_removes_what_workers_inflated(client: TestClient,
+                                                          settings: Settings,
+                                                          tmp_path: Path) -> None:
+    path = tmp_path / "up.npz"
+    np.savez_compressed(path, x_train=np.ones((10, 3), np.float32), y_train=np.arange(10) % 2)
+    with open(path, "rb") as f:
+        r = client.post("/v1/datasets", data={"name": "up"}, files={"file": ("up.npz", f)})
+    assert r.status_code == 201, r.text
+    with Session(client.app.state.engine) as s:  # where the API stored it
+        stored = Path(s.scalar(select(UploadedDataset.path)))
+    mapped = open_npz(stored, data_dir=Path(settings.data_dir).resolve())  # as a worker does
+    assert mapped.train[0].shape == (10, 3)
+    prefix = inflated_prefix(Path(settings.data_dir).resolve(), stored)
+    assert list(prefix.parent.glob(f"{prefix.name}.*"))
+    assert client.delete("/v1/datasets/up").status_code == 204
+    assert not stored.exists() and not list(prefix.parent.glob(f"{prefix.name}.*"))
