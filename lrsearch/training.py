@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from lrsearch import datasets, optimizers
+from lrsearch.datasets import portable
 from lrsearch.datasets.references import KerasDataset
 from lrsearch.datasets.streams import Input, StreamOptions, from_arrays, from_npz, from_source
 from lrsearch.datasets.uploaded import open_npz
@@ -101,25 +102,34 @@ def steps_per_epoch(n_samples: int, batch_size: int) -> int:
 
 def open_input(spec: RunSpec, *, data_dir: str | None, val_fraction: float = 0.2,
                roots: tuple[str, ...] | list[str] = (),
-               stream: StreamOptions | None = None) -> Input:
+               stream: StreamOptions | None = None,
+               backend_neutral: bool | None = None) -> Input | portable.PortableInput:
     """The run's data: a dataset reference streamed from its files (after checking they are
-    the ones registered), or a built-in or uploaded dataset as arrays (a registered Keras
-    dataset is its built-in)."""
+    the ones registered), an .npz upload read in place, or a built-in dataset as arrays (a
+    registered Keras dataset is its built-in). With TensorFlow's Keras backend the batches
+    are tf.data pipelines; otherwise (`backend_neutral`, by default whenever the backend is
+    not TensorFlow) `keras.utils.PyDataset`s (lrsearch.datasets.portable), which read
+    everything but CSV and TFRecord."""
     data = spec.data
+    neutral = keras.backend.backend() != "tensorflow" if backend_neutral is None \
+        else backend_neutral
     if data.source is not None and not isinstance(data.source, KerasDataset):
         if data.registered is None:
             raise DatasetError(f"Dataset `{data.name}` is not registered yet.", field="dataset")
+        if neutral:
+            return portable.from_source(data.name, data.source, data.registered, tuple(roots))
         return from_source(data.name, data.source, data.registered, tuple(roots),
                            stream or StreamOptions())
     if data.file is not None:  # an .npz upload: memory-mapped, read a batch at a time
         if not Path(data.file).is_file():
             raise DatasetError(f"The file of dataset `{data.name}` is missing; upload it "
                                "again.", field="dataset")
-        return from_npz(open_npz(Path(data.file), task=data.task,
-                                 data_dir=None if data_dir is None else Path(data_dir)))
+        mapped = open_npz(Path(data.file), task=data.task,
+                          data_dir=None if data_dir is None else Path(data_dir))
+        return portable.from_npz(mapped) if neutral else from_npz(mapped)
     name = data.source.dataset if isinstance(data.source, KerasDataset) else data.name
-    return from_arrays(datasets.load(name, data_dir=data_dir, val_fraction=val_fraction,
-                                     seed=spec.seed))
+    arrays = datasets.load(name, data_dir=data_dir, val_fraction=val_fraction, seed=spec.seed)
+    return portable.from_arrays(arrays) if neutral else from_arrays(arrays)
 
 
 def pipeline(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None) -> tf.data.Dataset:

@@ -49,11 +49,11 @@ class DatabaseCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         with self.sessions() as session:
-            jobs = GaugeMetricFamily("lrsearch_jobs", "Jobs (trial slots and range tests) by "
-                                     "kind and state.", labels=["kind", "state"])
+            jobs = GaugeMetricFamily("lrsearch_jobs", "Jobs (trial slots, range tests, dataset "
+                                     "registrations) by kind and state.", labels=["kind", "state"])
             counts = {(k, s): n for k, s, n in session.execute(
                 select(Job.kind, Job.state, func.count()).group_by(Job.kind, Job.state))}
-            for kind in ("trial", "range_test"):
+            for kind in ("trial", "range_test", "dataset"):
                 for state in JOB_STATES:
                     jobs.add_metric([kind, state], counts.get((kind, state), 0))
             yield jobs

@@ -172,7 +172,7 @@ def test_the_api_accepts_the_names_the_worker_builds() -> None:
 
     assert literal(SamplerSpec, "name") == set(search.SAMPLERS.names())
     assert literal(PrunerSpec, "name") == set(search.PRUNERS.names())
-    assert set(TASKS.names()) == {"trial", "range_test"}
+    assert set(TASKS.names()) == {"trial", "range_test", "dataset"}  # the kinds jobs have
 
 
 SPEC = {"families": ["cosine"], "search_space": {}, "epochs": 3,

@@ -143,6 +143,7 @@ _PATHS: dict[str, Any] = {"roots": [], "data_dir": None}
 
 def _failure(exc: BaseException) -> tuple[str, dict[str, Any]]:
     from lrsearch.datasets import path_labels
+    from lrsearch.datasets.references import DatasetChanged
     from lrsearch.errors import (
         LRSearchError,
         ObjectiveNotLogged,
@@ -155,6 +156,8 @@ def _failure(exc: BaseException) -> tuple[str, dict[str, Any]]:
         kind = "diverged"
     elif isinstance(exc, ObjectiveNotLogged):
         kind = "objective"
+    elif isinstance(exc, DatasetChanged):
+        kind = "dataset_changed"
     elif type(exc).__name__ == "ResourceExhaustedError" or isinstance(exc, MemoryError):
         kind = "oom"
     elif isinstance(exc, LRSearchError):

@@ -54,11 +54,13 @@ class TaskContext(Protocol):
         ...
 
 
-def data_options(settings: Settings) -> dict[str, Any]:
-    """What a child needs to read dataset references, as plain data for a task: the roots
-    and how to stream (lrsearch.datasets.streams.StreamOptions)."""
+def data_options(settings: Settings, tenant: str) -> dict[str, Any]:
+    """What a child needs to read the tenant's dataset references, as plain data for a task:
+    its roots and how to stream (lrsearch.datasets.streams.StreamOptions)."""
+    from lrsearch.datasets.references import tenant_roots
+
     cache_dir = str(settings.data_dir / "cache") if settings.data_cache == "disk" else None
-    return {"roots": list(settings.data_roots),
+    return {"roots": list(tenant_roots(settings.data_roots, tenant)),
             "stream": {"shuffle_buffer": settings.shuffle_buffer, "cache": settings.data_cache,
                        "cache_dir": cache_dir}}
 

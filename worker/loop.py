@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from lrsearch import plugins
 from service.config import Settings
+from service.datasets import registration
 from service.db import make_engine
 from service.jobs import ops as jobs
 from service.jobs.ops import Claim, LeaseLost
@@ -229,6 +230,10 @@ def reap(settings: Settings, db: Callable[[Callable[[Session], Any]], Any],
          optuna: Any) -> int:
     """Recover expired leases of every study; mark the lost attempts FAIL in Optuna."""
     lost = db(lambda s: jobs.reap(s, settings.max_attempts))
+    # Work waiting for a dataset whose registration ended without settling it (a reaped
+    # registration job is only marked failed: its row locks were taken before the creation
+    # locks that settling needs).
+    db(lambda s: registration.sweep(s, settings))
     for study_name, number in lost:
         try:
             search.fail(optuna, study_name, number, "lost worker: lease expired")

@@ -43,6 +43,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("dataset_id", sa.Integer(), nullable=True))
         batch_op.create_foreign_key("fk_jobs_dataset_id_datasets", "datasets", ["dataset_id"],
                                     ["id"], ondelete="CASCADE")
+        batch_op.create_index("ix_jobs_dataset_id", ["dataset_id"])  # the cascade's lookup
 
 
 def downgrade() -> None:
@@ -57,6 +58,7 @@ def downgrade() -> None:
             "(DELETE /v1/datasets/{name}), then downgrade.")
     op.execute("DELETE FROM jobs WHERE kind = 'dataset'")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
+        batch_op.drop_index("ix_jobs_dataset_id")
         batch_op.drop_constraint("fk_jobs_dataset_id_datasets", type_="foreignkey")
         batch_op.drop_column("dataset_id")
     for column in ("updated_at", "error", "registered", "source", "status"):

@@ -15,7 +15,13 @@ from typing import Any
 
 from lrsearch.datasets import bundled, keras_cache  # noqa: F401  (registers the sources)
 from lrsearch.datasets.base import SOURCES, Dataset
-from lrsearch.datasets.references import KerasDataset, Registered, Source, SourceAdapter
+from lrsearch.datasets.references import (
+    KerasDataset,
+    Registered,
+    Source,
+    SourceAdapter,
+    apart_from,
+)
 from lrsearch.datasets.uploaded import check_name, load_npz, upload_path
 from lrsearch.errors import DatasetError
 
@@ -44,6 +50,7 @@ def register_source(source: dict[str, Any] | Source, *, roots: Sequence[str],
     if not isinstance(ref, KerasDataset):
         from lrsearch.datasets.register import register
 
+        apart_from(ref, data_dir, "the service's data directory")
         return register(ref, roots)
     from lrsearch.datasets.download import DownloadSettings, ensure
 

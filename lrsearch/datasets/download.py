@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -207,6 +208,7 @@ class DownloadSettings:
     mirror: str | None = None
     mirror_digests: Mapping[str, str] = field(default_factory=dict, hash=False)
     timeout: float = 60.0
+    total_timeout: float = 3600.0  # the whole download of one file, in seconds
     max_bytes: int = 1_000_000_000
 
     def __post_init__(self) -> None:
@@ -387,7 +389,11 @@ def _stream(url: str, out: IO[bytes], settings: DownloadSettings) -> tuple[int, 
         if length is not None and length > settings.max_bytes:
             raise _Failed(f"the server announced {length} bytes, more than "
                           f"max_bytes={settings.max_bytes}")
+        deadline = time.monotonic() + settings.total_timeout
         while chunk := response.read(CHUNK):
+            if time.monotonic() > deadline:  # a server trickling bytes holds the lock
+                raise _Failed(f"the download took longer than total_timeout="
+                              f"{settings.total_timeout:g} s")
             size += len(chunk)
             if size > settings.max_bytes:
                 raise _Failed(f"it sent more than max_bytes={settings.max_bytes} bytes")

@@ -56,9 +56,10 @@ def missing(dataset: str, needed: str, data_dir: Path | None) -> DatasetError:
         f"Dataset `{dataset}` needs `{needed}`, which is not in any of: {where}. Loading "
         f"never downloads. Either fetch it from {ORIGINS[needed]} and put it in one of those "
         "folders (or set LRSEARCH_DATA_DIR), or have the service download it: with "
-        f"{DOWNLOADS_SETTING}=true on the workers, register it with POST /v1/datasets and "
-        f'{{"name": "{keras_name}", "source": {{"kind": "keras", "dataset": "{keras_name}"}}}}.',
-        field="dataset")
+        f"{DOWNLOADS_SETTING}=true on the workers, register it under a name of your own "
+        f"(`lrsearch datasets register my-{keras_name} "
+        f"'{{\"kind\": \"keras\", \"dataset\": \"{keras_name}\"}}'`); once its files are "
+        f"there, `{dataset}` works too.", field="dataset")
 
 
 def images(x: np.ndarray) -> np.ndarray:

@@ -56,6 +56,18 @@ Name = Annotated[str, Field(min_length=1, max_length=256)]
 Task = Literal["classes", "targets"]
 
 
+def changed(name: str) -> DatasetChanged:
+    """The error of a dataset whose files are not the registered ones."""
+    return DatasetChanged(f"The files of `{name}` are not the registered ones: dataset changed "
+                          "since registration (files added, removed or modified). Register "
+                          "it again.", field="dataset")
+
+
+# The most pixels an image may declare in its header (8192 x 8192): the header is checked
+# before decoding, so a small file declaring a huge canvas is refused, not allocated.
+MAX_IMAGE_PIXELS = 1 << 26
+
+
 class DatasetChanged(DatasetError):
     """The files of a registered dataset are not the ones registered (added, removed or
     modified since): training refuses to start, the dataset must be registered again."""
@@ -161,6 +173,15 @@ class Npy(_Files):
     uint8 x are scaled to [0, 1]. A `validation_uri` folder holds its own x.npy and y.npy."""
 
     kind: Literal["npy"] = "npy"
+
+    @model_validator(mode="after")
+    def _local(self) -> Npy:
+        for field in ("uri", "validation_uri"):
+            uri = getattr(self, field)
+            if uri is not None and _SCHEME.match(uri) and not uri.lower().startswith("file:"):
+                raise ValueError(f"`{field}` of an npy source must be a local folder: its "
+                                 f"arrays are memory-mapped. Received: {field}={uri!r}")
+        return self
 
 
 class KerasDataset(Frozen):
@@ -297,6 +318,32 @@ def _under(path: str, root: str) -> bool:
 
 def _roots_text(roots: Sequence[str]) -> str:
     return ", ".join(roots) if roots else "none"
+
+
+TENANT_PLACEHOLDER = "{tenant}"
+
+
+def apart_from(source: Source, folder: str | os.PathLike[str], what: str) -> None:
+    """Refuse a local URI that overlaps `folder` (lies in it, is it, or contains it): the
+    service's own data directory holds other tenants' uploads and its database, and a root
+    that contains it must not open it to references."""
+    base = os.path.realpath(folder)
+    for field in ("uri", "validation_uri"):
+        uri = getattr(source, field, None)
+        if not uri or _scheme(uri) not in (None, "file"):
+            continue
+        real = os.path.realpath(_file_url_path(uri) if _scheme(uri) == "file" else uri)
+        if _under(real, base) or _under(base, real):
+            raise DatasetError(f"Argument `source.{field}` overlaps {what}, which dataset "
+                               f"references may not read. Received: {field}={uri!r}",
+                               field=f"source.{field}")
+
+
+def tenant_roots(roots: Sequence[str], tenant: str) -> tuple[str, ...]:
+    """The roots one tenant may read: `{tenant}` in a root becomes the tenant's name (tenant
+    names are plain identifiers), so `/data/{tenant}` gives each tenant its own folder; a
+    root without it is shared by every tenant."""
+    return tuple(root.replace(TENANT_PLACEHOLDER, tenant) for root in roots)
 
 
 def check_uri(uri: str, roots: Sequence[str], *, field: str = "source.uri") -> str:
@@ -453,6 +500,18 @@ class Listing:
     classes: tuple[str, ...] = ()
 
 
+def _require_utf8(rel: str, field: str) -> None:
+    """File and folder names become class names, messages and JSON: they must be text.
+    Python hands undecodable bytes over as surrogates, which no response or database
+    column can carry."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(rel).decode("utf-8", "backslashreplace")
+        raise DatasetError(f"`{shown}` ({field}) has a name that is not UTF-8 text; rename "
+                           "it", field=field) from None
+
+
 class _Local:
     """Listing a local folder: every folder and file is resolved against the roots first."""
 
@@ -482,6 +541,7 @@ class _Local:
         for name in names:
             path = os.path.join(real, name)
             child = f"{rel}/{name}" if rel else name
+            _require_utf8(child, self.field)
             if os.path.isdir(path):
                 out.append((name, path, True))
             elif os.path.isfile(path):

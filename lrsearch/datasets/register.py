@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 import os
 import re
+import struct
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -358,6 +360,80 @@ def _scan_csv_file(scan: _Scan, side: str, entry: FileEntry, make: Callable[[Any
         raise DatasetError(message, field=e.field) from None
 
 
+# A record longer than this is refused before TensorFlow reads it: TFRecordDataset allocates
+# what a record's header declares, and a 76-byte file declaring 2**40 bytes kills its process.
+MAX_RECORD_BYTES = 256 << 20
+_PIECE = 1 << 20
+
+
+class _Plain:
+    """Bytes of a file, read as they are or inflated (GZIP, ZLIB) a piece at a time."""
+
+    def __init__(self, path: str, compression: str) -> None:
+        self.raw = open(path, "rb")  # noqa: SIM115  (closed by close())
+        self.inflate: Any = None
+        if compression == "GZIP":
+            self.inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif compression == "ZLIB":
+            self.inflate = zlib.decompressobj()
+        self.buffer = b""
+
+    def read(self, n: int) -> bytes:
+        """Up to `n` bytes (fewer only at the end); never holds more than n + one piece."""
+        if self.inflate is None:
+            return self.raw.read(n)
+        while len(self.buffer) < n:
+            data = self.inflate.unconsumed_tail or self.raw.read(_PIECE)
+            if not data:
+                break
+            self.buffer += self.inflate.decompress(data, _PIECE)
+        out, self.buffer = self.buffer[:n], self.buffer[n:]
+        return out
+
+    def skip(self, n: int) -> int:
+        """Skip `n` bytes; returns how many there were."""
+        done = 0
+        while done < n:
+            piece = self.read(min(_PIECE, n - done))
+            if not piece:
+                break
+            done += len(piece)
+        return done
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+def _check_framing(entry: FileEntry, compression: str, field: str) -> None:
+    """Walk a TFRecord file's framing in Python before TensorFlow reads it: each record is a
+    little-endian uint64 length, its 4-byte CRC, the data and a 4-byte CRC. A record longer
+    than MAX_RECORD_BYTES or than what is left of the file is refused, naming it."""
+    stream = _Plain(entry.path, compression)
+    record = 0
+    try:
+        while True:
+            head = stream.read(12)
+            if not head:
+                return
+            if len(head) < 12:
+                raise DatasetError(f"`{entry.rel}` ({field}) record {record} is cut short: "
+                                   "the file ends inside its header", field=field)
+            (length,) = struct.unpack("<Q", head[:8])
+            if length > MAX_RECORD_BYTES:
+                raise DatasetError(f"`{entry.rel}` ({field}) record {record} declares {length} "
+                                   f"bytes, more than the {MAX_RECORD_BYTES} a record may "
+                                   "hold", field=field)
+            if stream.skip(length + 4) < length + 4:
+                raise DatasetError(f"`{entry.rel}` ({field}) record {record} is cut short: it "
+                                   f"declares {length} bytes", field=field)
+            record += 1
+    except (OSError, zlib.error, EOFError) as e:
+        raise DatasetError(f"`{entry.rel}` ({field}) cannot be read as "
+                           f"{compression or 'uncompressed'} TFRecord: {e}", field=field) from None
+    finally:
+        stream.close()
+
+
 def _tfrecord(source: TFRecord, listing: Listing, fingerprint: str) -> Registered:
     import tensorflow as tf
 
@@ -387,6 +463,7 @@ def _tfrecord(source: TFRecord, listing: Listing, fingerprint: str) -> Registere
                              lambda k: f"`{entry.rel}` ({field}) record {position + k}",
                              field, f"feature `{source.input}`", f"feature `{source.target}`")
 
+            _check_framing(entry, source.compression, field)
             _scan_file(entry, field, make, convert, on_batch, "record", 0)
     train, val = _counts(source, scan.index, scan.sides["val"].rows
                          if source.validation_uri is not None else 0)

@@ -16,6 +16,7 @@ it), so a registered image decodes to exactly the registered input shape in trai
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ import tensorflow as tf
 
 from lrsearch.datasets.base import Dataset
 from lrsearch.datasets.references import (
+    MAX_IMAGE_PIXELS,
     Csv,
     CsvColumns,
     DatasetChanged,
@@ -38,6 +40,7 @@ from lrsearch.datasets.references import (
     Registered,
     Source,
     TFRecord,
+    changed,
     check_source,
     csv_columns,
     list_files,
@@ -61,10 +64,10 @@ __all__ = [
     "load_image",
 ]
 
-# The most pixels an image may declare in its header (8192 x 8192): the header is checked
-# before decoding, so a small file declaring a huge canvas is refused, not allocated.
-MAX_IMAGE_PIXELS = 1 << 26
 AUTOTUNE = tf.data.AUTOTUNE
+# What a row shuffle buffer may hold, whatever LRSEARCH_SHUFFLE_BUFFER says: 10,000 rows of
+# 224x224x3 float features would be 6 GB in every trial's child.
+SHUFFLE_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -182,10 +185,12 @@ def decode_image(contents: tf.Tensor, image_size: tuple[int, int], channels: int
             message=f"the image declares more than {MAX_IMAGE_PIXELS} pixels"),
     ]
     with tf.control_dependencies(checks):
-        image = tf.io.decode_image(contents, channels=0, dtype=tf.float32,
+        image = tf.io.decode_image(contents, channels=0, dtype=tf.uint8,
                                    expand_animations=False)
-    image = _to_channels(image, channels)
-    image = tf.clip_by_value(tf.image.resize(image, image_size), 0.0, 1.0)
+    # Resized while still uint8 at full size (a quarter of float32's bytes); the channel
+    # conversion is linear, so after the resize it gives the same pixels.
+    image = _to_channels(tf.image.resize(image, image_size) / 255.0, channels)
+    image = tf.clip_by_value(image, 0.0, 1.0)
     return tf.ensure_shape(image, [*image_size, channels])
 
 
@@ -362,6 +367,8 @@ class _ImageInput(_FileInput):
             if seed is not None:  # the path list is shuffled whole
                 ds = self._shuffled(ds, seed, len(files))
             return ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
+        if seed is not None:  # mixed once, before the cache fixes the order
+            ds = ds.shuffle(len(files), seed=0, reshuffle_each_iteration=False)
         ds = self._cache(ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True), side)
         if seed is not None:
             ds = self._shuffled(ds, seed, min(len(files), self.options.shuffle_buffer))
@@ -406,7 +413,9 @@ class _RowInput(_FileInput):
             ds = self._rows(files)
         ds = self._cache(ds, side)
         if seed is not None:
-            ds = self._shuffled(ds, seed, self.options.shuffle_buffer)
+            row = 4 * (math.prod(self.input_shape) + max(1, math.prod(self.head.target_shape)))
+            ds = self._shuffled(ds, seed, min(self.options.shuffle_buffer,
+                                              max(1, SHUFFLE_BYTES // row)))
         return ds
 
     def _train_pass(self, batch_size: int, seed: int) -> tf.data.Dataset:
@@ -568,8 +577,7 @@ def from_source(name: str, source: Source, registered: Registered, roots: Sequen
                            "loaded as arrays, not streamed from files", field="dataset")
     listing = list_files(source, roots)
     if listing_fingerprint(listing) != registered.fingerprint:
-        raise DatasetChanged(f"Dataset `{name}` changed since registration (files added, "
-                             "removed or modified); register it again", field="dataset")
+        raise changed(name)
     checked = check_source(source, roots, deep=False)
     if isinstance(checked, ImageFolder):
         return _ImageInput(checked, registered, listing, options)

@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from lrsearch import optimizers
-from lrsearch.datasets.streams import StreamOptions
+from lrsearch.datasets.streams import Input, StreamOptions
 from lrsearch.errors import RangeTestError, require_int
 from lrsearch.models.resolve import compiled_model
 from lrsearch.range_test.suggest import Suggestions, combine, family_bounds, suggest
@@ -184,8 +184,10 @@ def run(config: RangeTestConfig) -> dict[str, Any]:
     """Repeats with seeds seed, seed+1, ... (batch order and model initialisation), then the
     median suggestions, their log10 spread, and search bounds per family."""
     spec = config.spec
+    # tf.data batches: the sweep writes TensorFlow variables directly (see _Ladder).
     data = open_input(spec, data_dir=config.data_dir, roots=config.roots,
-                      stream=config.stream)
+                      stream=config.stream, backend_neutral=False)
+    assert isinstance(data, Input)
     val = data.val_arrays(config.val_samples)
     sweeps = []
     for r in range(config.repeats):

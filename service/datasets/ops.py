@@ -13,7 +13,14 @@ from sqlalchemy.orm import Session
 
 from lrsearch import datasets
 from lrsearch.datasets.npz import DatasetTooLarge
-from lrsearch.datasets.references import KerasDataset, Source, check_source, visible
+from lrsearch.datasets.references import (
+    KerasDataset,
+    Source,
+    apart_from,
+    check_source,
+    tenant_roots,
+    visible,
+)
 from lrsearch.datasets.uploaded import UploadSummary, check_name, check_npz, inflated_prefix
 from lrsearch.models import Head
 from lrsearch.spec import DataRef
@@ -132,8 +139,9 @@ def register(session: Session, settings: Settings, tenant: str, name: str, sourc
     if name in datasets.SOURCES or find_upload(session, tenant, name) is not None:
         raise Conflict(f"A dataset named `{name}` already exists.", field="name")
     if not isinstance(source, KerasDataset):
-        source = check_source(source, settings.data_roots,
-                              deep=visible(source.uri, settings.data_roots))
+        roots = tenant_roots(settings.data_roots, tenant)
+        source = check_source(source, roots, deep=visible(source.uri, roots))
+        apart_from(source, settings.data_dir, "the service's data directory")
     lock_tenant(session, "dataset", tenant)
     pending = session.scalar(select(func.count()).select_from(UploadedDataset).where(
         UploadedDataset.tenant == tenant, UploadedDataset.status == "pending")) or 0

@@ -49,12 +49,42 @@ def succeed(session: Session, settings: Settings, row: UploadedDataset,
     _settle(session, row, settings)
 
 
+def mark_failed(row: UploadedDataset, reason: str) -> None:
+    """The row alone: `failed` with `reason` (its waiting work is settled by `sweep`)."""
+    row.status, row.error, row.updated_at = "failed", reason[:4000], utcnow()
+
+
 def fail(session: Session, row: UploadedDataset, reason: str) -> None:
     """The registration failed: the dataset is `failed` with `reason`, and its waiting work
     fails with it."""
-    row.status, row.error, row.updated_at = "failed", reason[:4000], utcnow()
+    mark_failed(row, reason)
     session.flush()
     _settle(session, row, None)
+
+
+def sweep(session: Session, settings: Settings) -> int:
+    """Settle work still waiting for a dataset that is no longer pending (or is gone): what a
+    registration's end could not settle in its own transaction. Returns the datasets settled.
+    Cheap when nothing waits: one query on the waiting jobs."""
+    waiting = session.execute(select(Job.tenant, Job.study_id, Job.range_test_id).where(
+        Job.state == "waiting").distinct()).all()
+    names: set[tuple[str, str]] = set()
+    for tenant, study_id, test_id in waiting:
+        work = session.get(Study, study_id) if study_id else session.get(RangeTest, test_id)
+        if work is not None:
+            names.add((tenant, work_name(work)))
+    settled = 0
+    for tenant, name in sorted(names):
+        row = session.scalar(select(UploadedDataset).where(UploadedDataset.tenant == tenant,
+                                                           UploadedDataset.name == name))
+        if row is not None and row.status == "pending":
+            continue
+        if row is None:  # deleted (only possible once nothing waited): fail what waits
+            row = UploadedDataset(tenant=tenant, name=name, status="failed",
+                                  error="the dataset was deleted")
+        _settle(session, row, settings if row.status == "ready" else None)
+        settled += 1
+    return settled
 
 
 def _waiting(session: Session, row: UploadedDataset) -> tuple[list[Study], list[RangeTest]]:
@@ -98,9 +128,9 @@ def _settle(session: Session, row: UploadedDataset, settings: Settings | None) -
         if isinstance(spec, str):
             progress.fail_fast(session, study.id, spec)
             continue
-        study.spec = spec
         session.execute(update(Job).where(Job.study_id == study.id, Job.state == "waiting")
                         .values(state="queued"))
+        study.spec = spec  # after the job rows: the lock order of cancellation
     for test in tests:
         spec = failure if settings is None else _complete(session, settings, test)
         if isinstance(spec, str):
@@ -109,9 +139,9 @@ def _settle(session: Session, row: UploadedDataset, settings: Settings | None) -
                             .values(state="cancelled"))
             test.status, test.error, test.finished_at = "failed", spec, utcnow()
             continue
-        test.spec = spec
         session.execute(update(Job).where(Job.range_test_id == test.id, Job.state == "waiting")
                         .values(state="queued"))
+        test.spec = spec
     if studies or tests:
         log.info("dataset %s/%s %s: settled %d studies and %d range tests", row.tenant,
                  row.name, row.status, len(studies), len(tests))

@@ -8,7 +8,7 @@ from fastapi import APIRouter, BackgroundTasks, Depends, File, Form, Request, Up
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from lrsearch.datasets.references import Source
+from lrsearch.datasets.references import Source, tenant_roots
 from service.datasets import ops
 from service.deps import SessionDep, SettingsDep, TenantDep
 from service.errors import Invalid
@@ -22,7 +22,8 @@ roots_router = APIRouter(prefix="/v1/data-roots", tags=["datasets"], responses=E
 def data_roots(settings: SettingsDep, tenant: TenantDep) -> dict[str, Any]:
     """Where dataset references may point (LRSEARCH_DATA_ROOTS) and whether workers download
     Keras datasets on demand (LRSEARCH_DOWNLOADS)."""
-    return {"roots": list(settings.data_roots), "downloads": settings.downloads}
+    return {"roots": list(tenant_roots(settings.data_roots, tenant)),
+            "downloads": settings.downloads}
 
 
 class DatasetReferenceIn(BaseModel):

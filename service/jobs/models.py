@@ -34,7 +34,7 @@ class Job(Base):
     range_test_id: Mapped[str | None] = mapped_column(
         ForeignKey("range_tests.id", ondelete="CASCADE"))
     dataset_id: Mapped[int | None] = mapped_column(
-        ForeignKey("datasets.id", ondelete="CASCADE"))  # a registration's dataset
+        ForeignKey("datasets.id", ondelete="CASCADE"), index=True)  # a registration's
     state: Mapped[str] = mapped_column(String(16), default="queued")
     attempt: Mapped[int] = mapped_column(Integer, default=0)  # the fencing token: +1 per claim
     failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # retryable fails

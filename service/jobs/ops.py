@@ -176,7 +176,9 @@ def _fail_started(session: Session, job: Job, reason: str, state: str) -> None:
 
         row = session.get(UploadedDataset, job.dataset_id) if job.dataset_id else None
         if row is not None and row.status == "pending":
-            registration.fail(session, row, f"registration failed: {reason}")
+            # Only the row: the work waiting for it is settled by the reaper's sweep, which
+            # takes the creation locks before any job row (this transaction holds job rows).
+            registration.mark_failed(row, f"registration failed: {reason}")
         return
     if job.kind != "trial":
         test = session.get(RangeTest, job.range_test_id) if job.range_test_id else None

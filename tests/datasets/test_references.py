@@ -263,7 +263,7 @@ def test_tfrecord_and_npy_register(root: Path) -> None:
     with pytest.raises(DatasetError, match=r"`a.tfrecord` \(source.uri\) record 0"):
         register(wrong, [str(root)])
     records.write_bytes(records.read_bytes()[:-7])  # cut the last record short
-    with pytest.raises(DatasetError, match="record 9 cannot be read"):
+    with pytest.raises(DatasetError, match="record 9 is cut short"):
         register(source, [str(root)])
 
     folder = write_npy(root / "npy", 12, shape=(2, 2), classes=3)
@@ -280,3 +280,36 @@ def test_tfrecord_and_npy_register(root: Path) -> None:
         f.write(b"\0" * 4)
     with pytest.raises(DatasetError, match=r"`x.npy`.*declares shape"):
         register(Npy(uri=str(folder)), [str(root)])
+
+
+def test_hostile_names_records_and_remote_npy_are_refused(tmp_path: Path) -> None:
+    import gzip
+    import struct
+
+    roots = parse_roots([str(tmp_path)])
+    # A class folder whose name is not UTF-8: it would become a class name in JSON.
+    folder = write_image_folder(tmp_path / "names", {"a": 2, "b": 2})
+    os.rename(folder / "b", os.fsencode(folder) + b"/caf\xe9")
+    with pytest.raises(DatasetError, match=r"caf\\xe9.*not UTF-8"):
+        register(ImageFolder(uri=str(folder)), roots)
+
+    # A record declaring 2**40 bytes (TensorFlow's reader would allocate it and die), and a
+    # gzip file whose last record is cut short: refused before TensorFlow reads them.
+    features = {"x": Feature(dtype="float32", shape=(4,)), "y": Feature(dtype="int64")}
+    bomb = tmp_path / "bomb" / "r.tfrecord"
+    bomb.parent.mkdir()
+    bomb.write_bytes(struct.pack("<Q", 1 << 40) + b"\0" * 68)
+    with pytest.raises(DatasetError, match=r"r\.tfrecord.*record 0 declares 1099511627776"):
+        register(TFRecord(uri=str(bomb.parent), input="x", target="y", features=features),
+                 roots)
+    good = write_tfrecord(tmp_path / "cut" / "r.tfrecord", 5)
+    raw = good.read_bytes()
+    zipped = tmp_path / "cut" / "z.tfrecord"
+    zipped.write_bytes(gzip.compress(raw[:-10]))
+    good.unlink()
+    with pytest.raises(DatasetError, match=r"z\.tfrecord.*record 4 is cut short"):
+        register(TFRecord(uri=str(zipped.parent), input="x", target="y", features=features,
+                          compression="GZIP"), roots)
+
+    with pytest.raises(ValidationError, match="local folder"):
+        Npy(uri="gs://bucket/arrays")

@@ -216,3 +216,71 @@ def test_deleting_an_upload_removes_what_workers_inflated(client: TestClient,
     assert list(prefix.parent.glob(f"{prefix.name}.*"))
     assert client.delete("/v1/datasets/up").status_code == 204
     assert not stored.exists() and not list(prefix.parent.glob(f"{prefix.name}.*"))
+
+
+def test_a_reaped_registration_fails_its_dataset_and_the_sweep_its_work(
+        api: Any, engine: Engine, root: Path) -> None:
+    """A registration job that runs out of attempts (a crashed child, a lost worker) leaves
+    the dataset failed; the reaper's sweep then fails what waited for it."""
+    client, settings = api
+    post(client, "arrays", write_npy(root / "arrays", 20, shape=(2,), classes=2))
+    sid = client.post("/v1/studies", json={**STUDY, "dataset": "arrays"}).json()["id"]
+    with Session(engine) as s, s.begin():
+        claim = jobs.claim(s, "w1", 30)
+        assert claim is not None and claim.kind == "dataset"
+        jobs.retry_or_fail(s, jobs.fenced(s, claim), "child process died (exit code -11)", 1)
+    info = client.get("/v1/datasets/arrays").json()
+    assert info["status"] == "failed" and "exit code -11" in info["error"]
+    assert states(engine, study_id=sid) == ["waiting", "waiting"]
+    with Session(engine) as s, s.begin():
+        assert registration.sweep(s, settings) == 1
+    study = client.get(f"/v1/studies/{sid}").json()
+    assert study["status"] == "failed" and "exit code -11" in study["error"]
+    with Session(engine) as s, s.begin():
+        assert registration.sweep(s, settings) == 0  # nothing waits any more
+
+
+def test_a_dataset_ready_between_the_checks_and_the_lock_is_completed(
+        api: Any, engine: Engine, root: Path) -> None:
+    """What a submission does when the registration ended after its first checks but before
+    it took the creation lock: it stores the completed run and queues its jobs."""
+    from service.runs import recheck
+    from service.studies.ops import validate
+    from service.studies.schemas import StudyCreate
+
+    client, settings = api
+    post(client, "arrays", write_npy(root / "arrays", 30, shape=(2,), classes=2))
+    with Session(engine) as s:
+        spec = validate(s, settings, "local", StudyCreate(**STUDY, dataset="arrays"))
+    assert RunSpec.from_stored(spec).data.registered is None
+    end_registration(engine, settings, "arrays", root)
+    with Session(engine) as s:
+        stored, waiting = recheck(s, settings, "local", spec)
+    run = RunSpec.from_stored(stored)
+    assert waiting is False and run.data.registered is not None
+    assert "activation" in run.model.params  # fitted to the registered shape
+
+
+def test_roots_per_tenant_and_the_data_directory(settings: Settings, engine: Engine,
+                                                 tmp_path: Path) -> None:
+    """`{tenant}` in a root gives each tenant its own folder; no root opens the service's
+    own data directory."""
+    shared = tmp_path / "shared"
+    configured = settings.model_copy(update={
+        "data_roots": parse_roots([str(shared / "{tenant}"), str(tmp_path)])})
+    mine = write_npy(shared / "local" / "mine", 10, shape=(2,), classes=2)
+    theirs = write_npy(shared / "other" / "theirs", 10, shape=(2,), classes=2)
+    inside = write_npy(Path(settings.data_dir) / "inside", 10, shape=(2,), classes=2)
+    with TestClient(create_app(configured)) as client:
+        assert client.get("/v1/data-roots").json()["roots"][0] == str(shared / "local")
+        assert post(client, "mine", mine).status_code == 201
+        # other/ lies under the second root (tmp_path), which is shared: allowed there ...
+        assert post(client, "theirs", theirs).status_code == 201
+        for uri in (inside, settings.data_dir, tmp_path):
+            r = post(client, "nope", uri)
+            assert r.status_code == 422 and "data directory" in r.json()["detail"], r.text
+    only_tenant = settings.model_copy(update={"data_roots": parse_roots([str(shared /
+                                                                            "{tenant}")])})
+    with TestClient(create_app(only_tenant)) as client:
+        r = post(client, "theirs2", theirs)  # ... but not through the per-tenant root
+        assert r.status_code == 422 and "LRSEARCH_DATA_ROOTS" in r.json()["detail"], r.text

@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
-from lrsearch.datasets.references import Registered
+from lrsearch.datasets.references import Registered, tenant_roots
 from service.datasets import registration
 from service.datasets.models import UploadedDataset
 from service.jobs import ops as jobs
 from service.jobs.ops import Claim
+from service.requests import lock_tenant
 from worker.errors import Cancelled, Released, Retryable
 
 if TYPE_CHECKING:
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("lrsearch.worker.dataset")
 
 
-def _start(s: Session, c: Claim, lease_seconds: float) -> dict[str, Any] | None:
+def _start(s: Session, c: Claim, lease_seconds: float
+           ) -> tuple[dict[str, Any], str] | None:
     """The source to register; None when the dataset is gone (deleted while queued: its job
     would have gone with it, so only a stale claim sees this) or no longer pending."""
     jobs.fenced(s, c, lease_seconds)
@@ -34,11 +36,18 @@ def _start(s: Session, c: Claim, lease_seconds: float) -> dict[str, Any] | None:
     if row is None or row.status != "pending" or row.source is None:
         jobs.finish(s, c, "cancelled", "the dataset was deleted or already registered")
         return None
-    return dict(row.source)
+    return dict(row.source), row.tenant
 
 
 def _finish(s: Session, c: Claim, w: TaskContext, kind: str, payload: dict[str, Any]) -> None:
+    # The creation locks first, as a deletion takes them before the dataset row (whose
+    # deletion cascades to this job's row): job row first would deadlock with it.
+    found = s.get(UploadedDataset, c.dataset_id)
+    if found is not None:
+        lock_tenant(s, "study", found.tenant)
+        lock_tenant(s, "range_test", found.tenant)
     jobs.fenced(s, c)
+    s.expire_all()  # read the row again under the locks
     row = s.get(UploadedDataset, c.dataset_id)
     if row is None or row.status != "pending":
         jobs.finish(s, c, "cancelled", "the dataset was deleted while it was registered")
@@ -53,12 +62,14 @@ def _finish(s: Session, c: Claim, w: TaskContext, kind: str, payload: dict[str, 
 
 
 def run(w: TaskContext, c: Claim, beat: Heartbeat) -> None:
-    source = w.db(lambda s: _start(s, c, w.settings.lease_seconds))
-    if source is None:
+    started = w.db(lambda s: _start(s, c, w.settings.lease_seconds))
+    if started is None:
         return
+    source, tenant = started
     settings = w.settings
     task = {"kind": "register_dataset", "source": source,
-            "roots": list(settings.data_roots), "data_dir": str(settings.data_dir),
+            "roots": list(tenant_roots(settings.data_roots, tenant)),
+            "data_dir": str(settings.data_dir),
             "downloads": {"allow": settings.downloads, "mirror": settings.data_mirror,
                           "mirror_digests": dict(settings.data_mirror_digests)}}
     try:

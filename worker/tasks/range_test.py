@@ -25,7 +25,8 @@ def _test(s: Session, c: Claim) -> RangeTest:
     return test
 
 
-def _start(s: Session, c: Claim, lease_seconds: float) -> dict[str, Any] | None:
+def _start(s: Session, c: Claim, lease_seconds: float
+           ) -> tuple[dict[str, Any], str] | None:
     """Mark the test running and return what to run (its spec; a range test stored before
     specs existed has it in its request); None when it was cancelled."""
     job = jobs.fenced(s, c, lease_seconds)
@@ -34,7 +35,7 @@ def _start(s: Session, c: Claim, lease_seconds: float) -> dict[str, Any] | None:
         _cancelled(s, c)
         return None
     test.status, test.started_at, test.error = "running", utcnow(), None
-    return dict(test.spec or test.request)
+    return dict(test.spec or test.request), test.tenant
 
 
 def _cancelled(s: Session, c: Claim) -> None:
@@ -62,11 +63,13 @@ def _finish(s: Session, c: Claim, kind: str, payload: dict[str, Any]) -> None:
 
 
 def run(w: TaskContext, c: Claim, beat: Heartbeat) -> None:
-    spec = w.db(lambda s: _start(s, c, w.settings.lease_seconds))
-    if spec is None:
+    started = w.db(lambda s: _start(s, c, w.settings.lease_seconds))
+    if started is None:
         return
+    spec, tenant = started
     task = {"kind": "range_test", "spec": spec, "data_dir": str(w.settings.data_dir),
-            "max_params": w.settings.max_model_params, **data_options(w.settings)}
+            "max_params": w.settings.max_model_params,
+            **data_options(w.settings, tenant)}
     try:
         kind, payload = w.supervise(c, beat, task, lambda kind, payload: None,
                                     stop_on_cancel=True)

@@ -47,6 +47,7 @@ class Plan:
     retry_number: int | None
     family: str | None
     params: dict[str, Any] | None
+    tenant: str = ""
 
 
 def _plan(s: Session, c: Claim) -> Plan | None:
@@ -59,8 +60,9 @@ def _plan(s: Session, c: Claim) -> Plan | None:
         return None
     old = s.scalar(select(Trial).where(Trial.study_id == study.id, Trial.slot == c.slot))
     if old is not None and old.number is not None:
-        return Plan(study.spec, study.optuna_study_name, old.number, old.family, old.params)
-    return Plan(study.spec, study.optuna_study_name, None, None, None)
+        return Plan(study.spec, study.optuna_study_name, old.number, old.family, old.params,
+                    study.tenant)
+    return Plan(study.spec, study.optuna_study_name, None, None, None, study.tenant)
 
 
 @dataclass(frozen=True)
@@ -97,13 +99,13 @@ def _tell(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> None:
 
 
 def _config(w: TaskContext, spec: dict[str, Any], run: RunSpec, number: int, family: str,
-            params: dict[str, Any]) -> dict[str, Any]:
+            params: dict[str, Any], tenant: str) -> dict[str, Any]:
     """The child's TrainConfig, as plain data: the study's RunSpec and this trial's schedule
     and seed (the study's seed plus the trial number)."""
     return {"spec": run.stored(), "schedule": family, "schedule_params": params,
             "epochs": spec["epochs"], "seed": run.trial_seed(number),
             "data_dir": str(w.settings.data_dir), "max_params": w.settings.max_model_params,
-            **data_options(w.settings)}
+            **data_options(w.settings, tenant)}
 
 
 def _sample(plan: Plan, ot: optuna.Trial) -> tuple[str, dict[str, Any]]:
@@ -138,7 +140,8 @@ def run(w: TaskContext, c: Claim, beat: Heartbeat) -> None:
     w.db(lambda s: _start(s, c, w, ot.number, family, params, seed))
     metric = run_spec.objective.metric
     task = {"kind": "trial", "crash": c.slot in w.crash_slots,
-            "config": _config(w, plan.spec, run_spec, ot.number, family, params)}
+            "config": _config(w, plan.spec, run_spec, ot.number, family, params,
+                              plan.tenant)}
 
     def on_message(kind: str, payload: dict[str, Any]) -> str | None:
         if kind == "started":
@@ -176,7 +179,7 @@ def run(w: TaskContext, c: Claim, beat: Heartbeat) -> None:
     if c.slot in w.exit_before_tell_slots:  # fault injection: die between the two writes
         os.kill(os.getpid(), signal.SIGKILL)
     _tell(study, ot, outcome)
-    if kind == "failed" and payload.get("kind") == "objective":
+    if kind == "failed" and payload.get("kind") in ("objective", "dataset_changed"):
         # Every trial would fail the same way: the study fails now, its queued slots with it.
         reason = str(payload.get("message", ""))
         w.db(lambda s: progress.fail_fast(s, c.study_id, reason))

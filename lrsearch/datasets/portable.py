@@ -1,0 +1,211 @@
+"""Backend-neutral batches for workers whose Keras backend is not TensorFlow (JAX, PyTorch):
+`keras.utils.PyDataset`s built from numpy and Pillow only, with the contract of
+`lrsearch.datasets.streams.Input` (same counts, split, shapes and dtypes).
+
+They read in-memory datasets (the built-in ones), memory-mapped arrays (`.npy` references,
+`.npz` uploads) and image folders; CSV and TFRecord references need TensorFlow's readers
+(DatasetError). A batch is read when Keras asks for it (`__getitem__`), so memory holds a few
+batches, never the dataset. Images are decoded by Pillow: PNG, JPEG, BMP and GIF (first
+frame) only, the declared size checked before decoding, converted to the colour mode and
+resized bilinearly to `image_size`. Pillow's bilinear filter antialiases when it shrinks and
+its grey conversion weighs channels 0.299/0.587/0.114, so pixel values may differ slightly
+from the TensorFlow pipeline's; at the image's own size and colour mode they are equal."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+from lrsearch.datasets.base import Dataset
+from lrsearch.datasets.references import (
+    MAX_IMAGE_PIXELS,
+    ImageFolder,
+    KerasDataset,
+    Npy,
+    Registered,
+    Source,
+    changed,
+    list_files,
+    listing_fingerprint,
+    val_mask,
+)
+from lrsearch.datasets.uploaded import MappedNpz
+from lrsearch.errors import DatasetError, TrainingError, require_int
+from lrsearch.models import Head
+
+Reader = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF")
+MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+
+
+class Batches(keras.utils.PyDataset):
+    """Batches of `read(rows)` over `n` examples: in a seeded order that changes every epoch
+    (`seed`), or in order (`seed` None). ceil(n / batch_size) batches, the last partial."""
+
+    def __init__(self, read: Reader, n: int, batch_size: int, seed: int | None,
+                 workers: int = 1) -> None:
+        super().__init__(workers=workers, use_multiprocessing=False)
+        self.read, self.n, self.batch_size, self.seed = read, n, batch_size, seed
+        self.epoch = 0
+        self.order = self._order()
+
+    def _order(self) -> np.ndarray:
+        if self.seed is None:
+            return np.arange(self.n)
+        return np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+
+    def __len__(self) -> int:
+        return max(1, math.ceil(self.n / self.batch_size))
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self.read(self.order[index * self.batch_size:(index + 1) * self.batch_size])
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self.order = self._order()
+
+
+def _labels(y: np.ndarray, head: Head) -> np.ndarray:
+    return y.reshape(len(y)).astype(np.int64) if head.kind == "classes" \
+        else y.astype(np.float32)
+
+
+def _inputs(x: np.ndarray) -> np.ndarray:
+    return (x.astype(np.float32) / 255.0) if x.dtype == np.uint8 else x.astype(np.float32)
+
+
+class PortableInput:
+    """streams.Input's contract with PyDatasets: `train(batch_size, seed)` (a new order each
+    epoch), `val(batch_size)`, `val_arrays(n)`."""
+
+    def __init__(self, input_shape: Sequence[int], head: Head,
+                 sides: dict[str, tuple[Reader, int]], workers: int = 1) -> None:
+        self.input_shape = tuple(int(d) for d in input_shape)
+        self.head, self.sides, self.workers = head, sides, workers
+        self.train_examples, self.val_examples = sides["train"][1], sides["val"][1]
+
+    def train(self, batch_size: int, seed: int) -> Batches:
+        require_int("batch_size", batch_size, 1, TrainingError)
+        require_int("seed", seed, 0, TrainingError)
+        read, n = self.sides["train"]
+        return Batches(read, n, batch_size, seed, self.workers)
+
+    def val(self, batch_size: int) -> Batches:
+        require_int("batch_size", batch_size, 1, TrainingError)
+        read, n = self.sides["val"]
+        return Batches(read, n, batch_size, None, self.workers)
+
+    def val_arrays(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        require_int("n", n, 0, TrainingError)
+        read, total = self.sides["val"]
+        return read(np.arange(min(n, total)))
+
+
+def _rows(x: np.ndarray, y: np.ndarray, rows: np.ndarray, head: Head) -> tuple[Reader, int]:
+    def read(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        picked = rows[index]
+        order = np.argsort(picked)  # read in file order, hand back in the asked order
+        back = np.argsort(order)
+        return _inputs(x[picked[order]])[back], _labels(y[picked[order]], head)[back]
+
+    return read, len(rows)
+
+
+def from_arrays(data: Dataset) -> PortableInput:
+    """An in-memory dataset (already float32 and scaled)."""
+    every = np.arange
+    return PortableInput(data.input_shape, data.head, {
+        "train": _rows(data.x_train, data.y_train, every(len(data.x_train)), data.head),
+        "val": _rows(data.x_val, data.y_val, every(len(data.x_val)), data.head)})
+
+
+def from_npz(upload: MappedNpz) -> PortableInput:
+    """An uploaded .npz opened by lrsearch.datasets.uploaded.open_npz (memory-mapped)."""
+    return PortableInput(upload.input_shape, upload.head, {
+        "train": _rows(*upload.train, upload.head), "val": _rows(*upload.val, upload.head)})
+
+
+def read_image(path: str, image_size: tuple[int, int], channels: int) -> np.ndarray:
+    """One image file -> float32 (height, width, channels) in [0, 1] (see the module
+    docstring); DatasetError naming the file when it is not a readable PNG, JPEG, BMP or GIF
+    or declares more than MAX_IMAGE_PIXELS pixels."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            if image.format not in IMAGE_FORMATS:
+                raise DatasetError(f"`{path}` is not a PNG, JPEG, BMP or GIF image (it is "
+                                   f"{image.format})", field="dataset")
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise DatasetError(f"`{path}` declares {width}x{height} pixels, more than "
+                                   f"{MAX_IMAGE_PIXELS}", field="dataset")
+            image.seek(0)
+            converted = image.convert(MODES[channels])
+            resized = converted.resize((image_size[1], image_size[0]),
+                                       Image.Resampling.BILINEAR)
+            pixels = np.asarray(resized, dtype=np.float32) / 255.0
+    except (OSError, ValueError, SyntaxError) as e:
+        raise DatasetError(f"`{path}` cannot be read as an image: {e}", field="dataset") \
+            from None
+    return pixels[..., None] if pixels.ndim == 2 else pixels
+
+
+def _images(source: ImageFolder, registered: Registered, files: Sequence[Any],
+            is_val: np.ndarray, workers: int) -> PortableInput:
+    """Image files (listing entries with a path and a class id); `is_val` marks the
+    validation ones."""
+    paths = [f.path for f in files]
+    labels = np.array([f.label for f in files], np.int64)
+    size, channels = (source.image_size[0], source.image_size[1]), source.channels
+
+    def side(keep: np.ndarray) -> tuple[Reader, int]:
+        rows = np.flatnonzero(keep)
+
+        def read(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            picked = rows[index]
+            if not len(picked):
+                return np.zeros((0, *size, channels), np.float32), labels[picked]
+            return np.stack([read_image(paths[i], size, channels) for i in picked]), \
+                labels[picked]
+
+        return read, len(rows)
+
+    return PortableInput(registered.input_shape, registered.head,
+                         {"train": side(~is_val), "val": side(is_val)}, workers)
+
+
+def from_source(name: str, source: Source, registered: Registered, roots: Sequence[str],
+                workers: int = 4) -> PortableInput:
+    """A registered `.npy` or image-folder reference, read in place after checking its files
+    are the registered ones (DatasetChanged otherwise); other kinds need TensorFlow."""
+    if isinstance(source, KerasDataset) or not isinstance(source, Npy | ImageFolder):
+        raise DatasetError(f"Dataset `{name}` is a {source.kind} dataset, which only the "
+                           "TensorFlow backend reads (tf.data); run this worker with "
+                           "KERAS_BACKEND=tensorflow", field="dataset")
+    listing = list_files(source, roots)
+    if listing_fingerprint(listing) != registered.fingerprint:
+        raise changed(name)
+    if isinstance(source, Npy):
+        x, y = (np.load(f.path, mmap_mode="r", allow_pickle=False) for f in listing.train)
+        if source.validation_uri is None:
+            mask = val_mask(len(x), source.val_fraction)
+            train, val = (x, y, np.flatnonzero(~mask)), (x, y, np.flatnonzero(mask))
+        else:
+            xv, yv = (np.load(f.path, mmap_mode="r", allow_pickle=False)
+                      for f in listing.val)
+            train, val = (x, y, np.arange(len(x))), (xv, yv, np.arange(len(xv)))
+        return PortableInput(registered.input_shape, registered.head, {
+            "train": _rows(*train, registered.head), "val": _rows(*val, registered.head)})
+    if source.validation_uri is None:
+        return _images(source, registered, listing.train,
+                       val_mask(len(listing.train), source.val_fraction), workers)
+    files = [*listing.train, *listing.val]
+    return _images(source, registered, files, np.arange(len(files)) >= len(listing.train),
+                   workers)
