@@ -224,9 +224,12 @@ def train(config: TrainConfig, *, on_epoch_end: Callable[[EpochRecord], None] | 
                            max_params=config.max_params)
     recorder = _Recorder(None if family.adaptive else lr, on_epoch_end, should_stop,
                          spec.objective.metric)
-    model.fit(data.train(spec.batch_size, config.run_seed), steps_per_epoch=spe,
-              validation_data=data.val(spec.batch_size),
-              validation_steps=steps_per_epoch(data.val_examples, spec.batch_size),
-              epochs=config.epochs, verbose=0, shuffle=False,  # the pipeline shuffles
-              callbacks=[recorder, *keras_callbacks(family)])
+    try:
+        model.fit(data.train(spec.batch_size, config.run_seed), steps_per_epoch=spe,
+                  validation_data=data.val(spec.batch_size),
+                  validation_steps=steps_per_epoch(data.val_examples, spec.batch_size),
+                  epochs=config.epochs, verbose=0, shuffle=False,  # the pipeline shuffles
+                  callbacks=[recorder, *keras_callbacks(family)])
+    finally:
+        data.close()  # a disk cache goes with the run
     return TrainResult(spe, recorder.records)

@@ -101,6 +101,9 @@ class PortableInput:
         read, n = self.sides["val"]
         return Batches(read, n, batch_size, None, self.workers)
 
+    def close(self) -> None:
+        """Nothing to release: batches are read on demand."""
+
     def val_arrays(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         require_int("n", n, 0, TrainingError)
         read, total = self.sides["val"]

@@ -618,14 +618,20 @@ def _fs(uri: str, roots: Sequence[str], field: str) -> _FS:
     return _Remote(field) if _scheme(uri) is not None else _Local(roots, field)
 
 
-def _walk(fs: _FS, folder: str, rel: str, extensions: tuple[str, ...]
+MAX_DEPTH = 32  # folders nested deeper are refused (a clear error, not a RecursionError)
+
+
+def _walk(fs: _FS, folder: str, rel: str, extensions: tuple[str, ...], depth: int = 0
           ) -> Iterator[tuple[str, str]]:
     """(path, relative name) of every file under `folder` with one of `extensions` (any
     case), depth first in name order: the sorted order of relative paths."""
+    if depth > MAX_DEPTH:
+        raise DatasetError(f"`{rel}` is nested more than {MAX_DEPTH} folders deep; flatten the "
+                           "dataset's folders", field="source.uri")
     for name, path, is_dir in fs.entries(folder, rel):
         child = f"{rel}/{name}" if rel else name
         if is_dir:
-            yield from _walk(fs, path, child, extensions)
+            yield from _walk(fs, path, child, extensions, depth + 1)
         elif name.lower().endswith(extensions):
             yield path, child
 

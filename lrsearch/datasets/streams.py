@@ -15,9 +15,13 @@ it), so a registered image decodes to exactly the registered input shape in trai
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import hashlib
 import math
 import os
+import socket
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -251,6 +255,9 @@ class Input:
     def _train_pass(self, batch_size: int, seed: int) -> tf.data.Dataset:
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Release what the run wrote (a disk cache); nothing for most inputs."""
+
     def _val_pass(self, batch_size: int) -> tf.data.Dataset:
         raise NotImplementedError
 
@@ -322,6 +329,7 @@ class _FileInput(Input):
         super().__init__(registered.input_shape, registered.head, registered.train_examples,
                          registered.val_examples)
         self.source, self.registered, self.options = source, registered, options
+        self._cache_files: list[str] = []
 
     def _cache(self, ds: tf.data.Dataset, side: str) -> tf.data.Dataset:
         if self.options.cache == "memory":
@@ -330,12 +338,23 @@ class _FileInput(Input):
             assert self.options.cache_dir is not None
             key = hashlib.sha256(f"{self.registered.fingerprint}\0"
                                  f"{self.source.model_dump_json()}".encode()).hexdigest()[:24]
-            # One cache per process: two trials writing the same cache file would collide on
-            # TensorFlow's lock file.
+            # One cache per run, named by host and process too: the data directory may be
+            # shared by machines whose children have the same pids, and two writers of one
+            # cache file collide on TensorFlow's lock file. `close()` removes it.
             os.makedirs(self.options.cache_dir, exist_ok=True)
-            return ds.cache(os.path.join(self.options.cache_dir,
-                                         f"lrsearch-{key}-{side}-{os.getpid()}"))
+            prefix = os.path.join(self.options.cache_dir, f"lrsearch-{key}-{side}-"
+                                  f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex}")
+            self._cache_files.append(prefix)
+            return ds.cache(prefix)
         return ds
+
+    def close(self) -> None:
+        """Remove the disk cache this run wrote (its files begin with the cache's name)."""
+        for prefix in self._cache_files:
+            for path in glob.glob(glob.escape(prefix) + "*"):
+                with contextlib.suppress(OSError):
+                    os.remove(path)
+        self._cache_files.clear()
 
     def _shuffled(self, ds: tf.data.Dataset, seed: int, buffer: int) -> tf.data.Dataset:
         return ds.shuffle(max(1, buffer), seed=seed, reshuffle_each_iteration=True)

@@ -188,18 +188,21 @@ def run(config: RangeTestConfig) -> dict[str, Any]:
     data = open_input(spec, data_dir=config.data_dir, roots=config.roots,
                       stream=config.stream, backend_neutral=False)
     assert isinstance(data, Input)
-    val = data.val_arrays(config.val_samples)
-    sweeps = []
-    for r in range(config.repeats):
-        keras.utils.set_random_seed(spec.seed + r)
-        opt = optimizers.build(spec.optimizer.name, spec.optimizer.params,
-                               config.settings.min_lr)
-        model = compiled_model(spec, data.input_shape, data.head, opt,
-                               max_params=config.max_params)
-        sweeps.append(sweep_batches(model, data.train(spec.batch_size, spec.seed + r),
-                                    config.settings,
-                                    validation=val if config.validation else None))
-        keras.backend.clear_session()
+    try:
+        val = data.val_arrays(config.val_samples)
+        sweeps = []
+        for r in range(config.repeats):
+            keras.utils.set_random_seed(spec.seed + r)
+            opt = optimizers.build(spec.optimizer.name, spec.optimizer.params,
+                                   config.settings.min_lr)
+            model = compiled_model(spec, data.input_shape, data.head, opt,
+                                   max_params=config.max_params)
+            sweeps.append(sweep_batches(model, data.train(spec.batch_size, spec.seed + r),
+                                        config.settings,
+                                        validation=val if config.validation else None))
+            keras.backend.clear_session()
+    finally:
+        data.close()
     combined = combine([s.suggestions for s in sweeps])
     medians = Suggestions(**{k: v["median"] for k, v in combined.items()})
     return {"sweeps": [s.as_dict() for s in sweeps], "suggestions": combined,

@@ -60,15 +60,21 @@ def _tenant_turns(session: Session) -> list[str]:
 
 
 def claim(session: Session, owner: str, lease_seconds: float) -> Claim | None:
-    """Take the oldest queued job of the tenant whose turn it is, or None. The caller
+    """Take the oldest queued job of the tenant whose turn it is, or None; a dataset
+    registration first, since the tenant's studies on that dataset wait for it (found
+    through the index on jobs.dataset_id, which only registrations set). The caller
     commits."""
     postgres = session.get_bind().dialect.name == "postgresql"
     for tenant in _tenant_turns(session):
-        query = (select(Job).where(Job.state == "queued", Job.tenant == tenant)
-                 .order_by(Job.created_at, Job.id).limit(1))
-        if postgres:  # another worker may hold this tenant's oldest: take the next one
-            query = query.with_for_update(skip_locked=True)
-        job = session.scalar(query)
+        queued = select(Job).where(Job.state == "queued", Job.tenant == tenant)
+        job = None
+        for query in (queued.where(Job.dataset_id.is_not(None)), queued):
+            query = query.order_by(Job.created_at, Job.id).limit(1)
+            if postgres:  # another worker may hold this tenant's oldest: take the next one
+                query = query.with_for_update(skip_locked=True)
+            job = session.scalar(query)
+            if job is not None:
+                break
         if job is None:
             continue
         now = db_now(session)

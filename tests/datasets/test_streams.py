@@ -139,6 +139,9 @@ def test_images_decode_to_the_registered_shape_in_0_1(
     a = passes(cached.train(BATCH, seed=1), per, 2)
     b = passes(plain.train(BATCH, seed=1), per, 2)
     assert [sorted(p[0]) for p in a] == [sorted(p[0]) for p in b]
+    assert any((root / "cache").iterdir())
+    cached.close()  # what training does when the run ends: the run's disk cache goes
+    assert not any((root / "cache").iterdir())
 
 
 def test_a_changed_dataset_is_refused(tmp_path: Path) -> None:

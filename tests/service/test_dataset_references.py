@@ -13,13 +13,14 @@ the real reader (lrsearch.datasets.register), so the pending window is held open
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -107,10 +108,17 @@ def test_work_waits_for_the_registration_then_runs_on_its_facts(api: Any, engine
     sid, tid = study.json()["id"], test.json()["id"]
     assert states(engine, study_id=sid) == ["waiting", "waiting"]
     assert states(engine, range_test_id=tid) == ["waiting"]
-    # Only the registration can be claimed while it is pending.
+    # The tenant's older queued work does not hold the registration up ...
+    digits = client.post("/v1/studies", json={**STUDY, "dataset": "digits"}).json()["id"]
+    with Session(engine) as s:  # ... created before it, for the test
+        s.execute(update(Job).where(Job.study_id == digits).values(
+            created_at=datetime(2020, 1, 1, tzinfo=UTC)))
+        s.commit()
     with Session(engine) as s, s.begin():
         claim = jobs.claim(s, "w1", 30)
         assert claim is not None and claim.kind == "dataset"
+    client.post(f"/v1/studies/{digits}/cancel")
+    with Session(engine) as s, s.begin():  # waiting jobs cannot be claimed
         assert jobs.claim(s, "w2", 30) is None
 
     end_registration(engine, settings, "arrays", root)
