@@ -54,6 +54,30 @@ class TaskContext(Protocol):
         ...
 
 
+def run_once(w: TaskContext, c: Claim, beat: Heartbeat, task: dict[str, Any],
+             on_cancelled: Callable[[Session], None] | None
+             ) -> tuple[str, dict[str, Any]] | None:
+    """Run a job without epochs (a range test, a registration) in the child, stopping when its
+    cancellation is asked; returns the child's answer, or None once the job was dealt with:
+    released at shutdown, cancelled (`on_cancelled`, in a transaction), or given back to the
+    queue (or failed) after a retryable failure."""
+    from service.jobs import ops as jobs
+    from worker.errors import Cancelled, Released, Retryable
+
+    try:
+        return w.supervise(c, beat, task, lambda kind, payload: None, stop_on_cancel=True)
+    except Released:
+        w.db(lambda s: jobs.release(s, c))
+    except Cancelled:
+        if on_cancelled is not None:
+            w.db(on_cancelled)
+    except Retryable as e:
+        reason = str(e)
+        w.db(lambda s: jobs.retry_or_fail(s, jobs.fenced(s, c), reason,
+                                          w.settings.max_attempts))
+    return None
+
+
 def data_options(settings: Settings, tenant: str) -> dict[str, Any]:
     """What a child needs to read the tenant's dataset references, as plain data for a task:
     its roots and how to stream (lrsearch.datasets.streams.StreamOptions)."""

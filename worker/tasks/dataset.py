@@ -18,7 +18,7 @@ from service.datasets.models import UploadedDataset
 from service.jobs import ops as jobs
 from service.jobs.ops import Claim
 from service.requests import lock_tenant
-from worker.errors import Cancelled, Released, Retryable
+from worker.context import run_once
 
 if TYPE_CHECKING:
     from worker.context import TaskContext
@@ -72,19 +72,11 @@ def run(w: TaskContext, c: Claim, beat: Heartbeat) -> None:
             "data_dir": str(settings.data_dir),
             "downloads": {"allow": settings.downloads, "mirror": settings.data_mirror,
                           "mirror_digests": dict(settings.data_mirror_digests)}}
-    try:
-        kind, payload = w.supervise(c, beat, task, lambda kind, payload: None,
-                                    stop_on_cancel=True)
-    except Released:
-        w.db(lambda s: jobs.release(s, c))
+    # A cancellation means the dataset was deleted: its job went with it.
+    answer = run_once(w, c, beat, task, None)
+    if answer is None:
         return
-    except Cancelled:  # the dataset was deleted: its job went with it
-        return
-    except Retryable as e:
-        reason = str(e)
-        w.db(lambda s: jobs.retry_or_fail(s, jobs.fenced(s, c), reason,
-                                          w.settings.max_attempts))
-        return
+    kind, payload = answer
     w.db(lambda s: _finish(s, c, w, kind, payload))
     log.info("dataset job %s ended: %s %s", c.job_id, kind,
              payload.get("message", "") if kind == "failed" else "")

@@ -11,8 +11,7 @@ from service.db import utcnow
 from service.jobs import ops as jobs
 from service.jobs.ops import Claim
 from service.range_tests.models import RangeTest
-from worker.context import data_options
-from worker.errors import Cancelled, Released, Retryable
+from worker.context import data_options, run_once
 
 if TYPE_CHECKING:
     from worker.context import TaskContext
@@ -70,18 +69,8 @@ def run(w: TaskContext, c: Claim, beat: Heartbeat) -> None:
     task = {"kind": "range_test", "spec": spec, "data_dir": str(w.settings.data_dir),
             "max_params": w.settings.max_model_params,
             **data_options(w.settings, tenant)}
-    try:
-        kind, payload = w.supervise(c, beat, task, lambda kind, payload: None,
-                                    stop_on_cancel=True)
-    except Released:
-        w.db(lambda s: jobs.release(s, c))
+    answer = run_once(w, c, beat, task, lambda s: _cancelled(s, c))
+    if answer is None:
         return
-    except Cancelled:
-        w.db(lambda s: _cancelled(s, c))
-        return
-    except Retryable as e:
-        reason = str(e)
-        w.db(lambda s: jobs.retry_or_fail(s, jobs.fenced(s, c), reason,
-                                          w.settings.max_attempts))
-        return
+    kind, payload = answer
     w.db(lambda s: _finish(s, c, kind, payload))
