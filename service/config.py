@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -118,6 +119,22 @@ class Settings(BaseSettings):
     def _parse_roots(cls, value: Any) -> Any:
         """A JSON list or a comma-separated list (lrsearch.datasets.references.parse_roots)."""
         return parse_roots(value) if isinstance(value, str | list | tuple) else value
+
+    @model_validator(mode="after")
+    def _roots_apart_from_data_dir(self) -> Settings:
+        """No data root may contain the data directory or lie in it: that directory holds
+        every tenant's uploads, caches and (by default) the database, and a reference under
+        a root, or a symlink inside one, would read them."""
+        data_dir = os.path.realpath(self.data_dir)
+        for root in self.data_roots:
+            if "://" in root:
+                continue
+            base = os.path.realpath(root.split("{tenant}")[0] or "/")
+            if os.path.commonpath([base, data_dir]) in (base, data_dir):
+                raise ValueError(f"LRSEARCH_DATA_ROOTS must not contain LRSEARCH_DATA_DIR or "
+                                 f"lie in it. Received: root {root!r}, data_dir "
+                                 f"{str(self.data_dir)!r}")
+        return self
 
     @field_validator("plugins", mode="before")
     @classmethod

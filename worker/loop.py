@@ -233,7 +233,10 @@ def reap(settings: Settings, db: Callable[[Callable[[Session], Any]], Any],
     # Work waiting for a dataset whose registration ended without settling it (a reaped
     # registration job is only marked failed: its row locks were taken before the creation
     # locks that settling needs).
-    db(lambda s: registration.sweep(s, settings))
+    try:
+        db(lambda s: registration.sweep(s, settings))
+    except Exception as e:  # never the reaper's end: the next pass tries again
+        log.warning("could not settle work waiting for datasets: %s", e)
     for study_name, number in lost:
         try:
             search.fail(optuna, study_name, number, "lost worker: lease expired")

@@ -134,6 +134,20 @@ def from_npz(upload: MappedNpz) -> PortableInput:
         "train": _rows(*upload.train, upload.head), "val": _rows(*upload.val, upload.head)})
 
 
+def _grey16(image: Any, image_size: tuple[int, int], channels: int) -> np.ndarray:
+    """A 16-bit grey image scaled by 65535 (as TensorFlow's decoder does), resized, with
+    the channels asked for (grey copied; an opaque alpha)."""
+    from PIL import Image
+
+    grey = Image.fromarray(np.asarray(image, dtype=np.float32) / 65535.0)  # mode F
+    small = np.asarray(grey.resize((image_size[1], image_size[0]), Image.Resampling.BILINEAR),
+                       dtype=np.float32).clip(0.0, 1.0)
+    if channels == 1:
+        return small
+    planes = [small] * 3 + ([np.ones_like(small)] if channels == 4 else [])
+    return np.stack(planes, axis=-1)
+
+
 def read_image(path: str, image_size: tuple[int, int], channels: int) -> np.ndarray:
     """One image file -> float32 (height, width, channels) in [0, 1] (see the module
     docstring); DatasetError naming the file when it is not a readable PNG, JPEG, BMP or GIF
@@ -150,10 +164,13 @@ def read_image(path: str, image_size: tuple[int, int], channels: int) -> np.ndar
                 raise DatasetError(f"`{path}` declares {width}x{height} pixels, more than "
                                    f"{MAX_IMAGE_PIXELS}", field="dataset")
             image.seek(0)
-            converted = image.convert(MODES[channels])
-            resized = converted.resize((image_size[1], image_size[0]),
-                                       Image.Resampling.BILINEAR)
-            pixels = np.asarray(resized, dtype=np.float32) / 255.0
+            if image.mode.startswith("I"):  # 16-bit grey: Pillow's conversion would clip it
+                pixels = _grey16(image, image_size, channels)
+            else:
+                converted = image.convert(MODES[channels])
+                resized = converted.resize((image_size[1], image_size[0]),
+                                           Image.Resampling.BILINEAR)
+                pixels = np.asarray(resized, dtype=np.float32) / 255.0
     except (OSError, ValueError, SyntaxError) as e:
         raise DatasetError(f"`{path}` cannot be read as an image: {e}", field="dataset") \
             from None

@@ -367,31 +367,65 @@ _PIECE = 1 << 20
 
 
 class _Plain:
-    """Bytes of a file, read as they are or inflated (GZIP, ZLIB) a piece at a time."""
+    """Bytes of a file, read as they are or inflated (GZIP, ZLIB) a piece at a time.
+
+    GZIP: every member of a multi-member file is inflated in turn (TensorFlow reads them
+    all, so the framing check must too). ZLIB: bytes after the stream's end are refused
+    (`DatasetError`). Holds at most one piece of inflated data beyond what was asked."""
 
     def __init__(self, path: str, compression: str) -> None:
         self.raw = open(path, "rb")  # noqa: SIM115  (closed by close())
-        self.inflate: Any = None
-        if compression == "GZIP":
-            self.inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        elif compression == "ZLIB":
-            self.inflate = zlib.decompressobj()
-        self.buffer = b""
+        self.size = os.fstat(self.raw.fileno()).st_size
+        self.compression = compression
+        self.inflate: Any = self._decompressor()
+        self.buffer = bytearray()
+        self.start = 0  # where the unread part of `buffer` begins
+
+    def _decompressor(self) -> Any:
+        if self.compression == "GZIP":
+            return zlib.decompressobj(16 + zlib.MAX_WBITS)
+        if self.compression == "ZLIB":
+            return zlib.decompressobj()
+        return None
+
+    def _more(self) -> bool:
+        """Inflate one more piece into the buffer; False at the end of the input."""
+        assert self.inflate is not None
+        if self.inflate.eof:
+            rest = self.inflate.unused_data
+            if self.compression != "GZIP":
+                if rest or self.raw.read(1):
+                    raise DatasetError("the file holds bytes after the end of its ZLIB stream",
+                                       field="source.uri")
+                return False
+            self.inflate = self._decompressor()  # the next gzip member
+            data = rest or self.raw.read(_PIECE)
+        else:
+            data = self.inflate.unconsumed_tail or self.raw.read(_PIECE)
+        if not data:
+            return False
+        del self.buffer[:self.start]
+        self.start = 0
+        self.buffer += self.inflate.decompress(data, _PIECE)
+        return True
 
     def read(self, n: int) -> bytes:
-        """Up to `n` bytes (fewer only at the end); never holds more than n + one piece."""
+        """Up to `n` bytes (fewer only at the end)."""
         if self.inflate is None:
             return self.raw.read(n)
-        while len(self.buffer) < n:
-            data = self.inflate.unconsumed_tail or self.raw.read(_PIECE)
-            if not data:
-                break
-            self.buffer += self.inflate.decompress(data, _PIECE)
-        out, self.buffer = self.buffer[:n], self.buffer[n:]
+        while len(self.buffer) - self.start < n and self._more():
+            pass
+        out = bytes(self.buffer[self.start:self.start + n])
+        self.start += len(out)
         return out
 
     def skip(self, n: int) -> int:
-        """Skip `n` bytes; returns how many there were."""
+        """Skip `n` bytes; returns how many there were (an uncompressed file seeks)."""
+        if self.inflate is None:
+            here = self.raw.tell()
+            done = min(n, self.size - here)
+            self.raw.seek(here + done)
+            return done
         done = 0
         while done < n:
             piece = self.read(min(_PIECE, n - done))

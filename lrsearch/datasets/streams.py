@@ -389,8 +389,10 @@ class _ImageInput(_FileInput):
         if seed is not None:  # mixed once, before the cache fixes the order
             ds = ds.shuffle(len(files), seed=0, reshuffle_each_iteration=False)
         ds = self._cache(ds.map(load, num_parallel_calls=AUTOTUNE, deterministic=True), side)
-        if seed is not None:
-            ds = self._shuffled(ds, seed, min(len(files), self.options.shuffle_buffer))
+        if seed is not None:  # decoded images: the buffer bounded in bytes too
+            image = 4 * math.prod(self.input_shape)
+            ds = self._shuffled(ds, seed, min(len(files), self.options.shuffle_buffer,
+                                              max(1, SHUFFLE_BYTES // image)))
         return ds
 
     def _train_pass(self, batch_size: int, seed: int) -> tf.data.Dataset:

@@ -26,16 +26,21 @@ never holds more than one chunk of an array (what a server uses to accept an upl
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
 import re
+import socket
 import struct
+import tempfile
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from numpy.lib import format as npy
 
 from lrsearch.datasets.base import Dataset, holdout_size, split
 from lrsearch.datasets.npz import Archive, DatasetTooLarge, Member
@@ -311,6 +316,37 @@ def _data_offset(path: Path, member: Member) -> int:
         + member.header_bytes
 
 
+STALE_PART_SECONDS = 3600.0  # a part file this old was left by a child that was killed
+
+
+def _inflate(archive: Archive, m: Member, cache: Path, target: Path) -> None:
+    """Write a deflated member as `target` (.npy): to a part file of this host and process
+    alone, with ordinary writes (a full disk is an OSError, not a fault in a mapped page),
+    synced, then renamed over `target` at once, so a reader maps a whole file or none."""
+    cache.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for old in cache.glob(".*.part"):
+        with contextlib.suppress(OSError):
+            if now - old.stat().st_mtime > STALE_PART_SECONDS:
+                old.unlink()
+    fd, part = tempfile.mkstemp(prefix=f".{m.key}.{socket.gethostname()}.", suffix=".part",
+                                dir=cache)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            npy.write_array_header_2_0(out, {"descr": npy.dtype_to_descr(m.dtype),
+                                             "fortran_order": m.fortran_order,
+                                             "shape": m.shape})
+            for chunk in archive.chunks(m.key):
+                out.write(chunk.tobytes())
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(part, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(part)
+        raise
+
+
 def _mapped(path: Path, archive: Archive, key: str, cache: Path) -> np.ndarray:
     """A member as a read-only memory map: in place when stored uncompressed (what
     numpy.savez writes); a deflated one (savez_compressed) is inflated once, a chunk at a
@@ -321,16 +357,7 @@ def _mapped(path: Path, archive: Archive, key: str, cache: Path) -> np.ndarray:
                          shape=m.shape, order="F" if m.fortran_order else "C")
     target = cache / f"{key}.npy"
     if not target.exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        part = cache / f".{key}.{os.getpid()}.part"
-        out = np.lib.format.open_memmap(part, "w+", m.dtype, m.shape, m.fortran_order)
-        flat, done = out.ravel(order="K"), 0  # a view, in storage order
-        for chunk in archive.chunks(key):
-            flat[done:done + chunk.size] = chunk
-            done += chunk.size
-        out.flush()
-        del out, flat
-        os.replace(part, target)  # atomic: a concurrent trial maps a whole file or inflates
+        _inflate(archive, m, cache, target)
     return np.load(target, mmap_mode="r", allow_pickle=False)
 
 

@@ -178,6 +178,12 @@ def delete(session: Session, tenant: str, name: str) -> Path | None:
             raise Conflict(f"Dataset `{name}` is used by unfinished {what} `{ident}`.",
                            field="name")
     path = Path(row.path) if row.source is None else None
+    # Its registration job's row before the dataset's (whose deletion cascades to it): the
+    # order in which the reaper and the worker lock them, so none of them deadlocks.
+    locked = select(Job.id).where(Job.dataset_id == row.id)
+    if session.get_bind().dialect.name == "postgresql":
+        locked = locked.with_for_update()
+    session.execute(locked).all()
     session.delete(row)
     session.flush()
     return path

@@ -82,7 +82,12 @@ def sweep(session: Session, settings: Settings) -> int:
         if row is None:  # deleted (only possible once nothing waited): fail what waits
             row = UploadedDataset(tenant=tenant, name=name, status="failed",
                                   error="the dataset was deleted")
-        _settle(session, row, settings if row.status == "ready" else None)
+        try:  # one dataset's trouble (an old spec that no longer reads) spares the others
+            with session.begin_nested():
+                _settle(session, row, settings if row.status == "ready" else None)
+        except Exception:
+            log.exception("could not settle the work waiting for dataset %s/%s", tenant, name)
+            continue
         settled += 1
     return settled
 

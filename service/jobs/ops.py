@@ -24,6 +24,7 @@ from datetime import timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from service.datasets.models import UploadedDataset
 from service.db import db_now
 from service.jobs.models import Job
 from service.range_tests.models import RangeTest
@@ -61,14 +62,18 @@ def _tenant_turns(session: Session) -> list[str]:
 
 def claim(session: Session, owner: str, lease_seconds: float) -> Claim | None:
     """Take the oldest queued job of the tenant whose turn it is, or None; a dataset
-    registration first, since the tenant's studies on that dataset wait for it (found
-    through the index on jobs.dataset_id, which only registrations set). The caller
+    registration first, since the tenant's studies on that dataset wait for it. The caller
     commits."""
     postgres = session.get_bind().dialect.name == "postgresql"
     for tenant in _tenant_turns(session):
         queued = select(Job).where(Job.state == "queued", Job.tenant == tenant)
+        # The tenant's pending datasets (a few rows of a small table), then their jobs by the
+        # index on jobs.dataset_id: never a scan of the tenant's queued trials.
+        pending = session.scalars(select(UploadedDataset.id).where(
+            UploadedDataset.tenant == tenant, UploadedDataset.status == "pending")).all()
+        queries = [queued.where(Job.dataset_id.in_(pending))] if pending else []
         job = None
-        for query in (queued.where(Job.dataset_id.is_not(None)), queued):
+        for query in (*queries, queued):
             query = query.order_by(Job.created_at, Job.id).limit(1)
             if postgres:  # another worker may hold this tenant's oldest: take the next one
                 query = query.with_for_update(skip_locked=True)
@@ -178,7 +183,6 @@ def _unstart(session: Session, job: Job, reason: str | None = None) -> None:
 def _fail_started(session: Session, job: Job, reason: str, state: str) -> None:
     if job.kind == "dataset":
         from service.datasets import registration  # it imports the studies: import late
-        from service.datasets.models import UploadedDataset
 
         row = session.get(UploadedDataset, job.dataset_id) if job.dataset_id else None
         if row is not None and row.status == "pending":

@@ -52,3 +52,14 @@ def test_batches_hold_what_load_npz_loads(tmp_path: Path, compressed: bool,
         before = inflated[0].stat().st_mtime_ns
         open_npz(path, data_dir=tmp_path / "data")
         assert inflated[0].stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["stored", "deflated"])
+def test_fortran_order_arrays_map_to_the_same_values(tmp_path: Path, compressed: bool) -> None:
+    x = np.asfortranarray(np.arange(60, dtype=np.float32).reshape(20, 3))
+    path = tmp_path / "f.npz"
+    (np.savez_compressed if compressed else np.savez)(path, x_train=x,
+                                                       y_train=np.arange(20) % 2)
+    mapped = open_npz(path, data_dir=tmp_path / "data")
+    np.testing.assert_array_equal(mapped.train[0], x)
+    assert not list((tmp_path / "data").rglob("*.part"))  # nothing half-written left

@@ -145,3 +145,20 @@ def test_a_pytorch_backend_worker_trains_on_an_image_folder(root: Path) -> None:
     assert result["backend"] == "torch" and result["input"] == "PortableInput"
     assert result["steps"] == 4  # 16 training images, batch 4
     assert len(result["loss"]) == 2 and all(np.isfinite(result["loss"]))
+
+
+def test_a_16_bit_png_reads_as_tensorflow_reads_it(tmp_path: Path) -> None:
+    import tensorflow as tf
+    from PIL import Image
+
+    values = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000).astype(np.uint16)
+    path = tmp_path / "deep.png"
+    Image.fromarray(values).save(path)
+    with Image.open(path) as check:
+        assert check.mode.startswith("I")  # really 16 bits a pixel
+    for channels in (1, 3):
+        mine = portable.read_image(str(path), (8, 8), channels)
+        theirs = streams.decode_image(tf.io.read_file(str(path)), (8, 8), channels).numpy()
+        assert mine.shape == theirs.shape == (8, 8, channels)
+        np.testing.assert_allclose(mine, theirs, atol=1 / 255 + 1e-6)
+        assert mine.max() > 0.9  # scaled by 65535, not clipped at 255

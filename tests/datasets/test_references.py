@@ -313,3 +313,25 @@ def test_hostile_names_records_and_remote_npy_are_refused(tmp_path: Path) -> Non
 
     with pytest.raises(ValidationError, match="local folder"):
         Npy(uri="gs://bucket/arrays")
+
+
+def test_every_gzip_member_of_a_tfrecord_is_walked(tmp_path: Path) -> None:
+    """TensorFlow reads every member of a multi-member GZIP file: a hostile record in the
+    second member is refused as in the first."""
+    import gzip
+    import struct
+
+    roots = parse_roots([str(tmp_path)])
+    features = {"x": Feature(dtype="float32", shape=(4,)), "y": Feature(dtype="int64")}
+    good = write_tfrecord(tmp_path / "src" / "r.tfrecord", 3).read_bytes()
+    folder = tmp_path / "multi"
+    folder.mkdir()
+    (folder / "r.tfrecord").write_bytes(gzip.compress(good) + gzip.compress(
+        struct.pack("<Q", 1 << 40) + b"\0" * 68))
+    with pytest.raises(DatasetError, match="record 3 declares 1099511627776"):
+        register(TFRecord(uri=str(folder), input="x", target="y", features=features,
+                          compression="GZIP"), roots)
+    (folder / "r.tfrecord").write_bytes(gzip.compress(good) + gzip.compress(good))
+    facts = register(TFRecord(uri=str(folder), input="x", target="y", features=features,
+                              compression="GZIP", val_fraction=0.5), roots)
+    assert facts.train_examples + facts.val_examples == 6

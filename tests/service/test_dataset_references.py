@@ -13,6 +13,7 @@ the real reader (lrsearch.datasets.register), so the pending window is held open
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -271,24 +272,24 @@ def test_a_dataset_ready_between_the_checks_and_the_lock_is_completed(
 
 def test_roots_per_tenant_and_the_data_directory(settings: Settings, engine: Engine,
                                                  tmp_path: Path) -> None:
-    """`{tenant}` in a root gives each tenant its own folder; no root opens the service's
-    own data directory."""
-    shared = tmp_path / "shared"
+    """`{tenant}` in a root gives each tenant its own folder; no root may hold the service's
+    data directory, and no symlink inside a root reaches it."""
+    shared, common = tmp_path / "shared", tmp_path / "common"
     configured = settings.model_copy(update={
-        "data_roots": parse_roots([str(shared / "{tenant}"), str(tmp_path)])})
+        "data_roots": parse_roots([str(shared / "{tenant}"), str(common)])})
     mine = write_npy(shared / "local" / "mine", 10, shape=(2,), classes=2)
     theirs = write_npy(shared / "other" / "theirs", 10, shape=(2,), classes=2)
     inside = write_npy(Path(settings.data_dir) / "inside", 10, shape=(2,), classes=2)
+    common.mkdir()
+    os.symlink(inside, common / "link")
     with TestClient(create_app(configured)) as client:
-        assert client.get("/v1/data-roots").json()["roots"][0] == str(shared / "local")
+        assert client.get("/v1/data-roots").json()["roots"] == [str(shared / "local"),
+                                                                 str(common)]
         assert post(client, "mine", mine).status_code == 201
-        # other/ lies under the second root (tmp_path), which is shared: allowed there ...
-        assert post(client, "theirs", theirs).status_code == 201
-        for uri in (inside, settings.data_dir, tmp_path):
+        for uri in (theirs, inside, common / "link"):
             r = post(client, "nope", uri)
-            assert r.status_code == 422 and "data directory" in r.json()["detail"], r.text
-    only_tenant = settings.model_copy(update={"data_roots": parse_roots([str(shared /
-                                                                            "{tenant}")])})
-    with TestClient(create_app(only_tenant)) as client:
-        r = post(client, "theirs2", theirs)  # ... but not through the per-tenant root
-        assert r.status_code == 422 and "LRSEARCH_DATA_ROOTS" in r.json()["detail"], r.text
+            assert r.status_code == 422 and "LRSEARCH_DATA_ROOTS" in r.json()["detail"], r.text
+    for root in (tmp_path, Path(settings.data_dir) / "inside", f"{tmp_path}/{{tenant}}"):
+        with pytest.raises(ValueError, match="must not contain LRSEARCH_DATA_DIR"):
+            Settings(database_url=settings.database_url, data_dir=settings.data_dir,
+                     data_roots=[str(root)])
