@@ -28,6 +28,7 @@ from lrsearch.schedules.base import registry
 SUGGESTION_STYLE = {"steepest": ("tab:red", "steepest"),
                     "minimum_div10": ("tab:green", "minimum / 10"),
                     "valley": ("tab:orange", "valley"),
+                    "slide": ("tab:purple", "slide"),
                     "lr_at_minimum": ("tab:gray", "LR at minimum")}
 
 

@@ -141,7 +141,7 @@ def _fit_sweep(model: keras.Model, batches: Any, settings: SweepSettings) -> Swe
 def _result(lrs: np.ndarray, tracker: SweepTracker) -> Sweep:
     done = len(tracker.raw)
     return Sweep([float(v) for v in lrs[:done]], tracker.raw, tracker.smoothed, tracker.diverged,
-                 suggest(lrs[:done], tracker.smoothed, tracker.diverged))
+                 suggest(lrs[:done], tracker.smoothed, len(lrs)))
 
 
 def _sweep(model: keras.Model, batches: Iterator[tuple[np.ndarray, np.ndarray]],

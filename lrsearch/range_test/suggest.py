@@ -1,13 +1,19 @@
 """Learning-rate suggestions from a range-test curve, and search bounds per family (pure).
 
-Three suggestions, as fastai's `lr_find` gives them:
-- steepest: the LR where the smoothed loss falls fastest against log10(LR) (the most negative
-  np.gradient), ignoring the first 10 % of the sweep (the EMA is still warming up there) and
-  the point that triggered divergence;
-- minimum_div10: the LR of the lowest smoothed loss, divided by 10;
-- valley: the LR halfway (in sweep steps) through the longest decreasing run of the smoothed
-  loss (its longest strictly decreasing subsequence, from its first to its last element).
-`lr_at_minimum` (the LR of the lowest smoothed loss) is kept as the upper limit of sensible LRs.
+The suggestions are fastai's `lr_find` rules (fastai 2.8, `fastai.callback.schedule`), on the
+curve fastai suggests from: the recorded LRs and smoothed losses with the first
+`num_it // 10` points and the last 5 dropped, cut at the first NaN. On that curve:
+- valley: fastai's `valley`. The longest strictly decreasing subsequence's length L ends at
+  index e (the first e reaching the longest); s = e - L; the LR at s + int(L/3) + int(L/6).
+- steepest: fastai's `steep`: the LR at the left end of the steepest fall of the loss against
+  log(LR) between consecutive points.
+- minimum_div10: fastai's `minimum`: the LR of the lowest loss, divided by 10.
+- slide: fastai's `slide` (interval slide rule, lr_diff 15, threshold 0.005): walking left
+  from the end, the LR at which the loss gradient 15 points apart first differs by at most
+  0.005.
+`lr_at_minimum` (the LR of the lowest smoothed loss on that curve) is kept as the upper limit
+of sensible LRs. tests/range_test/test_fastai_suggestions.py checks every rule against
+fastai's own values.
 """
 
 from __future__ import annotations
@@ -23,7 +29,9 @@ import numpy as np
 from lrsearch.schedules import names
 from lrsearch.schedules.base import param_specs, registry
 
-KEYS = ("steepest", "minimum_div10", "valley", "lr_at_minimum")
+KEYS = ("steepest", "minimum_div10", "valley", "slide", "lr_at_minimum")
+TRIM_END = 5  # fastai drops the last 5 points (the blow-up) ...
+# ... and the first num_it // 10 (the smoothing is still warming up there).
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,7 @@ class Suggestions:
     minimum_div10: float | None
     valley: float | None
     lr_at_minimum: float | None
+    slide: float | None = None
 
     def as_dict(self) -> dict[str, float | None]:
         return asdict(self)
@@ -48,39 +57,69 @@ class Suggestions:
         return math.prod(found) ** (1.0 / len(found)) if found else None
 
 
-def _longest_decreasing_span(losses: np.ndarray) -> tuple[int, int]:
-    """(first, last) index of the longest strictly decreasing subsequence (earliest on ties)."""
+def trimmed(lrs: Sequence[float] | np.ndarray, smoothed: Sequence[float] | np.ndarray,
+            num_it: int) -> tuple[np.ndarray, np.ndarray]:
+    """The curve fastai suggests from: points num_it // 10 .. -5, cut at the first NaN."""
+    lr = np.asarray(lrs, dtype=np.float64)[num_it // 10:-TRIM_END]
+    loss = np.asarray(smoothed, dtype=np.float64)[num_it // 10:-TRIM_END]
+    bad = np.flatnonzero(np.isnan(loss))
+    if bad.size:
+        lr, loss = lr[:bad[0]], loss[:bad[0]]
+    return lr, loss
+
+
+def valley_index(losses: np.ndarray) -> int | None:
+    """fastai's `valley` index (see the module docstring); None for fewer than 2 points."""
     n = len(losses)
-    length = np.ones(n, dtype=int)
-    first = np.arange(n)
+    if n < 2:
+        return None
+    # fastai's double loop, a row at a time: lds[i] = 1 + the longest run ending at a higher
+    # earlier point; max_end moves to i only when lds[i] beats it (the first longest wins).
+    lds = np.ones(n, dtype=np.int64)
+    max_end = 0
     for i in range(1, n):
-        higher = np.flatnonzero(losses[:i] > losses[i])
-        if higher.size:
-            j = higher[np.argmax(length[higher])]
-            length[i], first[i] = length[j] + 1, first[j]
-    last = int(np.argmax(length))
-    return int(first[last]), last
+        higher = losses[:i] > losses[i]
+        if higher.any():
+            lds[i] = int(lds[:i][higher].max()) + 1
+        if lds[max_end] < lds[i]:
+            max_end = i
+    max_start = max_end - int(lds[max_end])
+    sections = (max_end - max_start) / 3
+    return max_start + int(sections) + int(sections / 2)
+
+
+def slide_lr(lrs: np.ndarray, losses: np.ndarray, lr_diff: int = 15, thresh: float = 0.005
+             ) -> float | None:
+    """fastai's `slide`: None when the curve is not longer than `lr_diff` points."""
+    if len(losses) <= lr_diff or len(losses) < 2:
+        return None
+    grad = np.gradient(losses)
+    r, left = -1, -1 - lr_diff
+    found = lrs[left]
+    while left >= -len(losses) and abs(grad[r] - grad[left]) > thresh:
+        found = lrs[left]
+        r -= 1
+        left -= 1
+    return float(found)
 
 
 def suggest(lrs: Sequence[float] | np.ndarray, smoothed: Sequence[float] | np.ndarray,
-            diverged: bool = False
-            ) -> Suggestions:
-    """Suggestions from one sweep: the ladder's LRs and the smoothed losses (same length)."""
-    lr = np.asarray(lrs, dtype=np.float64)
-    loss = np.asarray(smoothed, dtype=np.float64)
-    if diverged:  # the last point is the blow-up, not part of the curve's shape
-        lr, loss = lr[:-1], loss[:-1]
-    finite = np.isfinite(loss)
-    lr, loss = lr[finite], loss[finite]
-    if len(loss) < 5:
+            num_it: int | None = None) -> Suggestions:
+    """fastai's suggestions from one sweep: the recorded LRs and smoothed losses (same length;
+    a diverged sweep's last points included, as fastai records them) and the number of
+    iterations the sweep was asked for (`num_it`, default the recorded length)."""
+    lr, loss = trimmed(lrs, smoothed, len(lrs) if num_it is None else num_it)
+    if len(loss) < 2 or not np.isfinite(loss).all():
+        finite = np.isfinite(loss)
+        lr, loss = lr[finite], loss[finite]
+    if len(loss) < 2:
         return Suggestions(None, None, None, None)
     at_min = float(lr[int(np.argmin(loss))])
-    skip = max(1, len(loss) // 10)
-    grad = np.gradient(loss[skip:], np.log10(lr[skip:])) if len(loss) - skip >= 2 else None
-    steepest = float(lr[skip + int(np.argmin(grad))]) if grad is not None else None
-    first, last = _longest_decreasing_span(loss)
-    valley = float(lr[(first + last) // 2]) if last > first else None
-    return Suggestions(steepest, at_min / 10.0, valley, at_min)
+    grads = (loss[1:] - loss[:-1]) / (np.log(lr[1:]) - np.log(lr[:-1]))
+    steepest = float(lr[int(np.argmin(grads))])
+    index = valley_index(loss)
+    valley = float(lr[index]) if index is not None else None
+    return Suggestions(steepest, at_min / 10.0, valley, at_min, slide_lr(lr, loss))
 
 
 def combine(runs: Sequence[Suggestions]) -> dict[str, dict[str, Any]]:
