@@ -115,6 +115,8 @@ def study_table(study: Mapping[str, Any]) -> Table:
             ("progress", progress_line(study))]
     if study.get("error"):
         rows.append(("error", study["error"]))
+    if study.get("stop_reason"):
+        rows.append(("stopped early", study["stop_reason"]))
     for key, value in rows:
         table.add_row(f"[bold]{key}[/]", _fmt(value))
     return table

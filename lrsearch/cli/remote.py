@@ -162,6 +162,12 @@ def _merge(spec: dict[str, Any], **flags: Any) -> dict[str, Any]:
               help='per family: {"one_cycle": {"max_lr": {"low": 0.01, "high": 1}}}')
 @click.option("--range-test-id", help="search inside this range test's bounds")
 @click.option("--seed", type=int)
+@click.option("--max-total-epochs", type=int, help="budget: stop after this many epochs "
+              "trained in all")
+@click.option("--max-seconds", type=float, help="budget: stop this many seconds after the "
+              "first trial started")
+@click.option("--patience", type=int, help="budget: stop after this many finished trials "
+              "without a better value")
 @click.option("--name")
 @click.option("--idempotency-key", help="retrying with the same key never submits twice")
 @click.option("--wait", is_flag=True, help="show progress until it ends, then the best")
@@ -174,11 +180,16 @@ def submit(client: Client, spec_file: Path | None, families: tuple[str, ...],
            model: str | None, model_params: dict[str, Any] | None, upload: str | None,
            init: str | None, optimizer: str | None, optimizer_params: dict[str, Any] | None,
            loss: str | None, metrics: str | None, metric: str | None, direction: str | None,
-           sampler: str | None, pruner: str | None,
+           sampler: str | None, pruner: str | None, max_total_epochs: int | None,
+           max_seconds: float | None, patience: int | None,
            idempotency_key: str | None, wait: bool, timeout: float | None, poll: float,
            as_json: bool, quiet: bool, **flags: Any) -> None:
     """Submit a schedule search (a study)."""
     spec = _load_spec(spec_file) if spec_file else {}
+    given = {"max_epochs": max_total_epochs, "max_seconds": max_seconds, "patience": patience}
+    if any(v is not None for v in given.values()):
+        spec["budget"] = {**(spec.get("budget") or {}),
+                          **{k: v for k, v in given.items() if v is not None}}
     if families:
         spec.pop("family", None)
         spec.pop("families", None)

@@ -44,6 +44,12 @@ class Study(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     request_hash: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(Text)
+    # Budgets (spec["budget"]): epochs trained by every attempt of every trial, finished
+    # trials since the best value last improved, and why the study stopped before running
+    # every slot (None: it ran them all).
+    epochs_run: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    since_best: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    stop_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -112,7 +112,8 @@ def validate(session: Session, settings: Settings, tenant: str, req: StudyCreate
     return {"run": run.stored(), "families": families, "epochs": req.epochs,
             "n_trials": req.n_trials, "search_space": search_space,
             "sampler": req.sampler.model_dump(), "pruner": req.pruner.model_dump(),
-            "range_test_id": req.range_test_id}
+            "range_test_id": req.range_test_id,
+            "budget": req.budget.model_dump() if req.budget is not None else None}
 
 
 def create(session: Session, settings: Settings, tenant: str, req: StudyCreate,

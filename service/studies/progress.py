@@ -125,6 +125,9 @@ def finish_trial(session: Session, study: Study, trial: Trial, state: str,
     if state == "complete" and clean is not None and _better(study, clean):
         study.best_value, study.best_trial_number = clean, trial.number
         study.best_family, study.best_params = trial.family, trial.params
+        study.since_best = 0
+    elif state in ("complete", "pruned"):
+        study.since_best = (study.since_best or 0) + 1
     _maybe_finished(study)
     session.flush()
 
@@ -159,6 +162,43 @@ def _maybe_finished(study: Study) -> None:
         study.finished_at = utcnow()
         if study.status == "failed":
             study.error = "No trial completed."
+
+
+def budget_spent(study: Study) -> str | None:
+    """Which budget of the study's (spec["budget"]) is spent, in words; None while none is
+    (or it has none). Read from the study row alone: cheap on every epoch."""
+    budget = (study.spec or {}).get("budget") or {}
+    if budget.get("max_epochs") is not None and (study.epochs_run or 0) >= budget["max_epochs"]:
+        return f"budget: {study.epochs_run} epochs trained (max_epochs={budget['max_epochs']})"
+    if budget.get("max_seconds") is not None and study.started_at is not None:
+        spent = (utcnow() - study.started_at).total_seconds()
+        if spent >= budget["max_seconds"]:
+            return (f"budget: {spent:.0f} s since the first trial started "
+                    f"(max_seconds={budget['max_seconds']:g})")
+    if budget.get("patience") is not None and (study.since_best or 0) >= budget["patience"]:
+        return (f"budget: {study.since_best} finished trials without a better value "
+                f"(patience={budget['patience']})")
+    return None
+
+
+def stop_for_budget(session: Session, study_id: str | None) -> str | None:
+    """Stop a study whose budget is spent: its queued slots are cancelled and its running
+    trials stop at their next epoch; the study then ends as its finished trials say
+    (succeeded with a best), with `stop_reason`. Returns the reason, None when nothing was
+    spent (or the study had already stopped). Takes job rows before the study row."""
+    peek = session.get(Study, study_id)
+    if peek is None or peek.stop_reason is not None or budget_spent(peek) is None:
+        return None
+    queued = stop_jobs(session, study_id)
+    study = locked(session, study_id)
+    reason = budget_spent(study) or "budget spent"
+    if study.stop_reason is None:
+        study.stop_reason = reason
+    study.n_queued -= queued
+    study.n_cancelled += queued
+    _maybe_finished(study)
+    session.flush()
+    return reason
 
 
 def stop_jobs(session: Session, study_id: str | None) -> int:

@@ -22,6 +22,16 @@ class PrunerSpec(Strict):
     name: Literal["median", "hyperband", "successive_halving", "none"] = "median"
 
 
+class BudgetSpec(Strict):
+    """When a study stops before running every slot: after this many epochs trained in all
+    (every attempt of every trial), this many seconds since its first trial started, or this
+    many finished trials without a better value. Running trials stop at their next epoch."""
+
+    max_epochs: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    max_seconds: float | None = Field(default=None, gt=0, le=10 * 365 * 86400)
+    patience: int | None = Field(default=None, ge=1, le=2**31 - 1)
+
+
 class StudyCreate(Training):
     """A schedule search. Give `family` (one) or `families` (a cross-family search)."""
 
@@ -42,6 +52,7 @@ class StudyCreate(Training):
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
     range_test_id: str | None = Field(default=None, max_length=32)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    budget: BudgetSpec | None = None
 
 
 class Counts(BaseModel):
@@ -76,6 +87,9 @@ class StudyOut(BaseModel):
     counts: Counts
     best: Best | None
     error: str | None
+    stop_reason: str | None = Field(default=None, description="why the study stopped before "
+                                    "running every slot (a budget), or null")
+    epochs_run: int = 0
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -97,7 +111,9 @@ class StudyOut(BaseModel):
                    counts=Counts(queued=study.n_queued, running=study.n_running,
                                  complete=study.n_complete, pruned=study.n_pruned,
                                  failed=study.n_failed, cancelled=study.n_cancelled),
-                   best=best, error=redact_paths(study.error), created_at=study.created_at,
+                   best=best, error=redact_paths(study.error),
+                   stop_reason=study.stop_reason, epochs_run=study.epochs_run or 0,
+                   created_at=study.created_at,
                    started_at=study.started_at, finished_at=study.finished_at,
                    request=study.request, optuna_study_name=study.optuna_study_name)
 

@@ -149,7 +149,10 @@ def run(w: TaskContext, c: Claim, beat: Heartbeat) -> None:
             return None
         if w.settings.fault_epoch_pause_seconds:
             time.sleep(w.settings.fault_epoch_pause_seconds)
-        cancel = w.db(lambda s: _epoch(s, c, w, payload))
+        cancel, spent = w.db(lambda s: _epoch(s, c, w, payload))
+        if spent:  # the study's budget ran out with this epoch: it stops, this trial too
+            w.db(lambda s: progress.stop_for_budget(s, c.study_id))
+            return "cancel"
         value = payload["metrics"].get(metric)
         if value is not None and math.isfinite(value):
             try:
@@ -183,6 +186,8 @@ def run(w: TaskContext, c: Claim, beat: Heartbeat) -> None:
         # Every trial would fail the same way: the study fails now, its queued slots with it.
         reason = str(payload.get("message", ""))
         w.db(lambda s: progress.fail_fast(s, c.study_id, reason))
+    else:  # a finished trial may spend the patience (or the time) budget
+        w.db(lambda s: progress.stop_for_budget(s, c.study_id))
     log.info("job %s (study %s slot %s) ended: %s %s", c.job_id, c.study_id, c.slot, kind,
              payload.get("message", "") if kind == "failed" else "")
 
@@ -219,11 +224,15 @@ def _set_spe(s: Session, c: Claim, spe: int) -> None:
     trial.steps_per_epoch = spe
 
 
-def _epoch(s: Session, c: Claim, w: TaskContext, record: dict[str, Any]) -> bool:
+def _epoch(s: Session, c: Claim, w: TaskContext, record: dict[str, Any]
+           ) -> tuple[bool, bool]:
+    """Record the epoch; (whether the job's cancellation was asked, whether the study's
+    budget is now spent)."""
     job = jobs.fenced(s, c, w.settings.lease_seconds)
-    _, trial = _trial(s, c)
+    study, trial = _trial(s, c)
     progress.add_epoch(s, trial, record)
-    return job.cancel_requested
+    study.epochs_run = (study.epochs_run or 0) + 1  # every epoch trained counts, retries too
+    return job.cancel_requested, progress.budget_spent(study) is not None
 
 
 def _finish(s: Session, c: Claim, metric: str, kind: str, payload: dict[str, Any]
