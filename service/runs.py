@@ -93,12 +93,14 @@ def run_spec(session: Session, settings: Settings, tenant: str, req: Training, *
                    else None)
 
 
-def complete(session: Session, settings: Settings, tenant: str, run: RunSpec) -> RunSpec:
+def complete(session: Session, settings: Settings, tenant: str, run: RunSpec,
+             found: Resolved | None = None) -> RunSpec:
     """A run submitted while its dataset was being registered, now that it is ready: the
     registration's facts in its data reference, and a built-in model checked against the
     dataset's shape and head (an upload's input shape too). Raises (422, naming the field)
-    when the model does not fit the dataset or the dataset is gone or failed."""
-    found = resolve_dataset(session, settings, tenant, run.data.name)
+    when the model does not fit the dataset or the dataset is gone or failed. `found`: the
+    dataset as the caller just resolved it."""
+    found = found or resolve_dataset(session, settings, tenant, run.data.name)
     if found.shape is None or found.head is None:
         return run
     model = run.model
@@ -129,5 +131,5 @@ def recheck(session: Session, settings: Settings, tenant: str, stored: dict[str,
             raise Invalid(f"Uploaded model `{model.upload}` was deleted or replaced while this "
                           "request was checked; submit it again.", field="model.upload")
     if run.data.source is not None and run.data.registered is None and not found.pending:
-        stored = {**stored, "run": complete(session, settings, tenant, run).stored()}
+        stored = {**stored, "run": complete(session, settings, tenant, run, found).stored()}
     return stored, found.pending

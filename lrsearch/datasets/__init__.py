@@ -57,13 +57,7 @@ def register_source(source: dict[str, Any] | Source, *, roots: Sequence[str],
     folder = Path(data_dir).expanduser().resolve()
     ensure(ref.dataset, folder, DownloadSettings(**dict(downloads or {})))
     data = _load(ref.dataset, folder, 0.2, 0, None, None)
-    return Registered(train_examples=len(data.x_train), val_examples=len(data.x_val),
-                      input_shape=data.input_shape, task=data.head.kind,
-                      num_classes=data.head.num_classes,
-                      target_shape=data.head.target_shape, classes=(), fingerprint="",
-                      element_spec={"x": {"shape": list(data.input_shape),
-                                          "dtype": "float32"},
-                                    "y": {"shape": [], "dtype": "int64"}})
+    return Registered.of(len(data.x_train), len(data.x_val), data.input_shape, data.head, "")
 
 
 def builtin_names() -> list[str]:

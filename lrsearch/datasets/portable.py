@@ -23,17 +23,16 @@ import numpy as np
 from lrsearch.datasets.base import Dataset
 from lrsearch.datasets.references import (
     MAX_IMAGE_PIXELS,
+    FileEntry,
     ImageFolder,
     KerasDataset,
     Npy,
     Registered,
     Source,
-    changed,
-    list_files,
-    listing_fingerprint,
-    val_mask,
+    registered_listing,
+    split_files,
 )
-from lrsearch.datasets.uploaded import MappedNpz
+from lrsearch.datasets.uploaded import MappedNpz, as_inputs, as_labels, mapped_npy
 from lrsearch.errors import DatasetError, TrainingError, require_int
 from lrsearch.models import Head
 
@@ -71,15 +70,6 @@ class Batches(keras.utils.PyDataset):
         self.order = self._order()
 
 
-def _labels(y: np.ndarray, head: Head) -> np.ndarray:
-    return y.reshape(len(y)).astype(np.int64) if head.kind == "classes" \
-        else y.astype(np.float32)
-
-
-def _inputs(x: np.ndarray) -> np.ndarray:
-    return (x.astype(np.float32) / 255.0) if x.dtype == np.uint8 else x.astype(np.float32)
-
-
 class PortableInput:
     """streams.Input's contract with PyDatasets: `train(batch_size, seed)` (a new order each
     epoch), `val(batch_size)`, `val_arrays(n)`."""
@@ -115,7 +105,7 @@ def _rows(x: np.ndarray, y: np.ndarray, rows: np.ndarray, head: Head) -> tuple[R
         picked = rows[index]
         order = np.argsort(picked)  # read in file order, hand back in the asked order
         back = np.argsort(order)
-        return _inputs(x[picked[order]])[back], _labels(y[picked[order]], head)[back]
+        return as_inputs(x[picked[order]])[back], as_labels(y[picked[order]], head)[back]
 
     return read, len(rows)
 
@@ -129,7 +119,8 @@ def from_arrays(data: Dataset) -> PortableInput:
 
 
 def from_npz(upload: MappedNpz) -> PortableInput:
-    """An uploaded .npz opened by lrsearch.datasets.uploaded.open_npz (memory-mapped)."""
+    """Memory-mapped arrays: an uploaded .npz (lrsearch.datasets.uploaded.open_npz) or a
+    `.npy` reference (`mapped_npy`)."""
     return PortableInput(upload.input_shape, upload.head, {
         "train": _rows(*upload.train, upload.head), "val": _rows(*upload.val, upload.head)})
 
@@ -177,28 +168,24 @@ def read_image(path: str, image_size: tuple[int, int], channels: int) -> np.ndar
     return pixels[..., None] if pixels.ndim == 2 else pixels
 
 
-def _images(source: ImageFolder, registered: Registered, files: Sequence[Any],
-            is_val: np.ndarray, workers: int) -> PortableInput:
-    """Image files (listing entries with a path and a class id); `is_val` marks the
-    validation ones."""
-    paths = [f.path for f in files]
-    labels = np.array([f.label for f in files], np.int64)
+def _images(source: ImageFolder, registered: Registered, train: Sequence[FileEntry],
+            val: Sequence[FileEntry], workers: int) -> PortableInput:
+    """Image files (listing entries with a path and a class id) of each side."""
     size, channels = (source.image_size[0], source.image_size[1]), source.channels
 
-    def side(keep: np.ndarray) -> tuple[Reader, int]:
-        rows = np.flatnonzero(keep)
+    def side(files: Sequence[FileEntry]) -> tuple[Reader, int]:
+        labels = np.array([f.label for f in files], np.int64)
 
         def read(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            picked = rows[index]
-            if not len(picked):
-                return np.zeros((0, *size, channels), np.float32), labels[picked]
-            return np.stack([read_image(paths[i], size, channels) for i in picked]), \
-                labels[picked]
+            if not len(index):
+                return np.zeros((0, *size, channels), np.float32), labels[index]
+            return np.stack([read_image(files[i].path, size, channels) for i in index]), \
+                labels[index]
 
-        return read, len(rows)
+        return read, len(files)
 
     return PortableInput(registered.input_shape, registered.head,
-                         {"train": side(~is_val), "val": side(is_val)}, workers)
+                         {"train": side(train), "val": side(val)}, workers)
 
 
 def from_source(name: str, source: Source, registered: Registered, roots: Sequence[str],
@@ -209,23 +196,7 @@ def from_source(name: str, source: Source, registered: Registered, roots: Sequen
         raise DatasetError(f"Dataset `{name}` is a {source.kind} dataset, which only the "
                            "TensorFlow backend reads (tf.data); run this worker with "
                            "KERAS_BACKEND=tensorflow", field="dataset")
-    listing = list_files(source, roots)
-    if listing_fingerprint(listing) != registered.fingerprint:
-        raise changed(name)
+    listing = registered_listing(name, source, registered, roots)
     if isinstance(source, Npy):
-        x, y = (np.load(f.path, mmap_mode="r", allow_pickle=False) for f in listing.train)
-        if source.validation_uri is None:
-            mask = val_mask(len(x), source.val_fraction)
-            train, val = (x, y, np.flatnonzero(~mask)), (x, y, np.flatnonzero(mask))
-        else:
-            xv, yv = (np.load(f.path, mmap_mode="r", allow_pickle=False)
-                      for f in listing.val)
-            train, val = (x, y, np.arange(len(x))), (xv, yv, np.arange(len(xv)))
-        return PortableInput(registered.input_shape, registered.head, {
-            "train": _rows(*train, registered.head), "val": _rows(*val, registered.head)})
-    if source.validation_uri is None:
-        return _images(source, registered, listing.train,
-                       val_mask(len(listing.train), source.val_fraction), workers)
-    files = [*listing.train, *listing.val]
-    return _images(source, registered, files, np.arange(len(files)) >= len(listing.train),
-                   workers)
+        return from_npz(mapped_npy(source, listing, registered))
+    return _images(source, registered, *split_files(source, listing), workers)

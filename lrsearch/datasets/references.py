@@ -213,6 +213,19 @@ class Registered(Frozen):
     fingerprint: str
     element_spec: dict[str, Any]
 
+    @classmethod
+    def of(cls, train: int, val: int, input_shape: Sequence[int], head: Head,
+           fingerprint: str, classes: tuple[str, ...] = ()) -> Registered:
+        """The record for these counts, inputs (float32) and head (int64 class ids or
+        float32 targets)."""
+        y = "int64" if head.kind == "classes" else "float32"
+        shape = tuple(int(d) for d in input_shape)
+        return cls(train_examples=train, val_examples=val, input_shape=shape, task=head.kind,
+                   num_classes=head.num_classes, target_shape=head.target_shape,
+                   classes=classes, fingerprint=fingerprint,
+                   element_spec={"x": {"shape": list(shape), "dtype": "float32"},
+                                 "y": {"shape": list(head.target_shape), "dtype": y}})
+
     @property
     def head(self) -> Head:
         if self.task == "classes":
@@ -736,6 +749,27 @@ def listing_fingerprint(listing: Listing) -> str:
                    for side, files in (("uri", listing.train), ("validation_uri", listing.val))
                    for f in files])
     return hashlib.sha256(json.dumps(rows, separators=(",", ":")).encode()).hexdigest()
+
+
+def registered_listing(name: str, source: FileSource, registered: Registered,
+                       roots: Sequence[str]) -> Listing:
+    """The files of a registered reference, listed again before a run reads them; raises
+    DatasetChanged when they are not the registered ones (what every loader checks)."""
+    listing = list_files(source, roots)
+    if listing_fingerprint(listing) != registered.fingerprint:
+        raise changed(name)
+    return listing
+
+
+def split_files(source: FileSource, listing: Listing
+                ) -> tuple[tuple[FileEntry, ...], tuple[FileEntry, ...]]:
+    """(training files, validation files) of a reference whose elements are files (image
+    folders): the validation folder's, or the split rule's pick of the uri's files."""
+    if source.validation_uri is not None:
+        return listing.train, listing.val
+    mask = val_mask(len(listing.train), source.val_fraction)
+    return (tuple(f for f, v in zip(listing.train, mask, strict=True) if not v),
+            tuple(f for f, v in zip(listing.train, mask, strict=True) if v))
 
 
 def fingerprint(source: Source, roots: Sequence[str]) -> str:

@@ -91,21 +91,6 @@ def _counts(source: Csv | TFRecord | ImageFolder | Npy, n_train_side: int, n_val
     return n_train_side, n_val_side
 
 
-def _spec(input_shape: Sequence[int], head: Head) -> dict[str, Any]:
-    y = "int64" if head.kind == "classes" else "float32"
-    return {"x": {"shape": list(input_shape), "dtype": "float32"},
-            "y": {"shape": list(head.target_shape), "dtype": y}}
-
-
-def _registered(train: int, val: int, input_shape: Sequence[int], head: Head, fingerprint: str,
-                classes: tuple[str, ...] = ()) -> Registered:
-    return Registered(train_examples=train, val_examples=val,
-                      input_shape=tuple(int(d) for d in input_shape), task=head.kind,
-                      num_classes=head.num_classes, target_shape=head.target_shape,
-                      classes=classes, fingerprint=fingerprint,
-                      element_spec=_spec(input_shape, head))
-
-
 def _reason(error: Exception) -> str:
     """A TensorFlow error's message without its op and function names: its first line."""
     text = getattr(error, "message", None) or str(error)
@@ -140,7 +125,7 @@ def _images(source: ImageFolder, listing: Listing, fingerprint: str) -> Register
         _decode_all(source, files, _field(side))
     head = Head.classes(len(classes))
     shape = (*source.image_size, source.channels)
-    return _registered(train, val, shape, head, fingerprint, classes)
+    return Registered.of(train, val, shape, head, fingerprint, classes)
 
 
 def _decode_all(source: ImageFolder, files: Sequence[FileEntry], field: str) -> None:
@@ -335,7 +320,7 @@ def _csv(source: Csv, listing: Listing, fingerprint: str) -> Registered:
     train, val = _counts(source, scan.index, scan.sides["val"].rows
                          if source.validation_uri is not None else 0)
     head = _head_of(scan, source.task, (), source.target)
-    return _registered(train, val, (len(columns.features),), head, fingerprint)
+    return Registered.of(train, val, (len(columns.features),), head, fingerprint)
 
 
 def _scan_csv_file(scan: _Scan, side: str, entry: FileEntry, make: Callable[[Any], Any],
@@ -503,7 +488,7 @@ def _tfrecord(source: TFRecord, listing: Listing, fingerprint: str) -> Registere
                          if source.validation_uri is not None else 0)
     target_shape = source.features[source.target].shape
     head = _head_of(scan, source.task, target_shape, source.target)
-    return _registered(train, val, tfrecord_input_shape(source), head, fingerprint)
+    return Registered.of(train, val, tfrecord_input_shape(source), head, fingerprint)
 
 
 # --- npy ---------------------------------------------------------------------------------
@@ -638,4 +623,4 @@ def _npy(source: Npy, listing: Listing, fingerprint: str) -> Registered:
 
         _npy_values(ys, field, labels if task == "classes" else None)
     head = _head_of(scan, task, y.shape[1:] if task == "targets" else (), "y.npy")
-    return _registered(train, val, x.shape[1:], head, fingerprint)
+    return Registered.of(train, val, x.shape[1:], head, fingerprint)

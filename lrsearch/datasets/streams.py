@@ -44,15 +44,13 @@ from lrsearch.datasets.references import (
     Registered,
     Source,
     TFRecord,
-    changed,
     check_source,
     csv_columns,
-    list_files,
-    listing_fingerprint,
     read_header,
-    val_mask,
+    registered_listing,
+    split_files,
 )
-from lrsearch.datasets.uploaded import MappedNpz
+from lrsearch.datasets.uploaded import MappedNpz, as_inputs, as_labels, mapped_npy
 from lrsearch.errors import DatasetError, TrainingError, require_int
 from lrsearch.models import Head
 
@@ -365,11 +363,7 @@ class _ImageInput(_FileInput):
                  options: StreamOptions) -> None:
         super().__init__(source, registered, options)
         self.image = source
-        train, val, split = _sides(source, listing)
-        if split:
-            mask = val_mask(len(train), source.val_fraction)
-            val = tuple(f for f, v in zip(train, mask, strict=True) if v)
-            train = tuple(f for f, v in zip(train, mask, strict=True) if not v)
+        train, val = split_files(source, listing)
         self.files = {"train": train, "val": val}
 
     def _elements(self, side: str, seed: int | None) -> tf.data.Dataset:
@@ -514,22 +508,12 @@ class _TFRecordInput(_RowInput):
         return convert_examples(self.record, batch[0])
 
 
-def npy_inputs(x: np.ndarray) -> np.ndarray:
-    """Rows of x as training reads them: uint8 scaled to [0, 1], anything else float32."""
-    return (x.astype(np.float32) / 255.0) if x.dtype == np.uint8 else x.astype(np.float32)
-
-
-def npy_labels(y: np.ndarray, task: str) -> np.ndarray:
-    """Rows of y: class ids int64 of shape (b,), float targets float32 (shape kept)."""
-    return y.reshape(len(y)).astype(np.int64) if task == "classes" else y.astype(np.float32)
-
-
 Side = tuple[np.ndarray, np.ndarray, np.ndarray]  # (x, y, the rows of this side)
 
 
 class _RowsInput(Input):
     """Arrays read in place (memory-mapped): a batch of shuffled row indices gathered at a
-    time, converted a batch at a time (`npy_inputs`, `npy_labels`), so memory holds a few
+    time, converted a batch at a time (`as_inputs`, `as_labels`), so memory holds a few
     batches, never the arrays."""
 
     def __init__(self, train: Side, val: Side, head: Head, input_shape: tuple[int, ...]
@@ -539,15 +523,15 @@ class _RowsInput(Input):
 
     def _gather(self, side: str) -> Callable[[tf.Tensor], tuple[tf.Tensor, tf.Tensor]]:
         x, y, rows = self.sides[side]
-        task = self.head.kind
-        y_dtype = tf.int64 if task == "classes" else tf.float32
+        head = self.head
+        y_dtype = tf.int64 if head.kind == "classes" else tf.float32
         x_shape = [None, *self.input_shape]
         y_shape = [None, *self.head.target_shape]
 
         def read(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             picked = np.sort(rows[index])  # in file order: one pass over the pages
             order = np.argsort(np.argsort(rows[index]))
-            return npy_inputs(x[picked])[order], npy_labels(y[picked], task)[order]
+            return as_inputs(x[picked])[order], as_labels(y[picked], head)[order]
 
         def gather(index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             bx, by = tf.numpy_function(read, [index], [tf.float32, y_dtype], stateful=False)
@@ -567,24 +551,10 @@ class _RowsInput(Input):
                 .map(self._gather("val"), num_parallel_calls=AUTOTUNE, deterministic=True))
 
 
-def _npy_input(source: Npy, registered: Registered, listing: Listing) -> Input:
-    """Memory-mapped x.npy and y.npy (the cache option does not apply: they are read in
-    place already)."""
-    train, val, split = _sides(source, listing)
-    x, y = (np.load(f.path, mmap_mode="r", allow_pickle=False) for f in train)
-    shape = tuple(registered.input_shape)
-    if split:
-        mask = val_mask(len(x), source.val_fraction)
-        return _RowsInput((x, y, np.flatnonzero(~mask)), (x, y, np.flatnonzero(mask)),
-                          registered.head, shape)
-    xv, yv = (np.load(f.path, mmap_mode="r", allow_pickle=False) for f in val)
-    return _RowsInput((x, y, np.arange(len(x))), (xv, yv, np.arange(len(xv))),
-                      registered.head, shape)
-
-
 def from_npz(upload: MappedNpz) -> Input:
-    """An uploaded .npz read in place (lrsearch.datasets.uploaded.open_npz): its arrays
-    memory-mapped, the validation rows its own or the seeded hold-out."""
+    """Memory-mapped arrays read in place: an uploaded .npz (lrsearch.datasets.uploaded.
+    open_npz, the validation rows its own or the seeded hold-out) or a `.npy` reference
+    (`mapped_npy`)."""
     return _RowsInput(upload.train, upload.val, upload.head, upload.input_shape)
 
 
@@ -596,9 +566,7 @@ def from_source(name: str, source: Source, registered: Registered, roots: Sequen
     if isinstance(source, KerasDataset):
         raise DatasetError(f"Dataset `{name}` is a Keras dataset ({source.dataset}); it is "
                            "loaded as arrays, not streamed from files", field="dataset")
-    listing = list_files(source, roots)
-    if listing_fingerprint(listing) != registered.fingerprint:
-        raise changed(name)
+    listing = registered_listing(name, source, registered, roots)
     checked = check_source(source, roots, deep=False)
     if isinstance(checked, ImageFolder):
         return _ImageInput(checked, registered, listing, options)
@@ -606,5 +574,5 @@ def from_source(name: str, source: Source, registered: Registered, roots: Sequen
         return _CsvInput(checked, registered, listing, options)
     if isinstance(checked, TFRecord):
         return _TFRecordInput(checked, registered, listing, options)
-    assert isinstance(checked, Npy)
-    return _npy_input(checked, registered, listing)
+    assert isinstance(checked, Npy)  # read in place already: the cache option does not apply
+    return from_npz(mapped_npy(checked, listing, registered))

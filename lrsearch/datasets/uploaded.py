@@ -44,6 +44,7 @@ from numpy.lib import format as npy
 
 from lrsearch.datasets.base import Dataset, holdout_size, split
 from lrsearch.datasets.npz import Archive, DatasetTooLarge, Member
+from lrsearch.datasets.references import Listing, Npy, Registered, val_mask
 from lrsearch.errors import DatasetError
 from lrsearch.models import MAX_TARGETS, Head
 
@@ -243,11 +244,13 @@ def check_npz(path: Path, *, max_decompressed_bytes: int | None) -> UploadSummar
                          decompressed_bytes=sum(m.info.file_size for m in members.values()))
 
 
-def _inputs(x: np.ndarray) -> np.ndarray:
+def as_inputs(x: np.ndarray) -> np.ndarray:
+    """Inputs as training reads them: uint8 scaled to [0, 1], anything else float32 (a whole
+    array, or a batch of rows of a memory-mapped one)."""
     return (x.astype(np.float32) / 255.0) if x.dtype == np.uint8 else x.astype(np.float32)
 
 
-def _labels(y: np.ndarray, head: Head) -> np.ndarray:
+def as_labels(y: np.ndarray, head: Head) -> np.ndarray:
     """Class ids as int64 of shape (n,); float targets as float32, shape kept."""
     if head.kind == "targets":
         return y.astype(np.float32)
@@ -280,10 +283,11 @@ def load_npz(path: Path, name: str, *, max_decompressed_bytes: int | None = None
     _, arrays, head = _validate(path, True, max_decompressed_bytes)
     if task == "classes" and head.kind == "targets":
         head = _registered_as_classes(arrays)
-    x, y = _inputs(arrays["x_train"]), _labels(arrays["y_train"], head)
+    x, y = as_inputs(arrays["x_train"]), as_labels(arrays["y_train"], head)
     if "x_val" not in arrays:
         return Dataset(name, *split(x, y, VAL_FRACTION, 0), head)
-    return Dataset(name, x, y, _inputs(arrays["x_val"]), _labels(arrays["y_val"], head), head)
+    return Dataset(name, x, y, as_inputs(arrays["x_val"]), as_labels(arrays["y_val"], head),
+                   head)
 
 
 @dataclass(frozen=True)
@@ -394,4 +398,18 @@ def open_npz(path: Path, *, task: str | None = None, data_dir: Path | None = Non
     xv, yv = arrays["x_val"], arrays["y_val"]
     return MappedNpz((x, y, np.arange(n)), (xv, yv, np.arange(len(xv))), head,
                      tuple(x.shape[1:]))
+
+
+def mapped_npy(source: Npy, listing: Listing, registered: Registered) -> MappedNpz:
+    """A registered `.npy` reference's x.npy and y.npy, memory-mapped (never unpickled), as
+    the sides training reads: the split rule's rows, or the validation folder's arrays."""
+    x, y = (np.load(f.path, mmap_mode="r", allow_pickle=False) for f in listing.train)
+    shape = tuple(registered.input_shape)
+    if source.validation_uri is None:
+        mask = val_mask(len(x), source.val_fraction)
+        return MappedNpz((x, y, np.flatnonzero(~mask)), (x, y, np.flatnonzero(mask)),
+                         registered.head, shape)
+    xv, yv = (np.load(f.path, mmap_mode="r", allow_pickle=False) for f in listing.val)
+    return MappedNpz((x, y, np.arange(len(x))), (xv, yv, np.arange(len(xv))),
+                     registered.head, shape)
 
