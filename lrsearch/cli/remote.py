@@ -493,8 +493,11 @@ def datasets_upload(client: Client, name: str, path: Path) -> None:
 @remote
 def datasets_roots(client: Client) -> None:
     """Where dataset references may point on the workers (one per line)."""
-    for root in client.data_roots()["roots"]:
-        click.echo(root)
+    # One write: a reader that stops after the first line (`| head -n 1`) must not make a
+    # later write fail with a broken pipe (click turns that into a silent exit status 1).
+    roots = client.data_roots()["roots"]
+    if roots:
+        click.echo("\n".join(roots))
 
 
 @datasets.command("register")

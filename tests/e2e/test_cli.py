@@ -151,3 +151,17 @@ def test_datasets_upload_list_delete(server: Server, tmp_path: Path) -> None:
     assert "blobs" in listed.stdout and "uploaded" in listed.stdout and "digits" in listed.stdout
     assert run_cli(server, "datasets", "delete", "blobs").returncode == 0
     assert "blobs" not in run_cli(server, "datasets", "list").stdout
+
+
+def test_datasets_roots_read_up_to_the_first_line_exits_zero(server: Server) -> None:
+    """`ROOT=$(lrsearch datasets roots | head -n 1)` under `set -o pipefail` (the README's
+    walk-through): the reader closes the pipe right after the first line, so every root must
+    already be written by then; a later write would end the command with status 1."""
+    for _ in range(5):
+        proc = subprocess.Popen([LRSEARCH, "datasets", "roots"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=server.env)
+        assert proc.stdout is not None and proc.stderr is not None
+        first = proc.stdout.readline()
+        proc.stdout.close()  # what `head -n 1` does once it has its line
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
+        assert first.strip() == str(server.folder / "roots" / "shared")
