@@ -64,12 +64,60 @@ def table(results: Path) -> str:
                 epochs = ", ".join(str(r["epochs"]) if r["reached"]
                                    else f"{r['epochs']} (not reached)" for r in figure["runs"])
                 extra.append(f"  - {figure['name'].split(': ')[1]}: epochs per seed {epochs}, "
-                             f"reached {figure['reached']}/{figure['repeats']}")
+                             f"reached {figure['reached']}/{figure['repeats']}"
+                             f"{_b2_profile(figure['runs'])}")
+        if "quality" in data:
+            extra.extend(_b2_quality(data["quality"]))
     for described, names in machines.items():
         # Benchmarks measured on different machines say which ran where.
         which = f" ({', '.join(n.upper() for n in names)})" if len(machines) > 1 else ""
         extra.append(f"- Machine{which}: {described}")
     return "\n".join([*lines, "", *extra])
+
+
+def _b2_profile(runs: list[dict[str, Any]]) -> str:
+    """Where a B2 arm's epochs went, summed over its seeds up to each one's target: trials per
+    seed, epochs by how long a trial trained and, for Hyperband arms, by bracket/rung. Empty
+    for results written before runs had a profile."""
+    if not runs or "profile" not in runs[0]:
+        return ""
+    trials = ", ".join(str(r["trials"]) for r in runs)
+    lengths: dict[str, int] = {}
+    groups: dict[str, int] = {}
+    for r in runs:
+        for table, rows in ((lengths, r["profile"]["by_length"]),
+                            (groups, r["profile"].get("by_group", {}))):
+            for key, row in rows.items():
+                table[key] = table.get(key, 0) + row["epochs"]
+    full = sum(r["profile"]["epochs_full"] for r in runs)
+    spent = sum(r["epochs"] for r in runs)
+    text = (f"; trials per seed {trials}; {full} of {spent} epochs in fully trained trials; "
+            "epochs by trial length: " + ", ".join(
+                f"{k} epochs {v}" for k, v in sorted(lengths.items(), key=lambda kv: int(kv[0]))))
+    if groups:
+        text += "; by bracket: " + ", ".join(f"{k} {v}" for k, v in sorted(groups.items()))
+    return text
+
+
+def _b2_quality(quality: dict[str, Any]) -> list[str]:
+    """B2's retrained quality as bullet lines: per arm, per budget, the mean val_accuracy of
+    the searches' picks retrained with unseen seeds, with std, min and max of all
+    retrainings."""
+
+    def n(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    lines = [f"- B2 retrained quality: val_accuracy of each search's best fully trained "
+             f"configuration after B epochs, retrained for {quality['epochs']} epochs with "
+             f"{len(quality['retrain_seeds'])} unseen seeds (mean over search seeds; std, "
+             f"min–max over all retrainings)"]
+    for label, rows in quality["arms"].items():
+        shown = "; ".join(
+            f"B={q['budget']}: {n(q['mean'])} (std {n(q['std'])}, {n(q['min'])}–{n(q['max'])}"
+            + (f", {q['missing']} searches without a pick" if q["missing"] else "") + ")"
+            for q in rows)
+        lines.append(f"  - {label}: {shown}")
+    return lines
 
 
 def _machine(machine: dict[str, Any]) -> str:

@@ -18,6 +18,16 @@ from lrsearch import datasets
 from lrsearch.errors import LRSearchError, redact_paths
 
 
+def _received(error: dict[str, Any]) -> str:
+    """" (received <value>)" for a short scalar input that failed validation, so the message
+    names the value as well as the field; nothing for containers, long text or a missing
+    field (at most 60 characters are echoed, never a whole body)."""
+    value = error.get("input")
+    if isinstance(value, bool | int | float) or (isinstance(value, str) and len(value) <= 60):
+        return f" (received {value!r})"
+    return ""
+
+
 class APIError(Exception):
     status = 500
     type = "error"
@@ -82,7 +92,8 @@ def install(app: FastAPI) -> None:
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
                   for e in exc.errors()]
-        detail = "; ".join(f"{_loc(e['loc']) or 'body'}: {e['msg']}" for e in errors)
+        detail = "; ".join(f"{_loc(e['loc']) or 'body'}: {e['msg']}{_received(raw)}"
+                           for e, raw in zip(errors, exc.errors(), strict=True))
         return JSONResponse(body("validation_error", detail, errors=errors), status_code=422)
 
     @app.exception_handler(SQLAlchemyTimeout)

@@ -17,6 +17,10 @@ Each study is read Optuna first, our rows second: a worker claims its slot (and 
 before it asks Optuna, so every RUNNING trial the pass sees has its claim visible to the read
 that follows, and a live trial is never taken for a lost one.
 
+A study with a constant-LR baseline has a second Optuna study, `<name>.baseline`, checked
+the same way against the baseline's slots (its trial numbers are its own). Confirmation runs
+have no Optuna trial.
+
 It also deletes Optuna studies whose study row is gone (a deleted study, where the API could
 not delete the Optuna study itself).
 """
@@ -39,11 +43,13 @@ from sqlalchemy.orm import Session
 from service.db import db_now
 from service.jobs.models import Job
 from service.studies.models import Study, Trial
+from service.studies.roles import BASELINE_SUFFIX, baseline_trials, role_of
 from worker import search
 
 log = logging.getLogger("lrsearch.worker.reconcile")
 WINDOW = timedelta(days=2)  # finished studies are checked this long after they finish
-OUR_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\.[0-9a-f]{32}$")  # "<tenant>.<study id>"
+# "<tenant>.<study id>", and "<tenant>.<study id>.baseline" for the constant-LR baseline
+OUR_NAME = re.compile(r"^([a-z0-9][a-z0-9_-]{0,63}\.[0-9a-f]{32})(\.baseline)?$")
 TO_OPTUNA = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED,
              "failed": TrialState.FAIL, "cancelled": TrialState.FAIL}
 
@@ -72,23 +78,32 @@ class StudyView:
         return None
 
 
-def _candidates(session: Session) -> list[tuple[str, str]]:
-    """(study id, Optuna name) of the studies still running or finished recently: only
-    those can have a stray trial."""
+def _candidates(session: Session) -> list[tuple[str, str, str]]:
+    """(study id, Optuna name, role) of the Optuna studies of the studies still running or
+    finished recently (the search's, and the baseline's where there is one): only those can
+    have a stray trial."""
     since = db_now(session) - WINDOW
-    rows = session.execute(select(Study.id, Study.optuna_study_name).where(or_(
+    rows = session.execute(select(Study.id, Study.optuna_study_name, Study.spec).where(or_(
         Study.status.in_(("queued", "running")), Study.finished_at >= since))).all()
-    return [(r[0], r[1]) for r in rows]
+    out = []
+    for study_id, name, spec in rows:
+        out.append((study_id, name, "search"))
+        if baseline_trials(spec or {}):
+            out.append((study_id, name + BASELINE_SUFFIX, "baseline"))
+    return out
 
 
-def _view(session: Session, study_id: str, optuna_name: str) -> StudyView:
-    """Our rows of one study's slots, read fresh."""
+def _view(session: Session, study_id: str, optuna_name: str, role: str = "search"
+          ) -> StudyView:
+    """Our rows of the slots of one study's role (the search's, or the baseline's), read
+    fresh."""
+    study = session.get(Study, study_id)
     jobs = {j.slot: j for j in session.scalars(select(Job).where(Job.study_id == study_id))}
     trials = {t.slot: t for t in session.scalars(select(Trial).where(
         Trial.study_id == study_id))}
     slots = {}
     for slot, job in jobs.items():
-        if slot is None:
+        if slot is None or study is None or role_of(study, slot) != role:
             continue
         t = trials.get(slot)
         slots[slot] = Slot(t.number if t else None, t.state if t else "queued",
@@ -107,12 +122,13 @@ class Reconciler:
     def run(self, db: Callable[[Callable[[Session], Any]], Any],
             rdb: optuna.storages.RDBStorage) -> int:
         """One pass; returns how many Optuna records it changed."""
-        changed = sum(self._study(db, rdb, study_id, name)
-                      for study_id, name in db(_candidates))
+        changed = sum(self._study(db, rdb, study_id, name, role)
+                      for study_id, name, role in db(_candidates))
         return changed + delete_orphans(rdb, db)
 
     def _study(self, db: Callable[[Callable[[Session], Any]], Any],
-               rdb: optuna.storages.RDBStorage, study_id: str, optuna_name: str) -> int:
+               rdb: optuna.storages.RDBStorage, study_id: str, optuna_name: str,
+               role: str = "search") -> int:
         try:
             optuna_id = rdb.get_study_id_from_name(optuna_name)
         except KeyError:
@@ -124,7 +140,7 @@ class Reconciler:
         # claim committed before it, so the fresh read below sees the slot running under the
         # trial's attempt (read the other way round, a claim made between the two reads would
         # make a live trial look lost).
-        view = db(lambda s: _view(s, study_id, optuna_name))
+        view = db(lambda s: _view(s, study_id, optuna_name, role))
         changed = 0
         for trial in running:
             verdict = self._verdict(view, trial)
@@ -179,7 +195,10 @@ def delete_orphans(rdb: optuna.storages.RDBStorage,
     """Delete the Optuna studies named like ours whose study row is gone."""
     # Optuna's names first, ours second: a worker creates an Optuna study only after its
     # study row committed, so a study created between the two reads is never taken for gone.
-    names = [n for n in optuna.study.get_all_study_names(rdb) if OUR_NAME.match(n)]
+    owner = {n: m.group(1) for n in optuna.study.get_all_study_names(rdb)
+             if (m := OUR_NAME.match(n))}  # Optuna name -> its study's optuna_study_name
+    names = sorted(set(owner.values()))
+
     def known(chunk: list[str]) -> Callable[[Session], set[str]]:
         return lambda s: set(s.scalars(select(Study.optuna_study_name).where(
             Study.optuna_study_name.in_(chunk))))
@@ -188,8 +207,8 @@ def delete_orphans(rdb: optuna.storages.RDBStorage,
     for i in range(0, len(names), 500):  # bounded IN lists
         ours |= db(known(names[i:i + 500]))
     removed = 0
-    for name in names:
-        if name not in ours:
+    for name, study_name in owner.items():
+        if study_name not in ours:
             try:
                 optuna.delete_study(study_name=name, storage=rdb)
             except KeyError:

@@ -13,6 +13,11 @@ from service.db import Base, JSONType, UTCDateTime, utcnow
 STUDY_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED = ("succeeded", "failed", "cancelled")
 TRIAL_STATES = ("queued", "running", "complete", "pruned", "failed", "cancelled")
+# What a trial slot is for: the search itself (slots 0 .. n_trials-1, Optuna study
+# `optuna_study_name`), the constant-LR baseline (the next `baseline.trials` slots, Optuna
+# study `<optuna_study_name>.baseline`), or a confirmation run (retraining a finished trial's
+# configuration with a fresh seed, after the search; never told to Optuna).
+TRIAL_ROLES = ("search", "baseline", "confirm")
 
 
 class Study(Base):
@@ -50,6 +55,10 @@ class Study(Base):
     epochs_run: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     since_best: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     stop_reason: Mapped[str | None] = mapped_column(Text)
+    # Every slot: the search's n_trials, the baseline's, and the confirmation runs once the
+    # search has ended (`phase` then goes from "search" to "confirm").
+    n_slots: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    phase: Mapped[str] = mapped_column(String(16), default="search", server_default="search")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -80,6 +89,9 @@ class Trial(Base):
     worker: Mapped[str | None] = mapped_column(String(200))
     steps_per_epoch: Mapped[int | None] = mapped_column(Integer)
     seed: Mapped[int | None] = mapped_column(Integer)  # the seed the trial ran with
+    role: Mapped[str] = mapped_column(String(16), default="search", server_default="search")
+    # A confirmation run's: the slot of the trial whose configuration it retrains.
+    confirms: Mapped[int | None] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     duration_s: Mapped[float | None] = mapped_column(Float)

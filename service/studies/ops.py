@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from typing import Any
@@ -11,6 +12,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from lrsearch import schedules
+from lrsearch.errors import LRSearchError
 from lrsearch.schedules.base import registry
 from lrsearch.schedules.export import keras_config, python_snippet
 from lrsearch.schedules.search import grid, grid_size, space
@@ -29,9 +31,10 @@ from service.requests import (
 )
 from service.runs import objective, recheck, run_spec
 from service.schemas import finite_or_none
-from service.studies import progress
+from service.studies import answer, progress
 from service.studies.models import FINISHED, CurvePoint, Study, Trial
-from service.studies.schemas import EpochOut, StudyCreate, TrialOut
+from service.studies.roles import BASELINE_FAMILY, BASELINE_SUFFIX, baseline_trials
+from service.studies.schemas import BaselineSpec, EpochOut, StudyCreate, TrialOut
 
 log = logging.getLogger("lrsearch.studies")
 
@@ -60,20 +63,49 @@ def _range_test_bounds(session: Session, tenant: str, range_test_id: str
     return bounds
 
 
-def _search_space(session: Session, tenant: str, req: StudyCreate, families: list[str]
-                  ) -> dict[str, dict[str, Any]]:
+def _search_space(req: StudyCreate, families: list[str],
+                  derived: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """User overrides on top of the range test's bounds, each validated against the family."""
     for name in req.search_space:
         if name not in families:
             raise Invalid(f"search_space: `{name}` is not one of the study's families "
                           f"{families}", field=f"search_space.{name}")
-    derived = _range_test_bounds(session, tenant, req.range_test_id) if req.range_test_id else {}
     resolved = {}
     for name in families:
         overrides = {**derived.get(name, {}), **req.search_space.get(name, {})}
         space(name, overrides, epochs=req.epochs)  # raises a ScheduleError naming the field
         resolved[name] = overrides
     return resolved
+
+
+def _baseline(settings: Settings, req: StudyCreate, families: list[str],
+              derived: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The constant-LR baseline as stored in the spec ({"trials", "search_space"}), or None
+    when it is off: on by default unless the study searches `constant` itself."""
+    asked = req.baseline
+    if asked is None:
+        if BASELINE_FAMILY in families:
+            return None
+        asked = BaselineSpec()
+    if not asked.enabled:
+        return None
+    trials = asked.trials if asked.trials is not None else max(2, req.n_trials // 4)
+    require_at_most(("baseline.trials", trials, settings.max_trials))
+    overrides = {**derived.get(BASELINE_FAMILY, {}), **asked.search_space}
+    try:
+        space(BASELINE_FAMILY, overrides, epochs=req.epochs)
+    except LRSearchError as e:
+        raise Invalid(f"baseline.search_space: {e}", field="baseline.search_space") from None
+    return {"trials": trials, "search_space": overrides}
+
+
+def _confirm(settings: Settings, req: StudyCreate) -> dict[str, Any] | None:
+    if req.confirm is None:
+        return None
+    runs = (req.confirm.top_k + 1) * req.confirm.seeds  # the top k and the best constant
+    require_at_most(("confirmation runs ((confirm.top_k + 1) * confirm.seeds)", runs,
+                     settings.max_trials))
+    return req.confirm.model_dump()
 
 
 def _check_grid(settings: Settings, req: StudyCreate, families: list[str],
@@ -107,13 +139,16 @@ def validate(session: Session, settings: Settings, tenant: str, req: StudyCreate
     families = _families(req)
     run = run_spec(session, settings, tenant, req, dataset=req.dataset,
                    batch_size=req.batch_size, seed=req.seed, goal=objective(req))
-    search_space = _search_space(session, tenant, req, families)
+    derived = _range_test_bounds(session, tenant, req.range_test_id) if req.range_test_id else {}
+    search_space = _search_space(req, families, derived)
     _check_grid(settings, req, families, search_space)
     return {"run": run.stored(), "families": families, "epochs": req.epochs,
             "n_trials": req.n_trials, "search_space": search_space,
             "sampler": req.sampler.model_dump(), "pruner": req.pruner.model_dump(),
             "range_test_id": req.range_test_id,
-            "budget": req.budget.model_dump() if req.budget is not None else None}
+            "budget": req.budget.model_dump() if req.budget is not None else None,
+            "baseline": _baseline(settings, req, families, derived),
+            "confirm": _confirm(settings, req)}
 
 
 def create(session: Session, settings: Settings, tenant: str, req: StudyCreate,
@@ -140,16 +175,18 @@ def create(session: Session, settings: Settings, tenant: str, req: StudyCreate,
     require_room(session, Study, tenant, settings.max_active_studies,
                  "LRSEARCH_MAX_ACTIVE_STUDIES", "studies")
     study_id = uuid.uuid4().hex
+    slots = req.n_trials + baseline_trials(spec)
     study = Study(id=study_id, tenant=tenant, name=req.name, status="queued", request=raw,
                   spec=spec, optuna_study_name=f"{tenant}.{study_id}", n_trials=req.n_trials,
-                  n_queued=req.n_trials, idempotency_key=idempotency_key, request_hash=digest)
+                  n_slots=slots, n_queued=slots, phase="search",
+                  idempotency_key=idempotency_key, request_hash=digest)
 
     def add_jobs(study: Study) -> None:
         session.execute(insert(Job), [
             {"kind": "trial", "tenant": tenant, "study_id": study.id, "slot": i,
              "state": "waiting" if waiting else "queued", "attempt": 0,
              "cancel_requested": False, "created_at": study.created_at,
-             "updated_at": study.created_at} for i in range(req.n_trials)])
+             "updated_at": study.created_at} for i in range(slots)])
 
     return insert_once(session, Study, tenant, idempotency_key, digest, study, add_jobs)
 
@@ -195,15 +232,16 @@ def delete(session: Session, study: Study) -> None:
 
 
 def delete_optuna_study(settings: Settings, name: str) -> None:
-    """Delete a deleted study's Optuna study (none when no trial was ever asked for)."""
+    """Delete a deleted study's Optuna studies, the search's and the baseline's (none when no
+    trial was ever asked for)."""
     import optuna  # here, not at import: only deletions need it
 
     storage = None
     try:
         storage = optuna.storages.RDBStorage(settings.optuna_url())
-        optuna.delete_study(study_name=name, storage=storage)
-    except KeyError:
-        pass
+        for each in (name, name + BASELINE_SUFFIX):
+            with contextlib.suppress(KeyError):  # none when no trial was ever asked for
+                optuna.delete_study(study_name=each, storage=storage)
     except Exception as e:  # the workers' reconciler deletes it later
         log.warning("could not delete Optuna study %s: %s", name, e)
     finally:
@@ -220,11 +258,14 @@ def list_trials(session: Session, study: Study, offset: int, limit: int
     return list(rows), total
 
 
-def get_trial(session: Session, study: Study, number: int) -> Trial:
-    trial = session.scalar(select(Trial).where(Trial.study_id == study.id,
+def get_trial(session: Session, study: Study, number: int, role: str = "search") -> Trial:
+    """The trial with Optuna number `number` among the search's trials, or the baseline's
+    (whose numbers are those of its own Optuna study)."""
+    trial = session.scalar(select(Trial).where(Trial.study_id == study.id, Trial.role == role,
                                                Trial.number == number))
     if trial is None:
-        raise NotFound(f"Study `{study.id}` has no trial number {number}.", field="number")
+        what = "trial" if role == "search" else f"{role} trial"
+        raise NotFound(f"Study `{study.id}` has no {what} number {number}.", field="number")
     return trial
 
 
@@ -248,6 +289,7 @@ def _export(family: str, params: dict[str, Any], spe: int, epochs: int) -> dict[
 
 def leaderboard(session: Session, study: Study) -> list[dict[str, Any]]:
     rows = session.scalars(select(Trial).where(Trial.study_id == study.id,
+                                               Trial.role == "search",
                                                Trial.state == "complete",
                                                Trial.value.is_not(None))).all()
     sign = -1.0 if progress.objective_of(study.spec)[1] == "maximize" else 1.0
@@ -263,20 +305,40 @@ def leaderboard(session: Session, study: Study) -> list[dict[str, Any]]:
 
 
 def best(session: Session, study: Study) -> dict[str, Any]:
+    """The answer: the search's best single run, or, once a confirmation has finished, the
+    configuration with the best mean over fresh seeds (`answer` says which); with the gain
+    over the best constant LR (`baseline`) and the confirmation's figures (`confirmation`).
+    `search_best` is always the search's single-run best, which Optuna's own `best_params`
+    also gives."""
     if study.best_trial_number is None:
         raise NotFound(f"Study `{study.id}` has no completed trial yet.", field="best")
-    trial = get_trial(session, study, study.best_trial_number)
-    assert trial.family is not None and trial.params is not None
-    spe = trial.steps_per_epoch or 1
+    searched = get_trial(session, study, study.best_trial_number)
     metric, direction = progress.objective_of(study.spec)
+    maximize = direction == "maximize"
+    confirmed = answer.confirmation(session, study, metric, maximize)
+    trial, kind = searched, "single run"
+    if confirmed is not None and confirmed["status"] == "finished" and confirmed["winner"]:
+        chosen = session.scalar(select(Trial).where(
+            Trial.study_id == study.id, Trial.slot == confirmed["winner"]["slot"]))
+        if chosen is not None:
+            trial, kind = chosen, "confirmed"
+    assert trial.family is not None and trial.params is not None
+    spe = trial.steps_per_epoch or searched.steps_per_epoch or 1
     points = session.scalars(select(CurvePoint).where(CurvePoint.trial_id == trial.id)
                              .order_by(CurvePoint.epoch)).all()
     out = {"study_id": study.id, "family": trial.family, "params": trial.params,
-           "value": finite_or_none(trial.value), "trial_number": trial.number,
-           "metric": metric, "direction": direction,
+           # confirmed: the mean over the confirmation's seeds; else the single run's value
+           "value": finite_or_none(confirmed["winner"]["mean"] if kind == "confirmed"
+                                   and confirmed else trial.value),
+           "trial_number": trial.number, "answer": kind, "metric": metric, "direction": direction,
            "steps_per_epoch": spe, "epochs": study.spec["epochs"],
            "history": [EpochOut.of(p).model_dump() for p in points],
-           **_export(trial.family, trial.params, spe, study.spec["epochs"])}
+           **_export(trial.family, trial.params, spe, study.spec["epochs"]),
+           "search_best": {"trial_number": searched.number, "family": searched.family,
+                           "params": searched.params,
+                           "value": finite_or_none(searched.value)},
+           "baseline": answer.baseline(session, study, searched, metric, maximize),
+           "confirmation": confirmed}
     if len(study.spec["families"]) > 1:
         out["leaderboard"] = leaderboard(session, study)
     return out

@@ -27,15 +27,15 @@ def _top_trials(session: Session, study: Study) -> list[dict[str, Any]]:
     maximize = objective_of(study.spec)[1] == "maximize"
     order = Trial.value.desc() if maximize else Trial.value.asc()
     rows = session.scalars(select(Trial).options(selectinload(Trial.points))
-                           .where(Trial.study_id == study.id, Trial.state == "complete",
-                                  Trial.value.is_not(None))
+                           .where(Trial.study_id == study.id, Trial.role == "search",
+                                  Trial.state == "complete", Trial.value.is_not(None))
                            .order_by(order).limit(TOP)).all()
     return [TrialOut.of(t, with_history=True).model_dump() for t in rows]
 
 
 def _finished_trials(session: Session, study: Study) -> list[dict[str, Any]]:
     rows = session.execute(select(Trial.number, Trial.state, Trial.value)
-                           .where(Trial.study_id == study.id,
+                           .where(Trial.study_id == study.id, Trial.role == "search",
                                   Trial.state.in_(("complete", "pruned")))).all()
     return [{"number": n, "state": s, "value": v} for n, s, v in rows]
 

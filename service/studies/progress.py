@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from lrsearch.spec import RunSpec
 from service.db import utcnow
 from service.jobs.models import Job
+from service.studies import roles
 from service.studies.models import CurvePoint, Study, Trial
 
 FINAL_STATES = {"complete": "n_complete", "pruned": "n_pruned", "failed": "n_failed",
@@ -39,7 +40,7 @@ def _clean(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def start_trial(session: Session, study: Study, *, slot: int, number: int, family: str,
+def start_trial(session: Session, study: Study, *, slot: int, number: int | None, family: str,
                 params: dict[str, Any], steps_per_epoch: int, worker: str, attempt: int = 1
                 ) -> Trial:
     """A slot starts running (moves from queued to running in the summary). Idempotent for
@@ -50,9 +51,10 @@ def start_trial(session: Session, study: Study, *, slot: int, number: int, famil
             and trial.attempt == attempt and trial.worker == worker:
         return trial
     if trial is None:
-        trial = Trial(study_id=study.id, slot=slot)
+        trial = Trial(study_id=study.id, slot=slot, role=roles.role_of(study, slot))
         session.add(trial)
-    else:  # a retry of a slot whose earlier attempt was lost: its curve starts again
+    else:  # a retry of a lost attempt (its curve starts again), or a confirmation run's
+        # row, written when it was queued
         session.execute(delete(CurvePoint).where(CurvePoint.trial_id == trial.id))
     study.n_queued -= 1
     trial.number, trial.family, trial.params = number, family, params
@@ -113,7 +115,8 @@ def _better(study: Study, value: float) -> bool:
 def finish_trial(session: Session, study: Study, trial: Trial, state: str,
                  value: float | None = None, reason: str | None = None) -> None:
     """A running trial ends: complete (with its value), pruned, failed (with a reason) or
-    cancelled; the study's counts and best follow."""
+    cancelled; the study's counts follow, and its best and patience count for search trials
+    only (a baseline or confirmation run is not a search result)."""
     if state not in FINAL_STATES:
         raise ValueError(f"unknown final trial state {state!r}")
     trial.state, trial.value, trial.failure_reason = state, _clean(value), reason
@@ -122,13 +125,15 @@ def finish_trial(session: Session, study: Study, trial: Trial, state: str,
     study.n_running -= 1
     setattr(study, FINAL_STATES[state], getattr(study, FINAL_STATES[state]) + 1)
     clean = _clean(value)
-    if state == "complete" and clean is not None and _better(study, clean):
+    if (trial.role or "search") != "search":
+        pass
+    elif state == "complete" and clean is not None and _better(study, clean):
         study.best_value, study.best_trial_number = clean, trial.number
         study.best_family, study.best_params = trial.family, trial.params
         study.since_best = 0
     elif state in ("complete", "pruned"):
         study.since_best = (study.since_best or 0) + 1
-    _maybe_finished(study)
+    _maybe_finished(session, study)
     session.flush()
 
 
@@ -145,28 +150,38 @@ def fail_unstarted_slot(session: Session, study: Study, slot: int, reason: str,
     """A slot that never got a running trial ends (failed, or cancelled)."""
     trial = session.scalar(select(Trial).where(Trial.study_id == study.id, Trial.slot == slot))
     if trial is None:
-        trial = Trial(study_id=study.id, slot=slot, attempt=0)
+        trial = Trial(study_id=study.id, slot=slot, attempt=0, role=roles.role_of(study, slot))
         session.add(trial)
     final = "cancelled" if state == "cancelled" else "failed"
     trial.state, trial.failure_reason, trial.finished_at = final, reason, utcnow()
     study.n_queued -= 1
     setattr(study, FINAL_STATES[final], getattr(study, FINAL_STATES[final]) + 1)
-    _maybe_finished(study)
+    _maybe_finished(session, study)
     session.flush()
 
 
-def _maybe_finished(study: Study) -> None:
-    """Every slot finished: succeeded if any trial completed, else failed."""
+def _maybe_finished(session: Session, study: Study) -> None:
+    """Every slot finished: the confirmation runs are queued when the study asks for them
+    (unless its epoch or time budget is spent), else the study ends: succeeded if any trial
+    completed, failed if none did."""
     if study.n_queued == 0 and study.n_running == 0 and study.status in ("queued", "running"):
-        study.status = "succeeded" if study.n_complete > 0 else "failed"
+        maximize = objective_of(study.spec)[1] == "maximize"
+        if budget_spent(study, patience=False) is None \
+                and roles.start_confirmation(session, study, maximize):
+            return
+        study.status = "succeeded" if study.best_trial_number is not None else "failed"
         study.finished_at = utcnow()
         if study.status == "failed":
-            study.error = "No trial completed."
+            study.error = ("No trial completed." if study.n_complete == 0 else
+                           "No search trial completed (only baseline trials did).")
 
 
-def budget_spent(study: Study) -> str | None:
+def budget_spent(study: Study, patience: bool = True) -> str | None:
     """Which budget of the study's (spec["budget"]) is spent, in words; None while none is
-    (or it has none). Read from the study row alone: cheap on every epoch."""
+    (or it has none). Read from the study row alone: cheap on every epoch. Epochs and seconds
+    cover every slot (baseline and confirmation runs too); patience counts search trials and
+    ends the search, never the confirmation that follows it (`patience=False`, or the study's
+    confirm phase, leaves it out)."""
     budget = (study.spec or {}).get("budget") or {}
     if budget.get("max_epochs") is not None and (study.epochs_run or 0) >= budget["max_epochs"]:
         return f"budget: {study.epochs_run} epochs trained (max_epochs={budget['max_epochs']})"
@@ -175,7 +190,8 @@ def budget_spent(study: Study) -> str | None:
         if spent >= budget["max_seconds"]:
             return (f"budget: {spent:.0f} s since the first trial started "
                     f"(max_seconds={budget['max_seconds']:g})")
-    if budget.get("patience") is not None and (study.since_best or 0) >= budget["patience"]:
+    if patience and study.phase != "confirm" and budget.get("patience") is not None \
+            and (study.since_best or 0) >= budget["patience"]:
         return (f"budget: {study.since_best} finished trials without a better value "
                 f"(patience={budget['patience']})")
     return None
@@ -187,16 +203,20 @@ def stop_for_budget(session: Session, study_id: str | None) -> str | None:
     (succeeded with a best), with `stop_reason`. Returns the reason, None when nothing was
     spent (or the study had already stopped). Takes job rows before the study row."""
     peek = session.get(Study, study_id)
-    if peek is None or peek.stop_reason is not None or budget_spent(peek) is None:
+    if peek is None or budget_spent(peek) is None:
         return None
+    if peek.stop_reason is not None and peek.phase != "confirm":
+        return None  # stopped already (a confirmation after a patience stop may stop again)
     queued = stop_jobs(session, study_id)
     study = locked(session, study_id)
     reason = budget_spent(study) or "budget spent"
     if study.stop_reason is None:
         study.stop_reason = reason
+    elif "confirmation stopped" not in study.stop_reason:
+        study.stop_reason = f"{study.stop_reason}; confirmation stopped by {reason}"
     study.n_queued -= queued
     study.n_cancelled += queued
-    _maybe_finished(study)
+    _maybe_finished(session, study)
     session.flush()
     return reason
 

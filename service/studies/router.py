@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Header, Path, Query
 from fastapi.responses import Response
@@ -57,10 +57,13 @@ def list_trials(study_id: str, session: SessionDep, tenant: TenantDep, offset: O
 
 @router.get("/{study_id}/trials/{number}")
 def get_trial(study_id: str, number: Annotated[int, Path(ge=0, le=2**31 - 1)],
-              session: SessionDep, tenant: TenantDep) -> TrialOut:
+              session: SessionDep, tenant: TenantDep,
+              role: Annotated[Literal["search", "baseline"], Query(description=(
+                  "`baseline`: a trial of the constant-LR baseline (numbered in its own "
+                  "Optuna study)"))] = "search") -> TrialOut:
     """One trial with its per-epoch history (live while it runs)."""
     study = ops.get(session, tenant, study_id)
-    return TrialOut.of(ops.get_trial(session, study, number), with_history=True)
+    return TrialOut.of(ops.get_trial(session, study, number, role), with_history=True)
 
 
 PNG: dict[int | str, dict[str, Any]] = {

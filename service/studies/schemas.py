@@ -32,6 +32,29 @@ class BudgetSpec(Strict):
     patience: int | None = Field(default=None, ge=1, le=2**31 - 1)
 
 
+class BaselineSpec(Strict):
+    """The constant-LR baseline: `trials` extra trials tune a constant LR with the study's
+    optimizer, model and data, in an Optuna study of their own, so `/best` can say how much the
+    best schedule gains over the best constant LR. On by default for studies whose families do
+    not include `constant`; `trials` defaults to a quarter of `n_trials`, at least 2."""
+
+    enabled: bool = True
+    trials: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    search_space: dict[str, dict[str, Any]] = Field(default_factory=dict, description=(
+        "overrides of the constant family's `lr` range (default: the range test's bounds "
+        "when range_test_id is given, else the family's own)"))
+
+
+class ConfirmSpec(Strict):
+    """Confirmation (opt-in): once the search has ended, the `top_k` best configurations and
+    the best constant LR are retrained for the full epochs with `seeds` fresh seeds each (the
+    same seeds for every configuration, so differences are paired); the winner is the best
+    mean."""
+
+    top_k: int = Field(default=3, ge=1, le=20)
+    seeds: int = Field(default=3, ge=2, le=20)
+
+
 class StudyCreate(Training):
     """A schedule search. Give `family` (one) or `families` (a cross-family search)."""
 
@@ -53,6 +76,9 @@ class StudyCreate(Training):
     range_test_id: str | None = Field(default=None, max_length=32)
     seed: int = Field(default=0, ge=0, le=2**31 - 1)
     budget: BudgetSpec | None = None
+    baseline: BaselineSpec | None = Field(default=None, description=(
+        "the constant-LR baseline; null: on unless the families include `constant`"))
+    confirm: ConfirmSpec | None = None
 
 
 class Counts(BaseModel):
@@ -83,7 +109,11 @@ class StudyOut(BaseModel):
     status: str
     families: list[str]
     dataset: str
-    n_trials: int
+    n_trials: int = Field(description="the search's trial slots, as submitted")
+    n_slots: int = Field(description="every slot: the search's, the constant-LR baseline's, "
+                         "and the confirmation runs once the search has ended; `counts` "
+                         "counts them all")
+    phase: str = Field(description="`search`, or `confirm` once confirmation runs exist")
     counts: Counts
     best: Best | None
     error: str | None
@@ -107,7 +137,8 @@ class StudyOut(BaseModel):
         return cls(id=study.id, name=study.name, status=study.status,
                    families=study.spec["families"],
                    dataset=RunSpec.from_stored(study.spec).data.name,
-                   n_trials=study.n_trials,
+                   n_trials=study.n_trials, n_slots=study.n_slots or study.n_trials,
+                   phase=study.phase or "search",
                    counts=Counts(queued=study.n_queued, running=study.n_running,
                                  complete=study.n_complete, pruned=study.n_pruned,
                                  failed=study.n_failed, cancelled=study.n_cancelled),
@@ -187,6 +218,11 @@ class TrialOut(BaseModel):
     steps_per_epoch: int | None
     seed: int | None = Field(default=None, description="the seed the trial ran with (null for "
                              "trials recorded before seeds were kept)")
+    role: str = Field(default="search", description="`search`, `baseline` (the constant-LR "
+                      "baseline; its numbers are those of its own Optuna study) or `confirm` "
+                      "(a confirmation run: no Optuna number)")
+    confirms: int | None = Field(default=None, description="a confirmation run's: the slot of "
+                                 "the trial whose configuration it retrains")
     history: list[EpochOut] | None = None
 
     @classmethod
@@ -196,5 +232,6 @@ class TrialOut(BaseModel):
                    failure_reason=redact_paths(t.failure_reason),
                    attempt=t.attempt, worker=t.worker, started_at=t.started_at,
                    finished_at=t.finished_at, duration_s=finite_or_none(t.duration_s),
-                   steps_per_epoch=t.steps_per_epoch, seed=t.seed,
+                   steps_per_epoch=t.steps_per_epoch, seed=t.seed, role=t.role or "search",
+                   confirms=t.confirms,
                    history=[EpochOut.of(p) for p in t.points] if with_history else None)

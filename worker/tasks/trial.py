@@ -1,6 +1,10 @@
 """One trial slot: Optuna ask (or the same parameters again on a retry), train in the child
 with per-epoch reports for pruning, then record behind the lease's fence and tell Optuna.
 
+A baseline slot does the same in the baseline's own Optuna study; a confirmation run trains
+the configuration and seed its row was queued with, and Optuna never hears of it
+(service/studies/roles.py).
+
 Optuna is told only after our transaction commits: our tables are the truth, and a crash
 between the two leaves an Optuna trial RUNNING that worker/reconcile.py finishes the way our
 row says. (Telling first could leave Optuna with a COMPLETE trial for a slot that our tables
@@ -27,7 +31,7 @@ from lrsearch.schedules.search import suggest, suggest_any
 from lrsearch.spec import RunSpec
 from service.jobs import ops as jobs
 from service.jobs.ops import Claim
-from service.studies import progress
+from service.studies import progress, roles
 from service.studies.models import Study, Trial
 from worker import search
 from worker.context import data_options
@@ -42,12 +46,14 @@ log = logging.getLogger("lrsearch.worker.trial")
 
 @dataclass
 class Plan:
-    spec: dict[str, Any]  # the study's: its RunSpec (`run`) and the search around it
+    spec: dict[str, Any]  # the study's (the baseline's for a baseline slot): RunSpec + search
     optuna_name: str
     retry_number: int | None
     family: str | None
     params: dict[str, Any] | None
     tenant: str = ""
+    role: str = "search"
+    seed: int | None = None  # a confirmation run's, chosen when it was queued
 
 
 def _plan(s: Session, c: Claim) -> Plan | None:
@@ -59,10 +65,16 @@ def _plan(s: Session, c: Claim) -> Plan | None:
         jobs.finish(s, c, "cancelled")
         return None
     old = s.scalar(select(Trial).where(Trial.study_id == study.id, Trial.slot == c.slot))
+    role = roles.role_of(study, c.slot)
+    if role == "confirm":
+        assert old is not None and old.family is not None and old.seed is not None
+        return Plan(study.spec, "", None, old.family, old.params, study.tenant, role, old.seed)
+    spec, name = study.spec, study.optuna_study_name
+    if role == "baseline":
+        spec, name = roles.baseline_spec(spec), name + roles.BASELINE_SUFFIX
     if old is not None and old.number is not None:
-        return Plan(study.spec, study.optuna_study_name, old.number, old.family, old.params,
-                    study.tenant)
-    return Plan(study.spec, study.optuna_study_name, None, None, None, study.tenant)
+        return Plan(spec, name, old.number, old.family, old.params, study.tenant, role)
+    return Plan(spec, name, None, None, None, study.tenant, role)
 
 
 @dataclass(frozen=True)
@@ -74,10 +86,13 @@ class Outcome:
     reason: str | None = None
 
 
-def _tell(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> None:
-    """Tell Optuna once; a trial already finished (by the reconciler) is left as it is.
-    A failure here is logged, not raised: our tables already hold the outcome, and the
-    reconciler gives Optuna the same state at its next pass."""
+def _tell(study: optuna.Study | None, trial: optuna.Trial | None, outcome: Outcome) -> None:
+    """Tell Optuna once; a trial already finished (by the reconciler) is left as it is, and a
+    confirmation run (no Optuna trial) tells nothing. A failure here is logged, not raised:
+    our tables already hold the outcome, and the reconciler gives Optuna the same state at its
+    next pass."""
+    if study is None or trial is None:
+        return
     try:
         if study._storage.get_trial(trial._trial_id).state != TrialState.RUNNING:
             return
@@ -98,12 +113,12 @@ def _tell(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> None:
         log.warning("could not tell Optuna trial %s: %s", trial.number, e)
 
 
-def _config(w: TaskContext, spec: dict[str, Any], run: RunSpec, number: int, family: str,
+def _config(w: TaskContext, spec: dict[str, Any], run: RunSpec, seed: int, family: str,
             params: dict[str, Any], tenant: str) -> dict[str, Any]:
     """The child's TrainConfig, as plain data: the study's RunSpec and this trial's schedule
-    and seed (the study's seed plus the trial number)."""
+    and seed (the study's seed plus the trial number; a confirmation run's own)."""
     return {"spec": run.stored(), "schedule": family, "schedule_params": params,
-            "epochs": spec["epochs"], "seed": run.trial_seed(number),
+            "epochs": spec["epochs"], "seed": seed,
             "data_dir": str(w.settings.data_dir), "max_params": w.settings.max_model_params,
             **data_options(w.settings, tenant)}
 
@@ -122,26 +137,32 @@ def run(w: TaskContext, c: Claim, beat: Heartbeat) -> None:
     if plan is None:
         return
     assert c.slot is not None
-    study = search.load(plan.spec, plan.optuna_name, w.optuna, c.slot)
-    if plan.retry_number is not None and plan.family and plan.params is not None:
-        ot = search.retry_trial(study, plan.retry_number, c.slot, c.attempt)
-        family, params = plan.family, plan.params
-    else:
-        ot = search.ask(study, c.slot, c.attempt)
-        try:
-            family, params = _sample(plan, ot)
-        except LRSearchError as e:
-            reason = str(e)
-            w.db(lambda s: _record_unrunnable(s, c, ot.number, reason))
-            _tell(study, ot, Outcome(TrialState.FAIL, reason=reason))
-            return
     run_spec = RunSpec.from_stored(plan.spec)
-    seed = run_spec.trial_seed(ot.number)
-    w.db(lambda s: _start(s, c, w, ot.number, family, params, seed))
+    study: optuna.Study | None = None
+    ot: optuna.Trial | None = None
+    if plan.role == "confirm":  # no Optuna: the row says what to train
+        assert plan.family is not None and plan.params is not None and plan.seed is not None
+        family, params, number, seed = plan.family, plan.params, None, plan.seed
+    else:
+        study = search.load(plan.spec, plan.optuna_name, w.optuna, c.slot)
+        if plan.retry_number is not None and plan.family and plan.params is not None:
+            ot = search.retry_trial(study, plan.retry_number, c.slot, c.attempt)
+            family, params = plan.family, plan.params
+        else:
+            ot = search.ask(study, c.slot, c.attempt)
+            try:
+                family, params = _sample(plan, ot)
+            except LRSearchError as e:
+                reason = str(e)
+                asked = ot
+                w.db(lambda s: _record_unrunnable(s, c, asked.number, reason))
+                _tell(study, ot, Outcome(TrialState.FAIL, reason=reason))
+                return
+        number, seed = ot.number, run_spec.trial_seed(ot.number)
+    w.db(lambda s: _start(s, c, w, number, family, params, seed))
     metric = run_spec.objective.metric
     task = {"kind": "trial", "crash": c.slot in w.crash_slots,
-            "config": _config(w, plan.spec, run_spec, ot.number, family, params,
-                              plan.tenant)}
+            "config": _config(w, plan.spec, run_spec, seed, family, params, plan.tenant)}
 
     def on_message(kind: str, payload: dict[str, Any]) -> str | None:
         if kind == "started":
@@ -154,7 +175,7 @@ def run(w: TaskContext, c: Claim, beat: Heartbeat) -> None:
             w.db(lambda s: progress.stop_for_budget(s, c.study_id))
             return "cancel"
         value = payload["metrics"].get(metric)
-        if value is not None and math.isfinite(value):
+        if ot is not None and value is not None and math.isfinite(value):
             try:
                 ot.report(value, payload["epoch"])
                 if ot.should_prune():
@@ -163,7 +184,7 @@ def run(w: TaskContext, c: Claim, beat: Heartbeat) -> None:
                 # Optuna's trial was finished behind our back; our tables are the record and
                 # the reconciler sets Optuna's final state from them. Train on, unpruned.
                 log.warning("Optuna trial %s is already finished; epoch %s not reported",
-                            ot.number, payload["epoch"])
+                            number, payload["epoch"])
         return "cancel" if cancel else "go"
 
     try:
@@ -199,7 +220,7 @@ def _trial(s: Session, c: Claim) -> tuple[Study, Trial]:
     return study, trial
 
 
-def _start(s: Session, c: Claim, w: TaskContext, number: int, family: str,
+def _start(s: Session, c: Claim, w: TaskContext, number: int | None, family: str,
            params: dict[str, Any], seed: int) -> None:
     jobs.fenced(s, c, w.settings.lease_seconds)
     study = progress.locked(s, c.study_id)
