@@ -55,6 +55,12 @@ def finished(study: Mapping[str, Any]) -> int:
     return int(study["counts"]["finished"])
 
 
+def slots(study: Mapping[str, Any]) -> int:
+    """Every slot the counts cover: the search's, the baseline's, and confirmation runs once
+    queued (`n_trials` from servers before baselines existed)."""
+    return int(study.get("n_slots") or study["n_trials"])
+
+
 def objective_metric(study: Mapping[str, Any]) -> str:
     """The metric a study optimises, from its request: `objective.metric`, or the flat
     `metric` of older requests (val_accuracy when neither was given)."""
@@ -70,7 +76,7 @@ def progress_line(study: Mapping[str, Any]) -> str:
     best = study.get("best") or {}
     metric = objective_metric(study)
     shown = f", best {metric} {best['value']:.4f}" if best.get("value") is not None else ""
-    return (f"{study['status']}: {finished(study)}/{study['n_trials']} trials finished "
+    return (f"{study['status']}: {finished(study)}/{slots(study)} trials finished "
             f"({c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed), "
             f"{c['running']} running{shown}")
 
@@ -87,7 +93,7 @@ class StudyProgress:
             self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                                 MofNCompleteColumn(), TextColumn("{task.fields[best]}"),
                                 TimeElapsedColumn(), console=self.out)
-            self.task = self.bar.add_task(f"study {study['id'][:8]}", total=study["n_trials"],
+            self.task = self.bar.add_task(f"study {study['id'][:8]}", total=slots(study),
                                           best="")
             self.bar.start()
 
@@ -95,7 +101,7 @@ class StudyProgress:
         if self.bar is not None:
             best = study.get("best") or {}
             text = (f"best {best['value']:.4f}" if best.get("value") is not None else "")
-            self.bar.update(self.task, completed=finished(study),
+            self.bar.update(self.task, completed=finished(study), total=slots(study),
                             best=f"{study['status']} {text}")
             return
         line = progress_line(study)
@@ -123,8 +129,10 @@ def study_table(study: Mapping[str, Any]) -> Table:
 
 
 def best_table(best: Mapping[str, Any]) -> Table:
+    how = "mean of the confirmation's seeds" if best.get("answer") == "confirmed" else \
+        "a single run"
     table = Table(title=f"Best schedule: {best['family']} (trial #{best['trial_number']}, "
-                  f"{best['metric']} {_fmt(best['value'])})", title_justify="left")
+                  f"{best['metric']} {_fmt(best['value'])}, {how})", title_justify="left")
     table.add_column("parameter")
     table.add_column("value", justify="right")
     for key, value in best["params"].items():
@@ -152,6 +160,14 @@ def print_best(best: Mapping[str, Any]) -> None:
     out.print(best_table(best))
     if best.get("history"):
         out.print(history_table(best["history"], f"Trial #{best['trial_number']} per epoch"))
+    baseline = best.get("baseline")
+    if baseline:
+        lr = (baseline.get("params") or {}).get("lr")
+        out.print(f"Against a tuned constant LR (lr={_fmt(lr)}: {best['metric']} "
+                  f"{_fmt(baseline['value'])}): gain {_fmt(baseline['gain'])}; "
+                  f"{baseline['verdict']}")
+    if best.get("confirmation"):
+        print_confirmation(best["confirmation"], best["metric"])
     if best.get("leaderboard"):
         board = Table(title="Best per family", title_justify="left")
         for column in ("family", best["metric"], "trial"):
@@ -166,6 +182,43 @@ def print_best(best: Mapping[str, Any]) -> None:
         out.print(best["note"])
 
 
+def print_confirmation(c: Mapping[str, Any], metric: str) -> None:
+    """The confirmation's configurations (mean and std over fresh seeds) and its verdict."""
+    out = console()
+    if not c.get("configurations"):
+        out.print(f"Confirmation: {c['status']}")
+        return
+    table = Table(title=f"Confirmation ({c['status']}): each configuration retrained with "
+                  f"{c.get('seeds')} fresh seeds", title_justify="left")
+    for column in ("trial", "family", "params", f"mean {metric}", "std", "runs"):
+        table.add_column(column, overflow="fold")
+    winner = (c.get("winner") or {}).get("slot")
+    for row in c["configurations"]:
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in (row["params"] or {}).items())
+        mark = " (winner)" if row["slot"] == winner else ""
+        which = "baseline " if row.get("role") == "baseline" else ""
+        table.add_row(f"{which}#{row['trial_number']}{mark}", row["family"], params,
+                      _fmt(row["mean"]), _fmt(row["std"]), f"{row['n']}/{len(row['runs'])}")
+    out.print(table)
+    gain = c.get("gain")
+    if gain:
+        interval = gain.get("ci95") or [None, None]
+        out.print(f"Paired gain over the constant: {_fmt(gain['mean'])} (95 % interval "
+                  f"{_fmt(interval[0])} to {_fmt(interval[1])}, {gain['n']} seeds); "
+                  f"{gain['verdict']}")
+
+
+def trial_label(t: Mapping[str, Any]) -> str:
+    """A trial's number as the trials table shows it: the search's Optuna number, `baseline N`
+    (the baseline's own Optuna study) or `confirms slot S` (a confirmation run)."""
+    role = t.get("role", "search")
+    if role == "baseline":
+        return f"baseline {_fmt(t['number'])}"
+    if role == "confirm":
+        return f"confirms slot {t.get('confirms')}"
+    return _fmt(t["number"])
+
+
 def trials_table(trials: Sequence[Mapping[str, Any]], metric: str) -> Table:
     table = Table(title="Trials", title_justify="left")
     for column in ("slot", "#", "family", "state", metric, "params", "attempt", "seconds",
@@ -173,7 +226,7 @@ def trials_table(trials: Sequence[Mapping[str, Any]], metric: str) -> Table:
         table.add_column(column, overflow="fold")
     for t in trials:
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in (t["params"] or {}).items())
-        table.add_row(str(t["slot"]), _fmt(t["number"]), _fmt(t["family"]), t["state"],
+        table.add_row(str(t["slot"]), trial_label(t), _fmt(t["family"]), t["state"],
                       _fmt(t["value"]), params, str(t["attempt"]),
                       "-" if t["duration_s"] is None else f"{t['duration_s']:.1f}",
                       t["failure_reason"] or "")
@@ -187,7 +240,7 @@ def studies_table(studies: Sequence[Mapping[str, Any]]) -> Table:
     for s in studies:
         best = (s.get("best") or {}).get("value")
         table.add_row(s["id"], s["name"] or "", s["status"], ", ".join(s["families"]),
-                      f"{finished(s)}/{s['n_trials']}", _fmt(best),
+                      f"{finished(s)}/{slots(s)}", _fmt(best),
                       s["created_at"][:19].replace("T", " "))
     return table
 

@@ -140,6 +140,12 @@ def _merge(spec: dict[str, Any], **flags: Any) -> dict[str, Any]:
 
 
 # -- studies -------------------------------------------------------------------------------
+def _slots(study: dict[str, Any]) -> str:
+    """'6 trials' or '6 trials + 2 baseline'."""
+    extra = (study.get("n_slots") or study["n_trials"]) - study["n_trials"]
+    return f"{study['n_trials']} trials" + (f" + {extra} baseline" if extra else "")
+
+
 @click.command("submit")
 @click.option("--file", "spec_file", type=click.Path(exists=True, dir_okay=False,
                                                      path_type=Path),
@@ -168,6 +174,15 @@ def _merge(spec: dict[str, Any], **flags: Any) -> dict[str, Any]:
               "first trial started")
 @click.option("--patience", type=int, help="budget: stop after this many finished trials "
               "without a better value")
+@click.option("--baseline/--no-baseline", default=None, help="tune a constant LR beside the "
+              "schedules and report the gain over it [default: on unless a family is "
+              "`constant`]")
+@click.option("--baseline-trials", type=int, help="the baseline's trials [default: a quarter "
+              "of --n-trials, at least 2]")
+@click.option("--confirm", "confirm_top_k", type=int, help="after the search, retrain the top "
+              "K configurations and the best constant LR with fresh seeds (opt-in)")
+@click.option("--confirm-seeds", type=int, help="seeds per configuration for --confirm "
+              "[default: 3]")
 @click.option("--name")
 @click.option("--idempotency-key", help="retrying with the same key never submits twice")
 @click.option("--wait", is_flag=True, help="show progress until it ends, then the best")
@@ -181,8 +196,10 @@ def submit(client: Client, spec_file: Path | None, families: tuple[str, ...],
            init: str | None, optimizer: str | None, optimizer_params: dict[str, Any] | None,
            loss: str | None, metrics: str | None, metric: str | None, direction: str | None,
            sampler: str | None, pruner: str | None, max_total_epochs: int | None,
-           max_seconds: float | None, patience: int | None,
-           idempotency_key: str | None, wait: bool, timeout: float | None, poll: float,
+           max_seconds: float | None, patience: int | None, baseline: bool | None,
+           baseline_trials: int | None, confirm_top_k: int | None,
+           confirm_seeds: int | None, idempotency_key: str | None, wait: bool,
+           timeout: float | None, poll: float,
            as_json: bool, quiet: bool, **flags: Any) -> None:
     """Submit a schedule search (a study)."""
     spec = _load_spec(spec_file) if spec_file else {}
@@ -190,6 +207,15 @@ def submit(client: Client, spec_file: Path | None, families: tuple[str, ...],
     if any(v is not None for v in given.values()):
         spec["budget"] = {**(spec.get("budget") or {}),
                           **{k: v for k, v in given.items() if v is not None}}
+    if baseline is not None or baseline_trials is not None:
+        spec["baseline"] = {**(spec.get("baseline") or {}),
+                            **({"enabled": baseline} if baseline is not None else {}),
+                            **({"trials": baseline_trials} if baseline_trials is not None
+                               else {})}
+    if confirm_top_k is not None or confirm_seeds is not None:
+        spec["confirm"] = {**(spec.get("confirm") or {}),
+                           **({"top_k": confirm_top_k} if confirm_top_k is not None else {}),
+                           **({"seeds": confirm_seeds} if confirm_seeds is not None else {})}
     if families:
         spec.pop("family", None)
         spec.pop("families", None)
@@ -211,10 +237,10 @@ def submit(client: Client, spec_file: Path | None, families: tuple[str, ...],
         if as_json:
             click.echo(json.dumps(study))
         else:
-            click.echo(f"submitted study {study['id']} ({study['n_trials']} trials); "
+            click.echo(f"submitted study {study['id']} ({_slots(study)}); "
                        f"`lrsearch status {study['id']}` to follow it")
         return
-    click.echo(f"submitted study {study['id']} ({study['n_trials']} trials)", err=True)
+    click.echo(f"submitted study {study['id']} ({_slots(study)})", err=True)
     _wait_and_report(client, study["id"], timeout, poll, as_json)
 
 

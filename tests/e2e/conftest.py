@@ -148,6 +148,25 @@ def finished_study(server: Server) -> dict[str, Any]:
     return done
 
 
+CONFIRMED_STUDY: dict[str, Any] = {
+    "name": "e2e-confirmed", "family": "cosine", "dataset": "digits", "epochs": 2,
+    "batch_size": 64, "n_trials": 2, "pruner": {"name": "none"},
+    "search_space": {"cosine": {"peak_lr": {"low": 0.05, "high": 0.5}}},
+    "baseline": {"trials": 2, "search_space": {"lr": {"low": 0.02, "high": 0.2}}},
+    "confirm": {"top_k": 1, "seeds": 2}}
+
+
+@pytest.fixture(scope="session")
+def confirmed_study(server: Server) -> dict[str, Any]:
+    """A study with the constant-LR baseline and a confirmation: 2 search trials, 2 baseline
+    trials, then the best schedule and the best constant retrained with 2 seeds each."""
+    with server.client() as c:
+        study = c.submit(CONFIRMED_STUDY, idempotency_key="e2e-confirmed")
+        done = c.wait(study["id"], timeout=600, poll=0.5)
+    assert done["status"] == "succeeded" and done["n_slots"] == 8, (done, server.logs())
+    return done
+
+
 @pytest.fixture(scope="session")
 def finished_range_test(server: Server) -> dict[str, Any]:
     with server.client() as c:

@@ -12,6 +12,7 @@ import select
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import keras
 
@@ -165,3 +166,16 @@ def test_datasets_roots_read_up_to_the_first_line_exits_zero(server: Server) -> 
         proc.stdout.close()  # what `head -n 1` does once it has its line
         assert proc.wait(timeout=60) == 0, proc.stderr.read()
         assert first.strip() == str(server.folder / "roots" / "shared")
+
+
+def test_best_prints_the_gain_over_the_constant_and_the_confirmation(
+        server: Server, confirmed_study: dict[str, Any]) -> None:
+    out = run_cli(server, "best", confirmed_study["id"])
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())  # rich wraps long lines at the terminal's width
+    assert "Best schedule: cosine" in text and "mean of the confirmation's seeds" in text
+    assert "Against a tuned constant LR (lr=" in text
+    assert "Confirmation (finished)" in text and "(winner)" in text
+    assert "Paired gain over the constant:" in text and "95 % interval" in text
+    data = json.loads(run_cli(server, "best", confirmed_study["id"], "--json").stdout)
+    assert data["answer"] == "confirmed" and len(data["confirmation"]["configurations"]) == 2

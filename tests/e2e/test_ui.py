@@ -69,6 +69,17 @@ def test_study_page(browser: Browser, server: Server, finished_study: dict[str, 
     assert_plots_render(browser, expected=3)  # lr_curves, history, leaderboard
 
 
+def test_study_page_reports_the_baseline_and_the_confirmation(
+        browser: Browser, server: Server, confirmed_study: dict[str, Any]) -> None:
+    assert browser.load(f"{server.url}/ui/studies/{confirmed_study['id']}") == []
+    page = text(browser)
+    assert "8/8 finished (2 search, 6 baseline and confirmation)" in page
+    assert "mean of the confirmation's seeds" in page
+    assert "Against a tuned constant LR (lr = " in page and "gain " in page
+    assert "Confirmation (finished)" in page and "(winner)" in page
+    assert "Paired gain over the constant:" in page and "95 % interval" in page
+
+
 def test_range_test_page(browser: Browser, server: Server,
                          finished_range_test: dict[str, Any]) -> None:
     assert browser.load(f"{server.url}/ui/range-tests/{finished_range_test['id']}") == []
