@@ -18,8 +18,9 @@ parameter names) uses 500000 + i; retraining a pick uses 1000000 + k, k = 0..4. 
 not depend on these: RunSpec.seed (0) fixes it, TrainConfig.seed (or the peers' trainer, which
 assembles the same pieces as lrsearch.training.train) seeds initialisation and data order.
 
-The grid is the service's own grid sampler values over the three parameters, `grid_points`
-each (4 -> 64 configurations, 512 epochs); target = its best final val_accuracy - 0.005.
+The grid is the service's grid over the three parameters (worker.search.grid_space, what its
+grid sampler walks), `grid_points` values each (4 -> 64 configurations, 512 epochs); target =
+its best final val_accuracy - 0.005.
 
 The arms:
 - "tpe+median (default)", "tpe, no pruning", "random+median", "tpe+hyperband (ours)": the

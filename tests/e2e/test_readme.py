@@ -40,6 +40,9 @@ def test_the_walk_through_and_the_curl_examples_run(server: Server) -> None:
     assert "Suggested learning rates" in out.stdout
     assert "Best schedule: one_cycle" in out.stdout
     assert "Best per family" in out.stdout  # the cross-family study's leaderboard
+    text = " ".join(out.stdout.split())  # rich wraps long lines
+    assert "Against a tuned constant LR" in text  # the baseline, on by default
+    assert "Paired gain over the constant:" in text  # the cross-family study's --confirm
     assert re.search(r'lrsearch_trials_finished_total\{state="complete"\} [1-9]', out.stdout)
     for png in ("one_cycle.png", "lr_find.png", "curves.png", "history.png"):
         assert (server.folder / png).read_bytes()[:4] == b"\x89PNG", png
