@@ -193,9 +193,11 @@ class Client:
             if not page["items"] or len(items) >= page["total"]:
                 return items
 
-    def trial(self, study_id: str, number: int) -> dict[str, Any]:
-        return self._json("GET",
-                          f"/v1/studies/{study_id}/trials/{number}")
+    def trial(self, study_id: str, number: int, role: str = "search") -> dict[str, Any]:
+        """One trial with its history: a search trial by its Optuna number, or (role
+        "baseline") a trial of the constant-LR baseline by its own study's number."""
+        return self._json("GET", f"/v1/studies/{study_id}/trials/{number}",
+                          params={"role": role} if role != "search" else None)
 
     def cancel(self, study_id: str) -> dict[str, Any]:
         return self._json("POST", f"/v1/studies/{study_id}/cancel")

@@ -31,6 +31,16 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # The older schema would take baseline and confirmation slots for search slots (and run
+    # them in the search's Optuna study): refuse while any study has them.
+    studies = op.get_bind().execute(sa.text(
+        "SELECT id FROM studies WHERE n_slots <> n_trials ORDER BY id")).scalars().all()
+    if studies:
+        raise RuntimeError(
+            f"Cannot downgrade below revision 0012: {len(studies)} study(ies) have baseline or "
+            f"confirmation slots, which the older schema cannot describe "
+            f"({', '.join(studies[:10])}). Delete them first (DELETE /v1/studies/{{id}}), "
+            "then downgrade.")
     op.drop_column("trials", "confirms")
     op.drop_column("trials", "role")
     op.drop_column("studies", "phase")

@@ -163,7 +163,7 @@ def print_best(best: Mapping[str, Any]) -> None:
     baseline = best.get("baseline")
     if baseline:
         lr = (baseline.get("params") or {}).get("lr")
-        out.print(f"Against a tuned constant LR (lr={_fmt(lr)}: {best['metric']} "
+        out.print(f"Against a tuned constant LR (single runs; lr={_fmt(lr)}: {best['metric']} "
                   f"{_fmt(baseline['value'])}): gain {_fmt(baseline['gain'])}; "
                   f"{baseline['verdict']}")
     if best.get("confirmation"):

@@ -304,13 +304,16 @@ def status(client: Client, study_id: str | None, only: str | None, as_json: bool
 @click.argument("study_id")
 @click.option("--number", type=int, default=None,
               help="one trial (its Optuna number), with every metric per epoch")
+@click.option("--baseline", is_flag=True, help="with --number: a trial of the constant-LR "
+              "baseline (numbered in its own Optuna study)")
 @click.option("--json", "as_json", is_flag=True)
 @remote
-def trials(client: Client, study_id: str, number: int | None, as_json: bool) -> None:
+def trials(client: Client, study_id: str, number: int | None, baseline: bool,
+           as_json: bool) -> None:
     """Every trial of a study: state, value, parameters, failure reason; or one trial's
     history (--number)."""
     if number is not None:
-        trial = client.trial(study_id, number)
+        trial = client.trial(study_id, number, "baseline" if baseline else "search")
         if as_json:
             click.echo(json.dumps(trial))
             return

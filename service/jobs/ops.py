@@ -28,7 +28,7 @@ from service.datasets.models import UploadedDataset
 from service.db import db_now
 from service.jobs.models import Job
 from service.range_tests.models import RangeTest
-from service.studies import progress
+from service.studies import progress, roles
 from service.studies.models import Study, Trial
 
 log = logging.getLogger("lrsearch.jobs")
@@ -214,7 +214,7 @@ def reap(session: Session, max_attempts: int) -> list[tuple[str, int]]:
         if job.kind == "trial":
             study, trial = _slot_trial(session, job)
             if trial is not None and trial.state == "running" and trial.number is not None:
-                lost.append((study.optuna_study_name, trial.number))
+                lost.append((roles.optuna_name(study, trial.slot), trial.number))
         log.warning("job %s attempt %s lost its lease (owner %s)", job.id, job.attempt,
                     job.lease_owner)
         retry_or_fail(session, job, f"lost worker: lease of {job.lease_owner} expired",

@@ -94,29 +94,46 @@ def _paired(winner: list[Trial], constant: list[Trial], maximize: bool) -> dict[
 
 def confirmation(session: Session, study: Study, metric: str, maximize: bool
                  ) -> dict[str, Any] | None:
-    """The confirmation's configurations (mean and std over their seeds), the winner by mean,
-    and its paired gain over the best constant LR with a 95 % t interval. None when the study
-    asked for none; `status` says whether it is still running."""
+    """The confirmation's configurations (mean and std over their seeds), the winner by mean
+    among the configurations whose every run completed (a run that failed or diverged counts
+    against its configuration: it cannot win on its lucky seeds), and its paired gain over the
+    best constant LR with a 95 % t interval. None when the study asked for none. `status`:
+    `pending` (the search runs), `running`, `finished` (every run ended), `stopped` (the study
+    ended before every run did: cancelled or out of budget; partial figures), `skipped` (no
+    run was queued; `reason` says why)."""
     if not study.spec.get("confirm"):
         return None
     rows = session.scalars(select(Trial).where(Trial.study_id == study.id,
                                                Trial.role == "confirm")
                            .order_by(Trial.slot)).all()
     if not rows:
-        return {"status": "pending" if study.phase == "search" else "nothing to confirm",
-                "configurations": [], "winner": None, "gain": None}
+        if study.status in ("queued", "running") and study.phase == "search":
+            return {"status": "pending", "configurations": [], "winner": None, "gain": None}
+        reason = study.stop_reason or ("cancelled" if study.status == "cancelled" else
+                                       "no completed configuration to confirm")
+        return {"status": "skipped", "reason": reason, "configurations": [], "winner": None,
+                "gain": None}
     groups: dict[int, list[Trial]] = {}
     for r in rows:
         groups.setdefault(r.confirms if r.confirms is not None else -1, []).append(r)
     sources = {t.slot: t for t in session.scalars(select(Trial).where(
         Trial.study_id == study.id, Trial.slot.in_(list(groups))))}
     configs = [_configuration(sources.get(slot), runs) for slot, runs in groups.items()]
-    running = any(r.state in UNFINISHED for r in rows)
+    unfinished = any(r.state in UNFINISHED for r in rows)
+    if unfinished and study.status in ("queued", "running"):
+        status = "running"
+    else:
+        status = "finished" if all(r.state == "complete" or r.state == "failed"
+                                   or r.state == "pruned" for r in rows) else "stopped"
     sign = _sign(maximize)
-    schedules = [c for c in configs if c["family"] != BASELINE_FAMILY and c["mean"] is not None]
-    constants = [c for c in configs if c["family"] == BASELINE_FAMILY and c["mean"] is not None]
+
+    def whole(c: dict[str, Any]) -> bool:  # every run of it completed
+        return c["mean"] is not None and c["n"] == len(c["runs"]) and c["n"] >= 2
+
+    schedules = [c for c in configs if c["family"] != BASELINE_FAMILY and whole(c)]
+    constants = [c for c in configs if c["family"] == BASELINE_FAMILY and whole(c)]
     winner = max(schedules, key=lambda c: sign * c["mean"]) if schedules else None
-    out: dict[str, Any] = {"status": "running" if running else "finished",
+    out: dict[str, Any] = {"status": status,
                            "seeds": study.spec["confirm"]["seeds"],
                            "configurations": configs, "winner": winner, "gain": None}
     if winner is not None and constants:
@@ -124,6 +141,8 @@ def confirmation(session: Session, study: Study, metric: str, maximize: bool
         interval = gain["ci95"]
         if gain["mean"] is None:
             verdict = "no seed completed both runs"
+        elif interval is None:
+            verdict = "too few seeds completed both runs for an interval"
         elif interval is not None and interval[0] is not None and interval[0] > 0:
             verdict = (f"the schedule beats the tuned constant LR by {gain['mean']:.4g} "
                        f"{metric} (95 % interval {interval[0]:.4g} to {interval[1]:.4g})")

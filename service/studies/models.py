@@ -56,7 +56,8 @@ class Study(Base):
     since_best: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     stop_reason: Mapped[str | None] = mapped_column(Text)
     # Every slot: the search's n_trials, the baseline's, and the confirmation runs once the
-    # search has ended (`phase` then goes from "search" to "confirm").
+    # search has ended (`phase` then goes from "search" to "confirm"; "ended": the study
+    # stopped early because every trial would fail, and no confirmation will run).
     n_slots: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     phase: Mapped[str] = mapped_column(String(16), default="search", server_default="search")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -33,7 +33,7 @@ from service.runs import objective, recheck, run_spec
 from service.schemas import finite_or_none
 from service.studies import answer, progress
 from service.studies.models import FINISHED, CurvePoint, Study, Trial
-from service.studies.roles import BASELINE_FAMILY, BASELINE_SUFFIX, baseline_trials
+from service.studies.roles import BASELINE_FAMILY, BASELINE_SUFFIX, baseline_trials, job_order
 from service.studies.schemas import BaselineSpec, EpochOut, StudyCreate, TrialOut
 
 log = logging.getLogger("lrsearch.studies")
@@ -182,11 +182,12 @@ def create(session: Session, settings: Settings, tenant: str, req: StudyCreate,
                   idempotency_key=idempotency_key, request_hash=digest)
 
     def add_jobs(study: Study) -> None:
-        session.execute(insert(Job), [
+        session.execute(insert(Job), [  # in claim order: the baseline spread through the search
             {"kind": "trial", "tenant": tenant, "study_id": study.id, "slot": i,
              "state": "waiting" if waiting else "queued", "attempt": 0,
              "cancel_requested": False, "created_at": study.created_at,
-             "updated_at": study.created_at} for i in range(slots)])
+             "updated_at": study.created_at}
+            for i in job_order(req.n_trials, baseline_trials(spec))])
 
     return insert_once(session, Study, tenant, idempotency_key, digest, study, add_jobs)
 
@@ -317,12 +318,14 @@ def best(session: Session, study: Study) -> dict[str, Any]:
     maximize = direction == "maximize"
     confirmed = answer.confirmation(session, study, metric, maximize)
     trial, kind = searched, "single run"
-    if confirmed is not None and confirmed["status"] == "finished" and confirmed["winner"]:
+    if confirmed is not None and confirmed["status"] in ("finished", "stopped") \
+            and confirmed["winner"]:
         chosen = session.scalar(select(Trial).where(
             Trial.study_id == study.id, Trial.slot == confirmed["winner"]["slot"]))
         if chosen is not None:
             trial, kind = chosen, "confirmed"
     assert trial.family is not None and trial.params is not None
+    compared = answer.baseline(session, study, searched, metric, maximize)
     spe = trial.steps_per_epoch or searched.steps_per_epoch or 1
     points = session.scalars(select(CurvePoint).where(CurvePoint.trial_id == trial.id)
                              .order_by(CurvePoint.epoch)).all()
@@ -337,8 +340,12 @@ def best(session: Session, study: Study) -> dict[str, Any]:
            "search_best": {"trial_number": searched.number, "family": searched.family,
                            "params": searched.params,
                            "value": finite_or_none(searched.value)},
-           "baseline": answer.baseline(session, study, searched, metric, maximize),
-           "confirmation": confirmed}
+           "baseline": compared,
+           "confirmation": confirmed,
+           # the conclusion: the confirmation's paired verdict once there is one, else the
+           # single runs' (the search's best against the best constant)
+           "verdict": (confirmed["gain"]["verdict"] if kind == "confirmed" and confirmed
+                       and confirmed.get("gain") else (compared or {}).get("verdict"))}
     if len(study.spec["families"]) > 1:
         out["leaderboard"] = leaderboard(session, study)
     return out

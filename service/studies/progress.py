@@ -207,7 +207,10 @@ def stop_for_budget(session: Session, study_id: str | None) -> str | None:
         return None
     if peek.stop_reason is not None and peek.phase != "confirm":
         return None  # stopped already (a confirmation after a patience stop may stop again)
-    queued = stop_jobs(session, study_id)
+    # Patience ends the search only: the baseline's slots still run (the comparison needs
+    # them). Epochs and seconds budgets stop everything.
+    search_only = budget_spent(peek, patience=False) is None
+    queued = stop_jobs(session, study_id, below_slot=peek.n_trials if search_only else None)
     study = locked(session, study_id)
     reason = budget_spent(study) or "budget spent"
     if study.stop_reason is None:
@@ -221,26 +224,42 @@ def stop_for_budget(session: Session, study_id: str | None) -> str | None:
     return reason
 
 
-def stop_jobs(session: Session, study_id: str | None) -> int:
+def stop_jobs(session: Session, study_id: str | None, below_slot: int | None = None) -> int:
     """Cancel the study's queued (and waiting) jobs and ask its running ones to stop at their
-    next epoch boundary; returns how many queued jobs were cancelled. Takes the job rows'
-    locks: call it before locking the study row (the workers' lock order)."""
-    queued = len(session.scalars(update(Job).where(Job.study_id == study_id,
-                                                   Job.state.in_(("waiting", "queued")))
-                                 .values(state="cancelled").returning(Job.id)).all())
-    session.execute(update(Job).where(Job.study_id == study_id, Job.state == "running")
+    next epoch boundary (only slots below `below_slot` when given: the search's); returns how
+    many queued jobs were cancelled. Trial rows already written for those slots (confirmation
+    runs, requeued attempts) are cancelled with them. Takes the job rows' locks: call it
+    before locking the study row (the workers' lock order)."""
+    where = [Job.study_id == study_id] + ([Job.slot < below_slot] if below_slot is not None
+                                          else [])
+    slots = session.scalars(update(Job).where(*where, Job.state.in_(("waiting", "queued")))
+                            .values(state="cancelled").returning(Job.slot)).all()
+    session.execute(update(Job).where(*where, Job.state == "running")
                     .values(cancel_requested=True))
-    return queued
+    if slots:
+        session.execute(update(Trial).where(Trial.study_id == study_id,
+                                            Trial.slot.in_(list(slots)),
+                                            Trial.state == "queued")
+                        .values(state="cancelled", finished_at=utcnow(),
+                                failure_reason="cancelled before it started"))
+    return len(slots)
 
 
 def fail_fast(session: Session, study_id: str | None, reason: str) -> None:
-    """A study fails now, with `reason`, because every trial would fail the same way (its
-    objective metric is not logged): queued slots are cancelled, running ones asked to stop."""
+    """A study stops now, with `reason`, because every trial would fail the same way (its
+    objective metric is not logged, its dataset changed): queued slots are cancelled, running
+    ones asked to stop, and no confirmation starts (`phase` "ended"). It fails when no search
+    trial completed; otherwise it ends succeeded with its best once nothing runs."""
     queued = stop_jobs(session, study_id)
     study = locked(session, study_id)
     study.n_queued -= queued
     study.n_cancelled += queued
-    if study.status != "cancelled" and study.n_complete == 0:
+    if study.phase == "search":
+        study.phase = "ended"
+    if study.stop_reason is None:
+        study.stop_reason = f"stopped early: {reason}"
+    if study.status != "cancelled" and study.best_trial_number is None:
         study.status, study.error = "failed", reason
         study.finished_at = study.finished_at or utcnow()
+    _maybe_finished(session, study)
     session.flush()

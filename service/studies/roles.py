@@ -46,6 +46,27 @@ def role_of(study: Study, slot: int) -> str:
     return "confirm"
 
 
+def optuna_name(study: Study, slot: int) -> str:
+    """The Optuna study a slot's trial numbers belong to: the search's, or the baseline's
+    (confirmation runs have none; their rows carry no number)."""
+    suffix = BASELINE_SUFFIX if role_of(study, slot) == "baseline" else ""
+    return study.optuna_study_name + suffix
+
+
+def job_order(n_trials: int, baseline: int) -> list[int]:
+    """The order a new study's slots are queued in (workers claim a tenant's jobs oldest
+    first): the baseline's slots spread evenly through the search's, so that a budget that
+    stops the study part-way leaves both with their share of the work, and the comparison
+    with the constant is not lost to a budget."""
+    order: list[int] = []
+    done = 0  # search slots placed so far
+    for b in range(baseline):  # baseline slot b after the first ~(b+1) n / (nb+1) search slots
+        upto = max(done, round((b + 1) * n_trials / (baseline + 1)))
+        order += [*range(done, upto), n_trials + b]
+        done = upto
+    return [*order, *range(done, n_trials)]
+
+
 def baseline_spec(spec: dict[str, Any]) -> dict[str, Any]:
     """The study spec the baseline's slots sample from: the same run, sampler and pruner, one
     family (`constant`) over the baseline's LR range."""

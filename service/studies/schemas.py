@@ -113,7 +113,9 @@ class StudyOut(BaseModel):
     n_slots: int = Field(description="every slot: the search's, the constant-LR baseline's, "
                          "and the confirmation runs once the search has ended; `counts` "
                          "counts them all")
-    phase: str = Field(description="`search`, or `confirm` once confirmation runs exist")
+    phase: str = Field(description="`search`; `confirm` once confirmation runs are queued; "
+                       "`ended` when the study stopped early because every trial would fail "
+                       "(no confirmation then)")
     counts: Counts
     best: Best | None
     error: str | None

@@ -174,7 +174,7 @@ def test_best_prints_the_gain_over_the_constant_and_the_confirmation(
     assert out.returncode == 0, out.stderr
     text = " ".join(out.stdout.split())  # rich wraps long lines at the terminal's width
     assert "Best schedule: cosine" in text and "mean of the confirmation's seeds" in text
-    assert "Against a tuned constant LR (lr=" in text
+    assert "Against a tuned constant LR (single runs; lr=" in text
     assert "Confirmation (finished)" in text and "(winner)" in text
     assert "Paired gain over the constant:" in text and "95 % interval" in text
     data = json.loads(run_cli(server, "best", confirmed_study["id"], "--json").stdout)

@@ -75,7 +75,7 @@ def test_study_page_reports_the_baseline_and_the_confirmation(
     page = text(browser)
     assert "8/8 finished (2 search, 6 baseline and confirmation)" in page
     assert "mean of the confirmation's seeds" in page
-    assert "Against a tuned constant LR (lr = " in page and "gain " in page
+    assert "Against a tuned constant LR (single runs; lr = " in page and "gain " in page
     assert "Confirmation (finished)" in page and "(winner)" in page
     assert "Paired gain over the constant:" in page and "95 % interval" in page
 

@@ -206,7 +206,8 @@ def test_a_budget_that_ends_the_search_skips_the_confirmation(client: TestClient
     assert study["status"] == "succeeded" and study["phase"] == "search"
     assert study["n_slots"] == 3 and "max_epochs=3" in study["stop_reason"]
     assert [t.role for t in rows(engine, sid)] == ["search"]
-    assert client.get(f"/v1/studies/{sid}/best").json()["confirmation"]["status"] == "pending"
+    confirmation = client.get(f"/v1/studies/{sid}/best").json()["confirmation"]
+    assert confirmation["status"] == "skipped" and "max_epochs=3" in confirmation["reason"]
 
 
 def test_patience_ends_the_search_and_the_confirmation_still_runs(client: TestClient,
@@ -224,3 +225,126 @@ def test_patience_ends_the_search_and_the_confirmation_still_runs(client: TestCl
     assert "patience=1" in study["stop_reason"]
     with Session(engine) as s, s.begin():  # patience never stops the confirmation
         assert progress.stop_for_budget(s, sid) is None
+
+
+def test_the_baseline_is_queued_among_the_search_slots(client: TestClient,
+                                                      engine: Engine) -> None:
+    sid = submit(client, n_trials=8, baseline={"trials": 2})["id"]
+    with Session(engine) as s:  # claims take a tenant's jobs by (created_at, id)
+        order = list(s.scalars(select(Job.slot).where(Job.study_id == sid)
+                               .order_by(Job.created_at, Job.id)))
+    assert order == [0, 1, 2, 8, 3, 4, 9, 5, 6, 7]
+
+
+def test_patience_stops_the_search_but_not_the_baseline(client: TestClient,
+                                                        engine: Engine) -> None:
+    sid = submit(client, n_trials=4, baseline={"trials": 2}, budget={"patience": 1})["id"]
+    for slot, value in enumerate([0.9, 0.8]):
+        run_trial(engine, sid, slot, "cosine", COSINE, value)
+        done(engine, sid, slot)
+        with Session(engine) as s, s.begin():
+            progress.stop_for_budget(s, sid)
+    states = {j.slot: j.state for j in jobs_of(engine, sid)}
+    assert states == {0: "done", 1: "done", 2: "cancelled", 3: "cancelled", 4: "queued",
+                      5: "queued"}
+    for slot, number in ((4, 0), (5, 1)):
+        run_trial(engine, sid, slot, "constant", {"lr": 0.1}, 0.85, number=number)
+        done(engine, sid, slot)
+    best = client.get(f"/v1/studies/{sid}/best").json()
+    assert best["baseline"]["gain"] == pytest.approx(0.05)
+    assert client.get(f"/v1/studies/{sid}").json()["status"] == "succeeded"
+
+
+def confirming(client: TestClient, engine: Engine, **overrides: Any) -> str:
+    """A study in its confirm phase: 2 search trials and 2 baseline trials ended, 1 schedule
+    and the constant queued for 2 seeds each (slots 4-7)."""
+    sid = submit(client, **{"n_trials": 2, "baseline": {"trials": 2},
+                            "confirm": {"top_k": 1, "seeds": 2}, **overrides})["id"]
+    for slot, family, params, value, number in (
+            (0, "cosine", COSINE, 0.9, 0), (1, "cosine", {"peak_lr": 0.2}, 0.8, 1),
+            (2, "constant", {"lr": 0.1}, 0.85, 0), (3, "constant", {"lr": 0.2}, 0.7, 1)):
+        run_trial(engine, sid, slot, family, params, value, number=number)
+        done(engine, sid, slot)
+    assert client.get(f"/v1/studies/{sid}").json()["phase"] == "confirm"
+    return sid
+
+
+def test_cancel_during_the_confirmation_ends_its_queued_runs(client: TestClient,
+                                                             engine: Engine) -> None:
+    sid = confirming(client, engine)
+    run_trial(engine, sid, 4, "cosine", COSINE, 0.91, number=None)
+    done(engine, sid, 4)
+    assert client.post(f"/v1/studies/{sid}/cancel").status_code == 200
+    assert {t.slot: t.state for t in rows(engine, sid) if t.role == "confirm"} == {
+        4: "complete", 5: "cancelled", 6: "cancelled", 7: "cancelled"}
+    c = client.get(f"/v1/studies/{sid}/best").json()["confirmation"]
+    assert c["status"] == "stopped" and c["winner"] is None  # no configuration ran whole
+
+
+def test_a_run_that_failed_keeps_its_configuration_from_winning(client: TestClient,
+                                                                engine: Engine) -> None:
+    sid = confirming(client, engine, confirm={"top_k": 2, "seeds": 2})
+    values = {4: 0.99, 5: None, 6: 0.91, 7: 0.92, 8: 0.85, 9: 0.86}  # slot 5 diverged
+    for t in (t for t in rows(engine, sid) if t.role == "confirm"):
+        value = values[t.slot]
+        run_trial(engine, sid, t.slot, str(t.family), dict(t.params or {}), value,
+                  number=None, state="complete" if value is not None else "failed",
+                  reason=None if value is not None else "diverged: loss is nan")
+        done(engine, sid, t.slot)
+    best = client.get(f"/v1/studies/{sid}/best").json()
+    c = best["confirmation"]
+    assert c["status"] == "finished" and best["answer"] == "confirmed"
+    assert c["winner"]["params"] == {"peak_lr": 0.2}  # not peak_lr 0.1's one lucky 0.99
+    assert best["params"] == {"peak_lr": 0.2} and best["value"] == pytest.approx(0.915)
+    assert best["verdict"] == c["gain"]["verdict"]  # the confirmation's is the conclusion
+
+
+def test_fail_fast_during_the_confirmation_ends_the_study(client: TestClient,
+                                                          engine: Engine) -> None:
+    sid = confirming(client, engine)
+    run_trial(engine, sid, 4, "cosine", COSINE, None, number=None, state="failed",
+              reason="dataset_changed: the files changed")
+    done(engine, sid, 4)
+    with Session(engine) as s, s.begin():  # what the worker does after such a failure
+        progress.fail_fast(s, sid, "dataset changed since registration")
+    study = client.get(f"/v1/studies/{sid}").json()
+    assert study["status"] == "succeeded" and study["counts"]["queued"] == 0
+    assert study["stop_reason"] == "stopped early: dataset changed since registration"
+
+
+def test_fail_fast_during_the_search_starts_no_confirmation(client: TestClient,
+                                                            engine: Engine) -> None:
+    sid = submit(client, n_trials=3, baseline={"enabled": False},
+                 confirm={"top_k": 1, "seeds": 2})["id"]
+    run_trial(engine, sid, 0, "cosine", COSINE, 0.9)
+    done(engine, sid, 0)
+    run_trial(engine, sid, 1, "cosine", COSINE, None, state="failed", reason="dataset_changed")
+    done(engine, sid, 1)
+    with Session(engine) as s, s.begin():
+        progress.fail_fast(s, sid, "dataset changed since registration")
+    study = client.get(f"/v1/studies/{sid}").json()
+    assert study["status"] == "succeeded" and study["phase"] == "ended"
+    assert study["n_slots"] == 3 and study["counts"]["cancelled"] == 1
+    assert client.get(f"/v1/studies/{sid}/best").json()["confirmation"]["status"] == "skipped"
+
+
+def test_a_lost_baseline_attempt_is_failed_in_the_baselines_optuna_study(
+        client: TestClient, engine: Engine) -> None:
+    from datetime import timedelta
+
+    from service.db import db_now
+    from service.jobs import ops as jobs
+
+    sid = submit(client, n_trials=2, baseline={"trials": 2})["id"]
+    with Session(engine) as s, s.begin():
+        study = progress.locked(s, sid)
+        for slot in (0, 2):  # search trial 0 and baseline trial 0 run at once
+            progress.start_trial(s, study, slot=slot, number=0, family="cosine",
+                                 params=COSINE, steps_per_epoch=1, worker="w")
+        s.execute(update(Job).where(Job.study_id == sid, Job.slot.in_((0, 2))).values(
+            state="running", attempt=1, lease_owner="w",
+            lease_expires_at=db_now(s) - timedelta(seconds=60)))
+    with Session(engine) as s, s.begin():
+        lost = jobs.reap(s, max_attempts=3)
+    name = client.get(f"/v1/studies/{sid}").json()["optuna_study_name"]
+    assert sorted(lost) == [(name, 0), (name + ".baseline", 0)]
