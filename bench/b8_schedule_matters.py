@@ -21,7 +21,8 @@ standard deviation over seeds, measured on 2 shared cores while another benchmar
   one_cycle 0.836 std 0.049, cosine's best single seed 0.894 retrained to 0.573 std 0.328).
 - digits with 30 % of the training labels replaced by another class (clean validation), mlp,
   15 epochs: constant at 0.07..0.37 (4 seeds each) 0.928..0.945 with stds 0.018..0.034;
-  cosine peak 1.0 0.971 (0.002): a gain of about 2.6 pp, about one constant seed std. 45 %
+  cosine peak 1.0 0.971 (0.002): a gain of about 2.6 pp, about one constant seed std (the
+  tuning sweep's picks gave +3.8..+4.5 pp with a paired std of about 2 pp). 45 %
   noise: constant best 0.912 (0.009), cosine 0.937 (0.006). Batch 32, 30 %: constant 0.961
   (0.017), cosine 0.973 (0.004).
 - the generated problem above with 20 classes: constant best 0.392 (0.016) at lr 0.1,
@@ -31,21 +32,20 @@ standard deviation over seeds, measured on 2 shared cores while another benchmar
   gain of about 6 pp, about 6 constant seed stds. Chosen: the clearest gain with an accuracy
   far from both chance and the ceiling.
 
-Part 1, the gain. The constant LR is tuned on a log grid of `lr_points` values over
-[0.01, 1]; each of cosine, one_cycle and step_decay by random search (Optuna's RandomSampler,
-seed = the family's position in SCHEDULES) over `configs` configurations of its default search
-ranges at 15 epochs (lrsearch.schedules.search.suggest), its peak LR parameter's range set to
-the constant's [0.01, 1] log so that every arm searches the same LRs. One training seed per
-configuration. The best configuration of each arm (by its single-seed final val_accuracy) is
-retrained with `retrains` fresh seeds, the same seeds for every arm (paired). "The best
-schedule" is chosen before retraining: the schedule configuration with the best tuning value
-over the three families, so the choice does not inflate its retrained gain. The figure: per
-fresh seed, best schedule's val_accuracy / best constant's (median, min, max over seeds); with
-it the paired gain (schedule - constant: mean, std, 95 % t interval with scipy.stats.t) and
-the noise (the std over seeds of the constant's retrained values); every family's paired gain
-is reported as well.
+Part 1, the gain. The constant LR is tuned on a log grid of 8 values over [0.01, 1]; each of
+cosine, one_cycle and step_decay by random search (Optuna's RandomSampler, seed = the family's
+position in SCHEDULES) over 16 configurations of its default search ranges at 15 epochs
+(lrsearch.schedules.search.suggest), its peak LR parameter's range set to the constant's [0.01,
+1] log so that every arm searches the same LRs. One training seed per configuration. The best
+configuration of each arm (by its single-seed final val_accuracy) is retrained with 5 fresh
+seeds, the same seeds for every arm (paired). "The best schedule" is chosen before retraining:
+the schedule configuration with the best tuning value over the three families, so the choice
+does not inflate its retrained gain. The figure: per fresh seed, best schedule's val_accuracy /
+best constant's (median, min, max over seeds); with it the paired gain (schedule - constant:
+mean, std, 95 % t interval with scipy.stats.t) and the noise (the std over seeds of the
+constant's retrained values); every family's paired gain is reported as well.
 
-Part 2, the pruning replay. `trials` configurations drawn across constant, cosine, one_cycle,
+Part 2, the pruning replay. 48 configurations drawn across constant, cosine, one_cycle,
 step_decay and exponential with the service's cross-family sampling
 (lrsearch.schedules.search.suggest_any, default search ranges, Optuna RandomSampler seed 0),
 each trained to the end without pruning, every epoch's val_accuracy recorded. The replay then
@@ -68,8 +68,10 @@ step_decay, in that order) trains with TUNE_SEED + i; replay trial i with REPLAY
 the k-th retraining with RETRAIN_SEED + k (bench/peers.py, the one B2 uses). The validation
 set is the file's, the same for every training.
 
-`--smoke`: 4 epochs, batch 256, 3 constant LRs, 2 configurations per family, 2 retraining
-seeds, 6 replay trials (the same code on tiny sizes).
+Full size: 8 + 3 * 16 tuning trainings, 4 * 5 retrainings and 48 replay trainings, 124
+trainings of 15 epochs, about 2 s each on 2 cores (no service process: the library's loop in
+this process). `--smoke`: 4 epochs, batch 256, 3 constant LRs, 2 configurations per family,
+2 retraining seeds, 6 replay trials (the same code on tiny sizes).
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ import numpy as np
 
 from bench.common import Ratio, command_line, write_result
 from bench.peers import RETRAIN_SEED
+from bench.report import b8_lines
 
 TUNE_SEED = 100_000  # tuning configuration i trains with TUNE_SEED + i
 REPLAY_SEED = 200_000  # replay trial i trains with REPLAY_SEED + i
@@ -265,6 +268,8 @@ def gain(spec: Any, sizes: Sizes, spe: int) -> tuple[dict[str, Any], dict[str, A
     gains = {f: paired_gain(arms[f]["retrained"], constant) for f in SCHEDULES}
     pairs = [(s, c) for s, c in zip(arms[best]["retrained"], constant, strict=True)
              if s is not None and c is not None]
+    if not pairs:
+        raise RuntimeError(f"every retraining of {best} or of the constant failed")
     ratio = Ratio(f"B8 schedule matters: best schedule ({best}) / best constant LR",
                   f"val_accuracy of the best tuned schedule ({best})",
                   "of the best tuned constant LR, same fresh seed", pairs)
@@ -432,52 +437,13 @@ def pruning(spec: Any, sizes: Sizes, spe: int) -> dict[str, Any]:
         "median (default)": replay(trials, optuna.pruners.MedianPruner(
             n_startup_trials=2, n_warmup_steps=1)),
         "median within the family": replay(trials, family_median_pruner(2, 1))}
-    return {"trials": trials, "replays": replays,
+    return {"epochs": sizes.epochs, "trials": trials, "replays": replays,
             "correlations": correlations(trials, sizes.epochs)}
 
 
-# --- output --------------------------------------------------------------------------------
-
-
-def _f(value: float | None, digits: int = 4) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def _pp(value: float | None, sign: str = "+") -> str:
-    """A difference of accuracies in percentage points (`sign` "" for a std)."""
-    return "-" if value is None else f"{100 * value:{sign}.2f} pp"
-
-
-def lines(figure: dict[str, Any], details: dict[str, Any], prune: dict[str, Any]) -> list[str]:
-    """The readable summary (also what bench/report.py renders from the JSON)."""
-    out = []
-    for family, arm in details["arms"].items():
-        out.append(f"B8 {family}: tuned {arm['params']} (tuning value "
-                   f"{_f(arm['tuning_value'])}); {len(arm['retrained'])} fresh seeds mean "
-                   f"{_f(arm['mean'])}, std {_f(arm['std'])}"
-                   + (f", {arm['failed']} failed" if arm["failed"] else ""))
-    for family, g in details["gains"].items():
-        ci = g["ci95"]
-        interval = f"95 % t interval {_pp(ci[0])}..{_pp(ci[1])}" if ci else "no interval"
-        chosen = " (the best schedule)" if family == details["best_schedule"] else ""
-        out.append(f"B8 gain of {family}{chosen} over the constant: {_pp(g['mean'])} "
-                   f"(std {_pp(g['std'], '')}, {interval}, {g['pairs']} paired seeds); "
-                   f"constant seed std {_pp(details['noise_std'], '')}")
-    for label, r in prune["replays"].items():
-        top = ", ".join(f"top {k}: {v['pruned']}/{v['of']} pruned" for k, v in r["top"].items())
-        fams = ", ".join(f"{f} {v['pruned']}/{v['trials']}" for f, v in r["by_family"].items())
-        out.append(f"B8 pruner {label}: {r['pruned']}/{r['trials']} trials pruned ({fams}); "
-                   f"{top}; epochs {r['epochs_trained']} of {r['epochs_unpruned']} "
-                   f"({r['epochs_saved']} saved); best kept {_f(r['best_kept'])}, best of "
-                   f"all {_f(r['best_overall'])}")
-    corr = prune["correlations"]
-    for name, group in corr["groups"].items():
-        rho = ", ".join(f"epoch {e} {_f(v, 2)}" for e, v in group["rho"].items())
-        out.append(f"B8 Spearman with the final value, {name} ({group['trials']} trials): {rho}")
-    return out
-
-
 def main(smoke: bool = False) -> dict[str, Any]:
+    """Both parts on the generated problem (written to a temporary folder, removed after),
+    the summary printed (bench/report.py's B8 lines) and the result written."""
     import optuna
 
     from lrsearch.training import steps_per_epoch
@@ -496,11 +462,10 @@ def main(smoke: bool = False) -> dict[str, Any]:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     seconds = {"gain": round(part1, 1), "pruning": round(time.monotonic() - started - part1, 1)}
-    summary = lines(figure, details, prune)
-    s = figure
-    print(f"{s['name']}: {s['median']:.3f} median over {s['repeats']} paired seeds "
-          f"(range {s['min']:.3f}-{s['max']:.3f})")
-    print("\n".join(summary))
+    payload = {"figures": [figure], "schedule_matters": details, "pruning": prune}
+    print(f"{figure['name']}: {figure['median']:.3f} median over {figure['repeats']} paired "
+          f"seeds (range {figure['min']:.3f}-{figure['max']:.3f})")
+    print("\n".join(b8_lines(payload)))
     print(f"B8 wall time: {seconds['gain']} s (gain), {seconds['pruning']} s (pruning replay)")
     write_result("b8_schedule_matters", {
         "config": {"dataset": "make_classification(4000, 40 features, 20 informative, 10 "
@@ -514,9 +479,8 @@ def main(smoke: bool = False) -> dict[str, Any]:
                    "seeds": f"tuning configuration i: {TUNE_SEED} + i; replay trial i: "
                             f"{REPLAY_SEED} + i; retraining k: {RETRAIN_SEED} + k; validation: "
                             "the file's 800 rows"},
-        "figures": [figure], "schedule_matters": details, "pruning": prune,
-        "summary": summary, "seconds": seconds}, smoke)
-    return {"figure": figure, "details": details, "pruning": prune}
+        **payload, "seconds": seconds}, smoke)
+    return payload
 
 
 if __name__ == "__main__":

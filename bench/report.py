@@ -68,6 +68,9 @@ def table(results: Path) -> str:
                              f"{_b2_profile(figure['runs'])}")
         if "quality" in data:
             extra.extend(_b2_quality(data["quality"]))
+        if "schedule_matters" in data:
+            extra.extend(f"- {line}" if i == 0 else f"  - {line}"
+                         for i, line in enumerate(b8_lines(data)))
     for described, names in machines.items():
         # Benchmarks measured on different machines say which ran where.
         which = f" ({', '.join(n.upper() for n in names)})" if len(machines) > 1 else ""
@@ -117,6 +120,61 @@ def _b2_quality(quality: dict[str, Any]) -> list[str]:
             + (f", {q['missing']} searches without a pick" if q["missing"] else "") + ")"
             for q in rows)
         lines.append(f"  - {label}: {shown}")
+    return lines
+
+
+def _params(params: dict[str, Any]) -> str:
+    """A configuration compactly: floats to 3 significant digits."""
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in params.items())
+
+
+def b8_lines(data: dict[str, Any]) -> list[str]:
+    """B8's results (bench/b8_schedule_matters.py) as lines, the heading first: each arm's
+    tuned configuration and its fresh-seed mean and std, each family's paired gain over the
+    constant with its 95 % t interval, what each replayed pruner pruned, and the rank
+    correlations of early values with the final one. The benchmark prints the same lines."""
+
+    def n(value: float | None, digits: int = 4) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    def pp(value: float | None, sign: str = "+") -> str:
+        return "-" if value is None else f"{100 * value:{sign}.2f} pp"
+
+    details, prune = data["schedule_matters"], data["pruning"]
+    seeds = len(details["retrain_seeds"])
+    lines = [f"B8 schedule matters: each arm's best tuning configuration retrained with {seeds} "
+             f"fresh seeds (final val_accuracy, mean and std over seeds); gains paired by seed"]
+    for family, arm in details["arms"].items():
+        failed = f", {arm['failed']} failed" if arm["failed"] else ""
+        lines.append(f"{family} ({_params(arm['params'])}; tuning value "
+                     f"{n(arm['tuning_value'])}): {n(arm['mean'])} (std {n(arm['std'])}{failed})")
+    for family, g in details["gains"].items():
+        ci = g["ci95"]
+        interval = f"95 % t interval {pp(ci[0])} to {pp(ci[1])}" if ci else "no interval"
+        best = " (the best schedule)" if family == details["best_schedule"] else ""
+        lines.append(f"gain of {family}{best} over the constant: {pp(g['mean'])} (std "
+                     f"{pp(g['std'], '')}, {interval}, {g['pairs']} seeds); the constant's "
+                     f"seed std {pp(details['noise_std'], '')}")
+    trials = prune["trials"]
+    replayed = (f"replayed on {len(trials)} cross-family random trials trained to the end "
+                f"({sum(t['final'] is None for t in trials)} failed)")
+    for label, r in prune["replays"].items():
+        top = ", ".join(f"top {k} {v['pruned']}/{v['of']}" for k, v in r["top"].items())
+        families = ", ".join(f"{f} {v['pruned']}/{v['trials']}"
+                             for f, v in r["by_family"].items())
+        lines.append(f"pruner {label}, {replayed}: pruned {r['pruned']}/{r['trials']} "
+                     f"({families}); of the final "
+                     f"{top}; epochs {r['epochs_trained']} of {r['epochs_unpruned']} "
+                     f"({r['epochs_saved']} saved); best kept {n(r['best_kept'])}, best of "
+                     f"all {n(r['best_overall'])}")
+    corr = prune["correlations"]
+    half = max(1, prune["epochs"] // 2) if "epochs" in prune else None
+    marks = ", ".join(f"{e} (half)" if int(e) == half else str(e) for e in corr["epochs"])
+    lines.append(f"Spearman rho of the value after epochs {marks} with the final value, over "
+                 "the trials that finished (count): " + "; ".join(
+                     f"{name} ({g['trials']}) " + "/".join(n(rho, 2) for rho in g["rho"].values())
+                     for name, g in corr["groups"].items()))
     return lines
 
 

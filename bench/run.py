@@ -1,6 +1,6 @@
 """Run the benchmarks, each in its own process, then write their figures into BENCHMARKS.md.
 
-    python -m bench.run                 # B1-B5, B7 on this machine (about 30 minutes on 2 cores)
+    python -m bench.run                 # B1-B5, B7, B8 on this machine (about 90 minutes on 2 cores)
     python -m bench.run --smoke         # every benchmark on tiny sizes (what `make test` runs)
     python -m bench.run --only b1,b3    # some of them
 
@@ -20,7 +20,7 @@ from bench import report
 from bench.common import QUIET, RESULTS
 
 BENCHMARKS = ("b1_overhead", "b2_search_efficiency", "b3_range_test", "b4_api_latency",
-              "b5_scaling", "b7_preview_cost")
+              "b5_scaling", "b7_preview_cost", "b8_schedule_matters")
 
 
 def main() -> int:
