@@ -60,7 +60,7 @@ def test_submit_wait_in_a_terminal_shows_a_progress_bar_and_the_best_schedule(
     text = ANSI.sub("", screen)
     assert code == 0, text
     assert "━" in screen  # rich's bar
-    assert "3/3" in text and "best" in text
+    assert "5/5" in text and "best" in text  # 3 search trials + the baseline's 2
     assert "Best schedule: cosine" in text and "peak_lr" in text
     assert "keras.optimizers.schedules.deserialize(config)" in text
 
