@@ -49,14 +49,15 @@ Part 2, the pruning replay. 48 configurations drawn across constant, cosine, one
 step_decay and exponential with the service's cross-family sampling
 (lrsearch.schedules.search.suggest_any, default search ranges, Optuna RandomSampler seed 0),
 each trained to the end without pruning, every epoch's val_accuracy recorded. The replay then
-runs the service's default pruner, Optuna's MedianPruner(n_startup_trials=2, n_warmup_steps=1)
-(worker/search.py), on an in-memory study: trials in the recorded order, each epoch's value
+runs Optuna's MedianPruner(n_startup_trials=2, n_warmup_steps=1) (the service's default
+before this benchmark) on an in-memory study: trials in the recorded order, each epoch's value
 reported at step = its 0-based epoch index (worker/tasks/trial.py), should_prune asked after
 each report; a pruned trial is told PRUNED, a diverged one FAIL, the others COMPLETE with
 their final value. Since a random sampler's draws do not depend on the results, this is what a
 sequential random search with the median pruner would have trained, epoch for epoch. The same
-replay runs a family-aware variant (FamilyMedianPruner: the same median rule, comparing a
-trial only with the completed trials of its own family). Reported per pruner: trials pruned
+replay runs the family-aware variant that is now the service's default `median`
+(worker.search.FamilyMedianPruner: the same median rule, comparing a trial only with the
+completed trials of its own family). Reported per pruner: trials pruned
 (by family), epochs trained / saved, how many of the final top 5 and top 10 (by the recorded
 final value) it pruned, and the best final value among the trials it kept. Reported once:
 Spearman's rank correlation (scipy.stats.spearmanr) of the value after epochs 1, 2, 3 and
@@ -283,43 +284,6 @@ def gain(spec: Any, sizes: Sizes, spe: int) -> tuple[dict[str, Any], dict[str, A
 # --- part 2: the pruning replay --------------------------------------------------------------
 
 
-def _family(trial: Any) -> str | None:
-    """A trial's family: its `family` parameter (cross-family studies) or user attribute."""
-    from lrsearch.schedules.search import FAMILY_PARAM
-
-    value = trial.params.get(FAMILY_PARAM, trial.user_attrs.get(FAMILY_PARAM))
-    return None if value is None else str(value)
-
-
-def family_median_pruner(n_startup_trials: int = 2, n_warmup_steps: int = 1) -> Any:
-    """A pruner with the median rule of Optuna's MedianPruner (prune at a step >=
-    n_warmup_steps when the trial's best value so far is below the median of the completed
-    trials' values at that step, once n_startup_trials have completed), restricted to the
-    completed trials of the trial's own family (the `family` parameter, or user attribute).
-    Maximisation only (val_accuracy), one report per step."""
-    import optuna
-    from optuna.trial import TrialState
-
-    class FamilyMedianPruner(optuna.pruners.BasePruner):
-        def prune(self, study: optuna.study.Study, trial: optuna.trial.FrozenTrial) -> bool:
-            step = trial.last_step
-            if step is None or step < n_warmup_steps:
-                return False
-            family = _family(trial)
-            peers = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                     if _family(t) == family]
-            if not peers or len(peers) < n_startup_trials:
-                return False
-            at_step = [t.intermediate_values[step] for t in peers
-                       if step in t.intermediate_values]
-            if not at_step:
-                return False
-            best = max(trial.intermediate_values.values())
-            return bool(best < float(np.median(at_step)))
-
-    return FamilyMedianPruner()
-
-
 def sample_trials(sizes: Sizes, spe: int) -> list[tuple[str, dict[str, Any]]]:
     """The replay's configurations: the service's cross-family draw with default ranges."""
     import optuna
@@ -433,10 +397,12 @@ def pruning(spec: Any, sizes: Sizes, spe: int) -> dict[str, Any]:
         trials.append({"index": i, "family": family, "params": params,
                        "seed": REPLAY_SEED + i, "curve": curve.values, "epochs": curve.epochs,
                        "state": curve.state, "final": curve.final})
+    from worker.search import FamilyMedianPruner
+
     replays = {
-        "median (default)": replay(trials, optuna.pruners.MedianPruner(
-            n_startup_trials=2, n_warmup_steps=1)),
-        "median within the family": replay(trials, family_median_pruner(2, 1))}
+        "median across families (Optuna's MedianPruner, the default before)": replay(
+            trials, optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)),
+        "median within the family (the default)": replay(trials, FamilyMedianPruner(2, 1))}
     return {"epochs": sizes.epochs, "trials": trials, "replays": replays,
             "correlations": correlations(trials, sizes.epochs)}
 
