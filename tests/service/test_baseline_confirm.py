@@ -348,3 +348,21 @@ def test_a_lost_baseline_attempt_is_failed_in_the_baselines_optuna_study(
         lost = jobs.reap(s, max_attempts=3)
     name = client.get(f"/v1/studies/{sid}").json()["optuna_study_name"]
     assert sorted(lost) == [(name, 0), (name + ".baseline", 0)]
+
+
+def test_with_baseline_confirmation_and_budget_off_a_study_runs_as_before(
+        client: TestClient, engine: Engine) -> None:
+    study = submit(client, n_trials=2, baseline={"enabled": False})
+    sid = study["id"]
+    assert study["n_slots"] == 2 and len(jobs_of(engine, sid)) == 2
+    for slot, value in enumerate([0.9, 0.95]):
+        run_trial(engine, sid, slot, "cosine", COSINE, value)
+        done(engine, sid, slot)
+    study = client.get(f"/v1/studies/{sid}").json()
+    assert study["status"] == "succeeded" and study["phase"] == "search"
+    assert study["stop_reason"] is None and study["counts"]["complete"] == 2
+    assert [t.role for t in rows(engine, sid)] == ["search", "search"]
+    best = client.get(f"/v1/studies/{sid}/best").json()
+    assert best["answer"] == "single run" and best["value"] == 0.95
+    assert best["baseline"] is None and best["confirmation"] is None
+    assert best["verdict"] is None and best["search_best"]["trial_number"] == 1
