@@ -76,9 +76,11 @@ def run_study(http: httpx.Client) -> None:
     sid = r.json()["id"]
     study = poll(http, f"/v1/studies/{sid}", {"succeeded", "failed", "cancelled"}, 300)
     assert study["status"] == "succeeded", study
-    counts = study["counts"]
-    assert counts["complete"] + counts["pruned"] + counts["failed"] == 4
+    counts = study["counts"]  # 4 search trials and the constant-LR baseline's 2
+    assert study["n_slots"] == 6
+    assert counts["complete"] + counts["pruned"] + counts["failed"] == 6
     best = http.get(f"/v1/studies/{sid}/best").json()
+    assert best["baseline"] is not None and best["baseline"]["source"] == "baseline"
     assert best["family"] == "cosine" and 0 < best["value"] <= 1
     assert len(best["history"]) == 3 and best["history"][0]["lr_first"] is not None
     spe = best["steps_per_epoch"]
