@@ -19,8 +19,10 @@ not depend on these: RunSpec.seed (0) fixes it, TrainConfig.seed (or the peers' 
 assembles the same pieces as lrsearch.training.train) seeds initialisation and data order.
 
 The grid is the service's grid over the three parameters (worker.search.grid_space, what its
-grid sampler walks), `grid_points` values each (4 -> 64 configurations, 512 epochs); target =
-its best final val_accuracy - 0.005.
+grid sampler walks), `grid_points` values each (4 -> 64 configurations, 512 epochs). Target:
+the grid's best configuration (by its single run) retrained with the 5 fresh seeds, their mean
+final val_accuracy - 0.005 (with a seed per trial the best single run of 64 is the luckiest
+draw, which a search would chase for its luck rather than its configuration).
 
 The arms:
 - "tpe+median (default)", "tpe, no pruning", "random+median", "tpe+hyperband (ours)": the
@@ -48,12 +50,12 @@ callback's on_epoch_end; a resumed Hyperband trial counts only the epochs it ran
 is reached at the end of the first trial that trained the full 8-epoch schedule, was kept by
 its search (not pruned) and whose final val_accuracy is >= target; the figure is the epochs
 spent up to then / the grid's epochs. A search goes on (so that every budget below has its
-pick) until it has reached the target and spent 256 epochs, or gives up once it has spent
+pick) until it has reached the target and spent 128 epochs, or gives up once it has spent
 twice the grid's epochs without reaching it; both are checked between trials. A search that
 gave up counts as not reaching the target (an infinite ratio) in the median, never as its
 (small) spend.
 
-Quality: for each arm, search seed and budget B in (64, 128, 256) epochs, the pick is the best
+Quality: for each arm, search seed and budget B in (64, 128) epochs, the pick is the best
 fully trained configuration (by its final val_accuracy in the search) among the trials that
 had ended when B epochs were spent; it is retrained for 8 epochs with 5 fresh seeds, each
 (configuration, seed) once. Reported per arm and budget: the mean over search seeds of each
@@ -88,7 +90,7 @@ from bench.peers import (
 FAMILY = "step_decay"
 NOT_REACHED = None  # JSON has no infinity: a median or bound that is "never" is null
 SPACE = {FAMILY: {"lr0": {"low": 1e-3, "high": 1.0, "log": True}}}  # drop, epochs_drop: defaults
-BUDGETS, SMOKE_BUDGETS = (64, 128, 256), (4, 8)
+BUDGETS, SMOKE_BUDGETS = (64, 128), (4, 8)
 RETRAINS, SMOKE_RETRAINS = 5, 2
 
 
@@ -306,12 +308,19 @@ def main(smoke: bool = False, seeds: int = 5, arms: str = "") -> dict[str, Any]:
     rows = grid(setup, grid_points)
     grid_epochs = sum(r["epochs"] for r in rows)
     grid_best = max(r["value"] for r in rows if r["value"] is not None)
-    target = grid_best - 0.005
+    # With a seed per trial the grid's best single run is the luckiest of 64 draws; the
+    # target is its configuration's mean over the fresh retraining seeds, less 0.5 pp.
+    top = max((r for r in rows if r["value"] is not None), key=lambda r: r["value"])
+    top_runs = [train_trial(None, top["params"], setup, RETRAIN_SEED + k, prune=False)[0]
+                for k in range(retrains)]
+    top_mean = statistics.fmean(v for v in top_runs if v is not None)
+    target = top_mean - 0.005
     cap = 2 * grid_epochs
     if cap < max(budgets):
         raise ValueError(f"the give-up cap ({cap} epochs) is under the largest budget")
     print(f"B2 grid: {len(rows)} configurations, {grid_epochs} epochs, best val_accuracy "
-          f"{grid_best:.4f}; target {target:.4f}; searches give up after {cap} epochs")
+          f"{grid_best:.4f} (its configuration retrained with {retrains} fresh seeds: mean "
+          f"{top_mean:.4f}); target {target:.4f}; searches give up after {cap} epochs")
     trainer = KerasTrainer(setup)
     figures, runs_by_arm = [], {}
     for arm in chosen:
@@ -338,7 +347,7 @@ def main(smoke: bool = False, seeds: int = 5, arms: str = "") -> dict[str, Any]:
             for q in qrows))
     write_result("b2_search_efficiency", {
         "grid": {"configurations": len(rows), "epochs": grid_epochs, "best": grid_best,
-                 "target": target, "rows": rows},
+                 "best_retrained": top_runs, "target": target, "rows": rows},
         "config": {"dataset": "digits", "model": "mlp", "optimizer": "sgd", "family": FAMILY,
                    "epochs": epochs, "batch_size": batch_size, "grid_points": grid_points,
                    "search_space": {k: _dimension(v) for k, v in setup.dimensions().items()},

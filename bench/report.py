@@ -58,8 +58,12 @@ def table(results: Path) -> str:
                              f"with 2 workers, {figure['denominator_median']:.1f} with 1")
         if "grid" in data:
             g = data["grid"]
+            retrained = [v for v in g.get("best_retrained") or [] if v is not None]
+            mean = (f" (its configuration retrained with {len(retrained)} fresh seeds: mean "
+                    f"{sum(retrained) / len(retrained):.4f})") if retrained else ""
             extra.append(f"- B2 grid: {g['configurations']} configurations, {g['epochs']} "
-                         f"epochs, best val_accuracy {g['best']:.4f}, target {g['target']:.4f}")
+                         f"epochs, best val_accuracy {g['best']:.4f}{mean}, target "
+                         f"{g['target']:.4f}")
             for figure in data["figures"]:
                 epochs = ", ".join(str(r["epochs"]) if r["reached"]
                                    else f"{r['epochs']} (not reached)" for r in figure["runs"])
