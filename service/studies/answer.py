@@ -123,8 +123,8 @@ def confirmation(session: Session, study: Study, metric: str, maximize: bool
     if unfinished and study.status in ("queued", "running"):
         status = "running"
     else:
-        status = "finished" if all(r.state == "complete" or r.state == "failed"
-                                   or r.state == "pruned" for r in rows) else "stopped"
+        status = "finished" if all(r.state in ("complete", "failed", "pruned")
+                                   for r in rows) else "stopped"
     sign = _sign(maximize)
 
     def whole(c: dict[str, Any]) -> bool:  # every run of it completed

@@ -7,7 +7,6 @@ import logging
 import uuid
 from typing import Any
 
-import numpy as np
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
@@ -33,7 +32,13 @@ from service.runs import objective, recheck, run_spec
 from service.schemas import finite_or_none
 from service.studies import answer, progress
 from service.studies.models import FINISHED, CurvePoint, Study, Trial
-from service.studies.roles import BASELINE_FAMILY, BASELINE_SUFFIX, baseline_trials, job_order
+from service.studies.roles import (
+    BASELINE_FAMILY,
+    BASELINE_SUFFIX,
+    baseline_trials,
+    job_order,
+    ranked,
+)
 from service.studies.schemas import BaselineSpec, EpochOut, StudyCreate, TrialOut
 
 log = logging.getLogger("lrsearch.studies")
@@ -289,20 +294,14 @@ def _export(family: str, params: dict[str, Any], spe: int, epochs: int) -> dict[
 
 
 def leaderboard(session: Session, study: Study) -> list[dict[str, Any]]:
-    rows = session.scalars(select(Trial).where(Trial.study_id == study.id,
-                                               Trial.role == "search",
-                                               Trial.state == "complete",
-                                               Trial.value.is_not(None))).all()
-    sign = -1.0 if progress.objective_of(study.spec)[1] == "maximize" else 1.0
-    best: dict[str, Trial] = {}
-    for t in rows:
-        if t.family is None or t.value is None or not np.isfinite(t.value):
-            continue
-        if t.family not in best or sign * t.value < sign * (best[t.family].value or 0.0):
-            best[t.family] = t
-    ranked = sorted(best.values(), key=lambda t: sign * (t.value or 0.0))
+    """The best complete search trial of each family, best family first."""
+    maximize = progress.objective_of(study.spec)[1] == "maximize"
+    best: dict[str, Trial] = {}  # the first of each family in rank order: its best
+    for t in ranked(session, study, "search", maximize):
+        if t.family is not None:
+            best.setdefault(t.family, t)
     return [{"family": t.family, "value": finite_or_none(t.value), "trial_number": t.number,
-             "params": t.params} for t in ranked]
+             "params": t.params} for t in best.values()]
 
 
 def best(session: Session, study: Study) -> dict[str, Any]:

@@ -125,13 +125,12 @@ def finish_trial(session: Session, study: Study, trial: Trial, state: str,
     study.n_running -= 1
     setattr(study, FINAL_STATES[state], getattr(study, FINAL_STATES[state]) + 1)
     clean = _clean(value)
-    if (trial.role or "search") != "search":
-        pass
-    elif state == "complete" and clean is not None and _better(study, clean):
+    searched = (trial.role or "search") == "search"
+    if searched and state == "complete" and clean is not None and _better(study, clean):
         study.best_value, study.best_trial_number = clean, trial.number
         study.best_family, study.best_params = trial.family, trial.params
         study.since_best = 0
-    elif state in ("complete", "pruned"):
+    elif searched and state in ("complete", "pruned"):
         study.since_best = (study.since_best or 0) + 1
     _maybe_finished(session, study)
     session.flush()

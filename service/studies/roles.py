@@ -15,7 +15,6 @@ A study's slots, in order:
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from sqlalchemy import insert, select
@@ -81,26 +80,26 @@ def confirm_seed(study_seed: int, j: int) -> int:
     return (study_seed + CONFIRM_SEED_OFFSET + j) % SEED_LIMIT
 
 
-def _ranked(session: Session, study: Study, role: str, maximize: bool,
-            family: str | None = None) -> list[Trial]:
-    """Complete trials of one role with a finite value, best first (ties: earlier slot)."""
+def ranked(session: Session, study: Study, role: str, maximize: bool,
+           family: str | None = None) -> list[Trial]:
+    """Complete trials of one role with a value, best first (ties: earlier slot). Values are
+    stored finite or NULL (progress._clean), so every one returned is finite."""
     where = [Trial.study_id == study.id, Trial.role == role, Trial.state == "complete",
              Trial.value.is_not(None)]
     if family is not None:
         where.append(Trial.family == family)
-    rows = [t for t in session.scalars(select(Trial).where(*where))
-            if t.value is not None and math.isfinite(t.value)]
     sign = -1.0 if maximize else 1.0
-    return sorted(rows, key=lambda t: (sign * (t.value or 0.0), t.slot))
+    return sorted(session.scalars(select(Trial).where(*where)),
+                  key=lambda t: (sign * (t.value or 0.0), t.slot))
 
 
 def best_constant(session: Session, study: Study, maximize: bool) -> Trial | None:
     """The best constant-LR trial: the baseline's, else (a study searching `constant` itself)
     the search's best `constant` trial."""
     for role in ("baseline", "search"):
-        ranked = _ranked(session, study, role, maximize, family=BASELINE_FAMILY)
-        if ranked:
-            return ranked[0]
+        best = ranked(session, study, role, maximize, family=BASELINE_FAMILY)
+        if best:
+            return best[0]
     return None
 
 
@@ -110,7 +109,7 @@ def to_confirm(session: Session, study: Study, maximize: bool) -> list[Trial]:
     top_k = int((study.spec.get("confirm") or {}).get("top_k", 0))
     chosen: list[Trial] = []
     seen: set[str] = set()
-    for trial in _ranked(session, study, "search", maximize):
+    for trial in ranked(session, study, "search", maximize):
         key = f"{trial.family}:{sorted((trial.params or {}).items())}"
         if trial.family == BASELINE_FAMILY or key in seen:
             continue

@@ -153,9 +153,8 @@ def run(w: TaskContext, c: Claim, beat: Heartbeat) -> None:
             try:
                 family, params = _sample(plan, ot)
             except LRSearchError as e:
-                reason = str(e)
-                asked = ot
-                w.db(lambda s: _record_unrunnable(s, c, asked.number, reason))
+                reason, asked = str(e), ot.number
+                w.db(lambda s: _record_unrunnable(s, c, asked, reason))
                 _tell(study, ot, Outcome(TrialState.FAIL, reason=reason))
                 return
         number, seed = ot.number, run_spec.trial_seed(ot.number)
