@@ -62,6 +62,12 @@ had ended when B epochs were spent; it is retrained for 8 epochs with 5 fresh se
 pick's mean, the standard deviation of those means, and the std, min and max of all the
 retrained values.
 
+`--problem generated` runs the same comparison on B8's schedule-sensitive problem (the
+generated 10-class .npz of bench/b8_schedule_matters.py, its fixed 3200/800 split, 15 epochs,
+lr0 0.01..1 as B8 searches, budgets 120 and 240 epochs: about 8 and 16 full trials, as 64 and
+128 are at 8 epochs), written as b2b_generated_problem.json
+(`python -m bench.b2b_generated_problem`).
+
 `--smoke`: every arm on 2 seeds, 2 epochs, batch 256, 2 grid points, budgets (4, 8) epochs, 2
 retraining seeds. `--arms` runs some arms (keys: ARMS).
 """
@@ -70,8 +76,10 @@ from __future__ import annotations
 
 import math
 import statistics
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bench.common import command_line, write_result
@@ -89,8 +97,29 @@ from bench.peers import (
 
 FAMILY = "step_decay"
 NOT_REACHED = None  # JSON has no infinity: a median or bound that is "never" is null
-SPACE = {FAMILY: {"lr0": {"low": 1e-3, "high": 1.0, "log": True}}}  # drop, epochs_drop: defaults
 BUDGETS, SMOKE_BUDGETS = (64, 128), (4, 8)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What B2 searches on: `digits` (the built-in dataset, 8 epochs, lr0 1e-3..1) or
+    `generated` (B8's schedule-sensitive problem: bench.b8_schedule_matters.write_problem's
+    .npz, 15 epochs, lr0 over B8's 0.01..1), with budgets of about 8 and 16 full trials."""
+
+    name: str
+    epochs: int
+    lr0: tuple[float, float]
+    budgets: tuple[int, int]
+    result: str  # the JSON file under bench/results/
+    label: str  # how its figures are named
+
+
+PROBLEMS = {
+    "digits": Problem("digits", 8, (1e-3, 1.0), BUDGETS, "b2_search_efficiency",
+                      "B2 search efficiency"),
+    "generated": Problem("generated", 15, (0.01, 1.0), (120, 240), "b2b_generated_problem",
+                         "B2 on B8's problem"),
+}
 RETRAINS, SMOKE_RETRAINS = 5, 2
 
 
@@ -126,7 +155,8 @@ def _finite(value: float) -> float | None:
 def spec(sampler: str, pruner: str, seed: int, setup: Setup, grid_points: int
          ) -> dict[str, Any]:
     """A study spec as the API stores it (what the worker's Optuna setup reads)."""
-    return {"run": setup.run_spec().stored(), "families": [FAMILY], "search_space": SPACE,
+    return {"run": setup.run_spec().stored(), "families": [FAMILY],
+            "search_space": {FAMILY: dict(setup.space)},
             "epochs": setup.epochs, "pruner": {"name": pruner},
             "sampler": {"name": sampler, "seed": seed, "grid_points": grid_points}}
 
@@ -197,7 +227,7 @@ def our_search(arm: Arm, setup: Setup, grid_points: int, search_seed: int,
     while not ledger.done():
         study = worker_search.load(s, "b2", storage, slot)  # type: ignore[arg-type]
         ot = study.ask()
-        params = suggest(ot, FAMILY, SPACE[FAMILY], epochs=setup.epochs)
+        params = suggest(ot, FAMILY, dict(setup.space), epochs=setup.epochs)
         seed = trial_seed(search_seed, ot.number)
         value, ran, state = train_trial(ot, params, setup, seed, prune=arm.pruner != "none")
         group = None
@@ -227,10 +257,11 @@ def run_arm(arm: Arm, setup: Setup, trainer: KerasTrainer, grid_points: int,
         raise ValueError(f"unknown arm kind {arm.kind!r}")
 
 
-def figure(arm: Arm, runs: list[dict[str, Any]], grid_epochs: int) -> dict[str, Any]:
+def figure(arm: Arm, runs: list[dict[str, Any]], grid_epochs: int,
+           label: str = "B2 search efficiency") -> dict[str, Any]:
     seeds = len(runs)
     ratios = [r["epochs"] / grid_epochs if r["reached"] else math.inf for r in runs]
-    out = {"name": f"B2 search efficiency: {arm.label}",
+    out = {"name": f"{label}: {arm.label}",
            "ratio": "epochs to reach the grid's best - 0.5 pp / grid epochs",
            "repeats": seeds, "median": _finite(statistics.median(ratios)),
            "min": _finite(min(ratios)), "max": _finite(max(ratios)),
@@ -298,13 +329,36 @@ def _where(runs: list[dict[str, Any]]) -> str:
     return ", ".join(f"{v} in {k}-epoch trials" for k, v in total.items())
 
 
-def main(smoke: bool = False, seeds: int = 5, arms: str = "") -> dict[str, Any]:
-    epochs, batch_size, grid_points = (2, 256, 2) if smoke else (8, 64, 4)
+def setup_for(problem: Problem, smoke: bool, folder: Path) -> Setup:
+    """The Setup every arm of `problem` trains (the generated problem's file in `folder`)."""
+    epochs, batch_size = (2, 256) if smoke else (problem.epochs, 64)
+    space = {"lr0": {"low": problem.lr0[0], "high": problem.lr0[1], "log": True}}
+    if problem.name == "digits":
+        return Setup(FAMILY, space, epochs, batch_size)
+    from bench.b8_schedule_matters import DATASET, write_problem
+
+    path = write_problem(folder)
+    return Setup(FAMILY, space, epochs, batch_size, dataset=DATASET, dataset_file=str(path))
+
+
+def main(smoke: bool = False, seeds: int = 5, arms: str = "", problem: str = "digits"
+         ) -> dict[str, Any]:
+    if problem not in PROBLEMS:
+        raise ValueError(f"--problem {problem!r}: one of {', '.join(PROBLEMS)}")
+    chosen_problem = PROBLEMS[problem]
+    with tempfile.TemporaryDirectory(prefix="b2-") as folder:
+        return _main(chosen_problem, smoke, seeds, arms, Path(folder))
+
+
+def _main(problem: Problem, smoke: bool, seeds: int, arms: str, folder: Path
+          ) -> dict[str, Any]:
+    grid_points = 2 if smoke else 4
     seeds = 2 if smoke else seeds
-    budgets = SMOKE_BUDGETS if smoke else BUDGETS
+    budgets = SMOKE_BUDGETS if smoke else problem.budgets
     retrains = SMOKE_RETRAINS if smoke else RETRAINS
     chosen = [ARMS[a.strip()] for a in arms.split(",") if a.strip()] or list(ARMS.values())
-    setup = Setup(FAMILY, SPACE[FAMILY], epochs, batch_size)
+    setup = setup_for(problem, smoke, folder)
+    epochs, batch_size = setup.epochs, setup.batch_size
     rows = grid(setup, grid_points)
     grid_epochs = sum(r["epochs"] for r in rows)
     grid_best = max(r["value"] for r in rows if r["value"] is not None)
@@ -330,7 +384,7 @@ def main(smoke: bool = False, seeds: int = 5, arms: str = "") -> dict[str, Any]:
             run_arm(arm, setup, trainer, grid_points, search_seed, ledger)
             runs.append(ledger.run())
         runs_by_arm[arm.label] = runs
-        fig = figure(arm, runs, grid_epochs)
+        fig = figure(arm, runs, grid_epochs, problem.label)
         figures.append(fig)
         shown = ", ".join(f"{r['epochs']} ({r['trials']} trials)" if r["reached"]
                           else f"not reached ({r['epochs']})" for r in runs)
@@ -345,10 +399,11 @@ def main(smoke: bool = False, seeds: int = 5, arms: str = "") -> dict[str, Any]:
             f"{q['budget']} epochs {_fmt(q['mean'], 4, '-')} (std {_fmt(q['std'], 4, '-')}, "
             f"{_fmt(q['min'], 4, '-')}-{_fmt(q['max'], 4, '-')}, {q['configs']} picks)"
             for q in qrows))
-    write_result("b2_search_efficiency", {
+    write_result(problem.result, {
         "grid": {"configurations": len(rows), "epochs": grid_epochs, "best": grid_best,
                  "best_retrained": top_runs, "target": target, "rows": rows},
-        "config": {"dataset": "digits", "model": "mlp", "optimizer": "sgd", "family": FAMILY,
+        "config": {"problem": problem.name, "dataset": setup.dataset, "model": "mlp",
+                   "optimizer": "sgd", "family": FAMILY,
                    "epochs": epochs, "batch_size": batch_size, "grid_points": grid_points,
                    "search_space": {k: _dimension(v) for k, v in setup.dimensions().items()},
                    "budgets": list(budgets), "give_up_after_epochs": cap,
@@ -372,4 +427,5 @@ def _dimension(d: Any) -> dict[str, Any]:
 
 if __name__ == "__main__":
     command_line(main, __doc__, repeats=None, seeds=(int, 5, "search seeds"),
-                 arms=(str, "", f"comma-separated arms (default all): {', '.join(ARMS)}"))
+                 arms=(str, "", f"comma-separated arms (default all): {', '.join(ARMS)}"),
+                 problem=(str, "digits", f"what to search on: {', '.join(PROBLEMS)}"))

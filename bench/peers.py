@@ -60,13 +60,15 @@ class Setup:
     dataset: str = "digits"
     model: str = "mlp"
     optimizer: str = "sgd"
+    dataset_file: str | None = None  # an .npz upload's path (its split is in the file)
 
     def run_spec(self) -> Any:
         """The RunSpec of every trial: seed 0, so the validation split is one for all."""
         from lrsearch.spec import RunSpec
 
         return RunSpec.builtin(self.dataset, self.model, optimizer=self.optimizer,
-                               batch_size=self.batch_size, seed=0, objective=OBJECTIVE)
+                               batch_size=self.batch_size, seed=0, objective=OBJECTIVE,
+                               dataset_file=self.dataset_file)
 
     def dimensions(self) -> dict[str, Any]:
         """The family's resolved search space (lrsearch.schedules.search.space): what our

@@ -19,8 +19,8 @@ import time
 from bench import report
 from bench.common import QUIET, RESULTS
 
-BENCHMARKS = ("b1_overhead", "b2_search_efficiency", "b3_range_test", "b4_api_latency",
-              "b5_scaling", "b7_preview_cost", "b8_schedule_matters")
+BENCHMARKS = ("b1_overhead", "b2_search_efficiency", "b2b_generated_problem", "b3_range_test",
+              "b4_api_latency", "b5_scaling", "b7_preview_cost", "b8_schedule_matters")
 
 
 def main() -> int:
