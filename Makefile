@@ -1,19 +1,28 @@
 # The two commands of the README: `make run` and `make test`. Each creates .venv when missing
-# and installs what it needs first.
+# and installs what it needs first: `make run` only what the service needs (the package's own
+# dependencies), `make test` that plus the dev and bench extras.
+# tests/test_install_sets.py reads the pip lines below (through `make -n`) and checks both sets.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 
 .PHONY: run test lint typecheck clean bench bench-smoke
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUN_STAMP)
+
+# On top of the run set, so that a later `make run` finds its stamp current and installs
+# nothing; pip leaves the extras in place when `make run` does reinstall.
+$(STAMP): $(RUN_STAMP) pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
 	touch $(STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/lrsearch serve
 
 test: $(STAMP)

@@ -1,12 +1,17 @@
 """The `lrsearch` command line (click; rich for tables and progress).
 
 Client commands talk to a running server (`--url` / LRSEARCH_URL, `--api-key` /
-LRSEARCH_API_KEY): submit, status, trials, best, plot, cancel, delete, range-test, datasets.
+LRSEARCH_API_KEY): submit, wait, status, trials, export, best, plot, cancel, delete,
+range-test, datasets, models.
 Library commands need no server: schedules (list, show, preview), local (range-test, train,
 demo). Other installed packages add commands under the `lrsearch.commands` entry-point group
 (pyproject.toml): the service's migrate, api, keys and serve (service/cli.py) and the worker's
 worker and reaper (worker/cli.py). Loading them by group name keeps this package free of
 imports of theirs; a package that is not installed adds no command.
+
+A group run without a sub-command runs its `list` (`lrsearch schedules`, `lrsearch datasets`,
+`lrsearch models`, `lrsearch keys`), or prints its help and exits 0 when it has none
+(`lrsearch local`): see `_list_by_default`.
 
 Errors print the API's or the library's message (which names the field and the value), never
 a traceback: exit code 2 for rejected input, 1 for anything else (unreachable server, failed
@@ -15,8 +20,9 @@ study, timeout).
 
 from __future__ import annotations
 
+import functools
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import EntryPoint, distributions
 from typing import Any
 
@@ -73,6 +79,42 @@ def _register() -> None:
             command = _load(entry)
             if command is not None:
                 cli.add_command(command, entry.name)
+    for command in cli.commands.values():
+        _list_by_default(command)
+
+
+def _list_by_default(command: click.Command) -> None:
+    """Make a group (and each group under it) that needs a sub-command run its `list` when
+    given none, with the list's defaults (its options still read their environment
+    variables), or print its help and exit 0 when it has no `list`: click's own answer is the
+    usage and exit status 2, an error for what is only a question. A group that already runs
+    on its own (`range-test`) is left as it is. Applied to the installed packages' groups too,
+    so every group behaves the same."""
+    if not isinstance(command, click.Group):
+        return
+    for sub in command.commands.values():
+        _list_by_default(sub)
+    if command.invoke_without_command:
+        return
+    group = command
+    callback: Callable[..., Any] = group.callback or (lambda: None)
+
+    @functools.wraps(callback)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        result = callback(*args, **kwargs)
+        ctx = click.get_current_context()
+        if ctx.invoked_subcommand is not None:
+            return result
+        listing = group.commands.get("list")
+        if listing is None:
+            click.echo(ctx.get_help())
+            ctx.exit(0)
+        with listing.make_context("list", [], parent=ctx) as sub:
+            return listing.invoke(sub)
+
+    group.callback = run
+    group.invoke_without_command = True
+    group.no_args_is_help = False
 
 
 def _installed_commands() -> list[EntryPoint]:

@@ -1,6 +1,6 @@
 """Commands that need no server: the schedule catalog and local runs.
 
-    lrsearch schedules list | show NAME | preview NAME --params JSON --epochs E
+    lrsearch schedules [list] | show NAME | preview NAME --params JSON --epochs E
              --steps-per-epoch S [--png FILE]
     lrsearch local range-test --dataset digits [--json] [--plot FILE]
     lrsearch local train --dataset digits --schedule one_cycle --params '{"max_lr": 0.3}'
@@ -27,7 +27,8 @@ def _quiet_tensorflow() -> None:
 
 @click.group("schedules")
 def schedules_group() -> None:
-    """The schedule families: list, show one, preview a curve."""
+    """The schedule families: list (what `lrsearch schedules` alone does), show one, preview a
+    curve."""
 
 
 @schedules_group.command("list")

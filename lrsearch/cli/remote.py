@@ -2,12 +2,18 @@
 
     lrsearch submit --family one_cycle --dataset digits --epochs 5 --n-trials 10 [--wait]
     lrsearch submit --file study.yaml [--wait]          (flags override the file)
-    lrsearch status [ID]     one study, or the list
-    lrsearch trials ID [--number N]   lrsearch best ID   lrsearch plot ID --kind history -o h.png
+    lrsearch status [ID] [--wide]     one study, or the list
+    lrsearch trials ID [--number N] [--wide]   lrsearch best ID [--wide]
+    lrsearch export ID --format csv|json [--output FILE]
+    lrsearch plot ID --kind history -o h.png
     lrsearch cancel ID       lrsearch delete ID
     lrsearch range-test --dataset digits [--wait] [--plot lr_find.png]
     lrsearch range-test cancel ID   lrsearch range-test delete ID
-    lrsearch datasets list | upload NAME FILE.npz | roots | register NAME SOURCE | delete NAME
+    lrsearch datasets [list] | upload NAME FILE.npz | roots | register NAME SOURCE | delete NAME
+    lrsearch models [list] | upload NAME FILE.keras | show NAME | delete NAME
+
+Tables fit the terminal (lrsearch.cli.output: a column that does not fit is left out and named
+under the table); `--wide` shows every column.
 """
 
 from __future__ import annotations
@@ -23,14 +29,19 @@ from lrsearch.cli.output import (
     JsonObject,
     StudyProgress,
     console,
-    history_table,
+    export_csv,
+    export_json,
+    export_records,
+    history_view,
+    objective_direction,
     objective_metric,
     print_best,
     print_suggestions,
+    print_view,
     progress_line,
-    studies_table,
+    studies_view,
     study_table,
-    trials_table,
+    trials_view,
     write_png,
 )
 from lrsearch.client import PLOT_KINDS, Client, ClientError
@@ -277,21 +288,26 @@ def wait_cmd(client: Client, study_id: str, timeout: float | None, poll: float,
     _wait_and_report(client, study_id, timeout, poll, as_json)
 
 
+WIDE_HELP = "every column, however wide (the table fits the terminal otherwise)"
+
+
 @click.command("status")
 @click.argument("study_id", required=False)
 @click.option("--status", "only", type=click.Choice(["queued", "running", "succeeded",
                                                      "failed", "cancelled"]),
               help="list: only studies with this status")
+@click.option("--wide", is_flag=True, help=WIDE_HELP)
 @click.option("--json", "as_json", is_flag=True)
 @remote
-def status(client: Client, study_id: str | None, only: str | None, as_json: bool) -> None:
+def status(client: Client, study_id: str | None, only: str | None, wide: bool,
+           as_json: bool) -> None:
     """One study's status and progress, or the list of studies."""
     if study_id is None:
         page = client.studies(status=only, limit=100)
         if as_json:
             click.echo(json.dumps(page))
         else:
-            console().print(studies_table(page["items"]))
+            print_view(studies_view(page["items"]), wide)
         return
     study = client.study(study_id)
     if as_json:
@@ -306,39 +322,78 @@ def status(client: Client, study_id: str | None, only: str | None, as_json: bool
               help="one trial (its Optuna number), with every metric per epoch")
 @click.option("--baseline", is_flag=True, help="with --number: a trial of the constant-LR "
               "baseline (numbered in its own Optuna study)")
+@click.option("--wide", is_flag=True, help=WIDE_HELP)
 @click.option("--json", "as_json", is_flag=True)
 @remote
-def trials(client: Client, study_id: str, number: int | None, baseline: bool,
+def trials(client: Client, study_id: str, number: int | None, baseline: bool, wide: bool,
            as_json: bool) -> None:
-    """Every trial of a study: state, value, parameters, failure reason; or one trial's
-    history (--number)."""
+    """Every trial of a study, best first: state, value, one column per searched parameter
+    (those with one value in every trial of a family are shown once, above), failure reason;
+    or one trial's history (--number)."""
     if number is not None:
         trial = client.trial(study_id, number, "baseline" if baseline else "search")
         if as_json:
             click.echo(json.dumps(trial))
             return
-        console().print(trials_table([trial], objective_metric(client.study(study_id))))
-        console().print(history_table(trial.get("history") or [],
-                                      f"Trial #{number} per epoch"))
+        study = client.study(study_id)
+        metric = objective_metric(study)
+        out = console()
+        what = "Baseline trial" if baseline else "Trial"
+        print_view(trials_view([trial], metric, objective_direction(study),
+                               f"{what} #{number}"), wide, out)
+        print_view(history_view(trial.get("history") or [], f"Trial #{number} per epoch",
+                                metric), wide, out)
         return
     items = client.all_trials(study_id)
     if as_json:
         click.echo(json.dumps(items))
         return
-    console().print(trials_table(items, objective_metric(client.study(study_id))))
+    study = client.study(study_id)
+    print_view(trials_view(items, objective_metric(study), objective_direction(study)), wide)
+
+
+@click.command("export")
+@click.argument("study_id")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv",
+              show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="the file to write [default: standard output]")
+@remote
+def export(client: Client, study_id: str, fmt: str, output: Path | None) -> None:
+    """Every trial of a study (search, baseline and confirmation runs: `role`) as CSV or JSON:
+    slot, number, family, state, value, attempt, seed, duration_s, failure_reason, every
+    parameter (CSV: a `param.<name>` column each; JSON: `params`) and the metrics of its last
+    epoch (`metric.<name>`; JSON: `metrics`). The API serves no history for confirmation runs:
+    theirs are empty."""
+    trials = client.all_trials(study_id)
+    histories: dict[int, list[dict[str, Any]] | None] = {}
+    for t in trials:
+        # One request per trial: the trial list carries no metrics. A confirmation run has no
+        # Optuna number to ask for; a queued one has no history yet.
+        if t.get("number") is not None and t.get("role", "search") in ("search", "baseline"):
+            histories[t["slot"]] = client.trial(study_id, t["number"],
+                                                t.get("role", "search")).get("history") or []
+    records = export_records(trials, histories)
+    text = export_csv(records) if fmt == "csv" else export_json(records)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    output.write_text(text, encoding="utf-8", newline="")
+    click.echo(f"wrote {output} ({len(records)} trials, {fmt})", err=True)
 
 
 @click.command("best")
 @click.argument("study_id")
+@click.option("--wide", is_flag=True, help=WIDE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="everything: curves, Keras config")
 @remote
-def best(client: Client, study_id: str, as_json: bool) -> None:
+def best(client: Client, study_id: str, wide: bool, as_json: bool) -> None:
     """The best schedule so far: parameters and the Keras snippet."""
     result = client.best(study_id)
     if as_json:
         click.echo(json.dumps(result))
     else:
-        print_best(result)
+        print_best(result, wide)
 
 
 @click.command("plot")
@@ -462,7 +517,8 @@ def range_test_delete(client: Client, test_id: str) -> None:
 # -- datasets ------------------------------------------------------------------------------
 @click.group("datasets")
 def datasets() -> None:
-    """The server's datasets: list, upload an .npz, register files the workers read, delete."""
+    """The server's datasets: list (what `lrsearch datasets` alone does), upload an .npz,
+    register files the workers read, delete."""
 
 
 def _task(dataset: dict[str, Any]) -> str:
@@ -567,7 +623,8 @@ def datasets_delete(client: Client, name: str) -> None:
 # -- models --------------------------------------------------------------------------------
 @click.group("models")
 def models() -> None:
-    """Models: list (built-in, plugin, uploaded), upload a .keras file, show, delete."""
+    """Models: list (built-in, plugin, uploaded; what `lrsearch models` alone does), upload a
+    .keras file, show, delete."""
 
 
 @models.command("list")
@@ -625,6 +682,6 @@ def models_delete(client: Client, name: str) -> None:
 
 
 def register(cli: click.Group) -> None:
-    for command in (submit, wait_cmd, status, trials, best, plot, cancel, delete, range_test,
-                    datasets, models):
+    for command in (submit, wait_cmd, status, trials, export, best, plot, cancel, delete,
+                    range_test, datasets, models):
         cli.add_command(command)
