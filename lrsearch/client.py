@@ -14,6 +14,8 @@ carrying the API's `type`, `detail`, `field` and the HTTP status.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import time
 from collections.abc import Callable
@@ -217,6 +219,23 @@ class Client:
         return self._wait(lambda: self.study(study_id), STUDY_DONE, f"study {study_id}",
                           timeout, poll, on_progress)
 
+    def notifications(self, study_id: str) -> list[dict[str, Any]]:
+        """The study's end notification (a list: empty until the study ends, or when it asked
+        for none), each with its state, payload and every attempt (status code or error,
+        timestamps, when the next is due)."""
+        items: list[dict[str, Any]] = self._json(
+            "GET", f"/v1/studies/{study_id}/notifications")["items"]
+        return items
+
+    def rotate_webhook_secret(self) -> dict[str, Any]:
+        """A new secret signing this tenant's notifications (`secret`, shown only in this
+        answer); the previous one stops signing at once."""
+        return self._json("POST", "/v1/webhook-secret")
+
+    def webhook_secret(self) -> dict[str, Any]:
+        """Whether this tenant has a webhook secret, and since when (never the secret)."""
+        return self._json("GET", "/v1/webhook-secret")
+
     # -- range tests ---------------------------------------------------------------------
     def range_test(self, spec: dict[str, Any], *, idempotency_key: str | None = None
                    ) -> dict[str, Any]:
@@ -271,6 +290,31 @@ class Client:
                                   f"{timeout:g} s")
             time.sleep(poll if deadline is None else
                        max(0.0, min(poll, deadline - time.monotonic())))
+
+
+SIGNATURE_TOLERANCE = 300.0  # seconds a notification's timestamp may be from the clock
+
+
+def verify_signature(secret: str, body: bytes, header: str, *,
+                     tolerance: float = SIGNATURE_TOLERANCE, now: float | None = None) -> bool:
+    """Whether a study-end notification is genuine: `header` is its X-Lrsearch-Signature
+    (`t=<unix seconds>,v1=<hex>`), `body` the raw bytes received (not re-serialised JSON),
+    `secret` the tenant's webhook secret. True when v1 is HMAC-SHA256(secret, "<t>." + body)
+    (compared in constant time) and t is within `tolerance` seconds of `now` (the clock by
+    default), so a captured request cannot be replayed later."""
+    fields: dict[str, list[str]] = {}
+    for part in header.split(","):
+        key, _, value = part.strip().partition("=")
+        fields.setdefault(key, []).append(value)
+    try:
+        stamp = int(fields["t"][0])
+    except (KeyError, ValueError):
+        return False
+    if abs((time.time() if now is None else now) - stamp) > tolerance:
+        return False
+    expected = hmac.new(secret.encode(), f"{stamp}.".encode() + body,
+                        hashlib.sha256).hexdigest()
+    return any(hmac.compare_digest(expected, given) for given in fields.get("v1", []))
 
 
 def _retry_after(response: httpx.Response) -> float:

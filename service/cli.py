@@ -4,6 +4,9 @@ entry-point group (pyproject.toml), so that neither package imports the other's 
     lrsearch migrate                   upgrade our schema and set up Optuna's storage
     lrsearch api --host --port         the HTTP API (uvicorn)
     lrsearch keys create --tenant T    a new API key (printed once); keys list; keys revoke P
+    lrsearch keys webhook-secret --tenant T [--rotate]
+                                       the secret signing T's study-end notifications
+                                       (printed once)
     lrsearch serve --host --port --workers N
                                        the one-machine default: migrate, then the API, N
                                        workers (one per GPU where there are GPUs) and a
@@ -173,7 +176,8 @@ def with_bind_host(settings: Settings, host: str) -> Settings:
 
 @click.group("keys", cls=ServerGroup)
 def keys() -> None:
-    """API keys: create, list, revoke (run on the server, against its database)."""
+    """API keys: create, list, revoke; and each tenant's webhook secret (run on the server,
+    against its database)."""
 
 
 @keys.command("create")
@@ -208,6 +212,25 @@ def keys_revoke(prefix: str) -> None:
 
     _with_session(lambda s: auth.revoke(s, prefix))
     click.echo(f"revoked {prefix}")
+
+
+@keys.command("webhook-secret")
+@click.option("--tenant", required=True, help="the tenant whose notifications it signs")
+@click.option("--rotate", is_flag=True,
+              help="replace the tenant's secret (the old one stops signing at once)")
+def keys_webhook_secret(tenant: str, rotate: bool) -> None:
+    """The secret that signs a tenant's study-end notifications, printed once: created when
+    the tenant has none; an existing one is only replaced with --rotate (it cannot be shown
+    again)."""
+    from service.notifications import ops as notifications
+
+    def make(session: Any) -> str:
+        row = notifications.rotate_secret(session, tenant, replace=rotate)
+        return (f"{row.secret}\n(webhook secret of tenant {row.tenant}; shown only once. "
+                "Requests carry X-Lrsearch-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "
+                "\"<t>.<body>\"> keyed with it)")
+
+    click.echo(_with_session(make))
 
 
 def gpu_count() -> int:

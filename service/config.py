@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -86,6 +86,24 @@ class Settings(BaseSettings):
     # Only turn on when every request comes through that proxy: clients can send the header.
     trust_forwarded_headers: bool = False
     web_session_seconds: int = 7 * 24 * 3600  # a web page login lasts this long
+    # Study-end notifications (webhooks). The hosts a study's `notify.url` may name, as
+    # patterns (comma-separated in the environment): a host name or IP address ("hooks.lan",
+    # "127.0.0.1", "[::1]"), "*.example.com" (its subdomains), or "public": any host whose
+    # every address is public (not loopback, private, link-local, multicast, reserved,
+    # unspecified or otherwise not globally routable). Empty means "public". A listed host
+    # may resolve to any address: listing it is the operator's consent to reach it. Checked
+    # at submission and again right before each attempt (the request goes to the address
+    # checked then).
+    notify_allowed_hosts: Annotated[list[str], NoDecode] = []
+    notify_max_attempts: int = Field(default=5, ge=1, le=100)
+    # The wait after the n-th failed attempt: notify_backoff_seconds * 2**(n-1), at most
+    # notify_backoff_max_seconds.
+    notify_backoff_seconds: float = Field(default=5.0, ge=0, le=86_400)
+    notify_backoff_max_seconds: float = Field(default=3600.0, ge=0, le=7 * 86_400)
+    # Each of: resolving the host, connecting, sending, waiting for the answer.
+    notify_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # How often the reaper (and each worker between jobs) looks for deliveries that are due.
+    notify_poll_seconds: float = Field(default=5.0, gt=0, le=3600)
     # Workers
     # Operator plugins (comma-separated module names, besides the `lrsearch.plugins` entry
     # points) the workers' children import before loading models: custom Keras layers,
@@ -113,6 +131,19 @@ class Settings(BaseSettings):
     def _split_hosts(cls, value: Any) -> Any:
         """"a, B" -> ["a", "b"]: the environment gives one comma-separated string."""
         return _comma_list(value, str.lower)
+
+    @field_validator("notify_allowed_hosts", mode="before")
+    @classmethod
+    def _split_notify_hosts(cls, value: Any) -> Any:
+        """"public, Hooks.LAN" -> ["public", "hooks.lan"]; a bare "*" is refused: it would
+        let any study make the server post to any address, its own included."""
+        hosts = _comma_list(value, str.lower)
+        if isinstance(hosts, list) and "*" in hosts:
+            raise ValueError("LRSEARCH_NOTIFY_ALLOWED_HOSTS must not contain a bare '*' (any "
+                             "host, internal addresses included); list the hosts, use "
+                             "'*.example.com' for a domain, or 'public'. Received: "
+                             f"{value!r}")
+        return hosts
 
     @field_validator("data_roots", mode="before")
     @classmethod

@@ -22,6 +22,7 @@ from service.datasets.router import roots_router
 from service.datasets.router import router as datasets_router
 from service.db import make_engine, session_factory
 from service.models.router import router as models_router
+from service.notifications.router import router as notifications_router
 from service.origin import RequestOrigin
 from service.range_tests.router import router as range_tests_router
 from service.studies.router import router as studies_router
@@ -132,7 +133,7 @@ def create_app(settings: Settings | None = None, *, anonymous: bool = True) -> F
     app.state.metrics_registry = registry
     errors.install(app)
     for router in (catalog_router, datasets_router, roots_router, models_router,
-                   studies_router, range_tests_router):
+                   studies_router, range_tests_router, notifications_router):
         app.include_router(router)
     ui.install(app)
 

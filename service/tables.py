@@ -5,6 +5,7 @@ from service.datasets.models import UploadedDataset
 from service.db import Base
 from service.jobs.models import Job
 from service.models.models import UploadedModel
+from service.notifications.models import WebhookAttempt, WebhookDelivery, WebhookSecret
 from service.range_tests.models import RangeTest
 from service.studies.models import CurvePoint, Study, Trial
 from service.workers.models import WorkerRow
@@ -13,5 +14,5 @@ metadata = Base.metadata
 __all__ = [
     "ApiKey",
     "CurvePoint", "Job", "RangeTest", "Study", "Trial", "UploadedDataset", "UploadedModel",
-    "WebSession",
+    "WebSession", "WebhookAttempt", "WebhookDelivery", "WebhookSecret",
     "WorkerRow", "metadata"]

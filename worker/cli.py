@@ -2,8 +2,9 @@
 entry-point group (pyproject.toml):
 
     lrsearch worker [--gpu N]          one worker process (run many, on many machines)
-    lrsearch reaper                    recover lost leases and reconcile Optuna, running no
-                                       jobs (`lrsearch serve` runs one beside its workers)
+    lrsearch reaper                    recover lost leases, reconcile Optuna and send study-end
+                                       notifications, running no jobs (`lrsearch serve` runs
+                                       one beside its workers)
 
 `python -m worker ARGS` is `lrsearch worker ARGS`. Heavy imports happen inside the commands:
 every `lrsearch` invocation loads this module.
@@ -47,8 +48,9 @@ def cmd_worker(gpu: int | None, max_jobs: int | None) -> None:
 
 @click.command("reaper", cls=ServerCommand)
 def cmd_reaper() -> None:
-    """Recover lost leases and reconcile Optuna, running no jobs (so that a job whose worker
-    died is queued again even when no worker is alive); SIGTERM or SIGINT stops it."""
+    """Recover lost leases, reconcile Optuna and send study-end notifications, running no jobs
+    (so that a job whose worker died is queued again even when no worker is alive); SIGTERM or
+    SIGINT stops it."""
     from service.config import Settings
 
     setup_logging()
@@ -58,31 +60,67 @@ def cmd_reaper() -> None:
     reap_until(stop, Settings())
 
 
+REAPER_NOTIFY_LIMIT = 50  # notification attempts per pass
+
+
 def reap_until(stop: threading.Event, settings: Settings) -> None:
     """Every half lease until `stop` is set: requeue expired leases (their Optuna trials
-    FAIL) and reconcile Optuna with our tables. A failed pass is logged; the next one retries.
-    """
+    FAIL) and reconcile Optuna with our tables; and every notify_poll_seconds (or half lease,
+    when shorter), send the study-end notifications that are due. A failed pass is logged;
+    the next one retries."""
+    import os
+    import socket
+    import time
+
     from sqlalchemy.orm import Session
 
+    from service import migrations
     from service.db import make_engine
-    from worker.loop import reap
+    from worker.loop import notify, reap
     from worker.reconcile import Reconciler
     from worker.search import storage
 
     engine = make_engine(settings.database_url, immediate=True)
     optuna = storage(settings.optuna_url())
     reconciler = Reconciler(settings.lease_seconds)
+    owner = f"reaper:{socket.gethostname()}:{os.getpid()}"
+    tick = min(settings.lease_seconds / 2, settings.notify_poll_seconds)
+    last_reap = time.monotonic()
 
     def db(fn: Callable[[Session], Any]) -> Any:
         with Session(engine) as session, session.begin():
             return fn(session)
 
+    expected = migrations.head()
+    logged: tuple[str | None, float] = ("", -float("inf"))  # (revision found, when logged)
+
+    def schema_is_ours() -> bool:
+        """A reaper of another release neither reaps nor notifies (as a worker does not
+        claim): the reason is logged when the revision found changes and once a minute."""
+        nonlocal logged
+        problem = migrations.mismatch(db(lambda s: migrations.current(s.connection())),
+                                      expected)
+        if problem is not None and (problem != logged[0]
+                                    or time.monotonic() - logged[1] >= 60):
+            log.warning("reaper is idle: %s", problem)
+            logged = (problem, time.monotonic())
+        return problem is None
+
     try:
-        while not stop.wait(settings.lease_seconds / 2):
+        while not stop.wait(tick):
             try:
-                reap(settings, db, optuna)
-                reconciler.run(db, optuna)
-            except Exception as e:  # the database or Optuna away: the next pass tries again
+                if not schema_is_ours():
+                    continue
+            except Exception as e:  # the database away: the next pass retries
                 log.warning("reaper: %s", e)
+                continue
+            if time.monotonic() - last_reap >= settings.lease_seconds / 2:
+                last_reap = time.monotonic()
+                try:
+                    reap(settings, db, optuna)
+                    reconciler.run(db, optuna)
+                except Exception as e:  # the database or Optuna away: the next pass retries
+                    log.warning("reaper: %s", e)
+            notify(settings, db, owner, REAPER_NOTIFY_LIMIT, stop)
     finally:
         engine.dispose()

@@ -3,7 +3,15 @@
 Signals: the first SIGTERM or SIGINT lets the running job finish within `grace_seconds`, then
 stops the child and releases the lease (the job goes back to the queue, no failure counted);
 a second signal stops at once, releasing the lease the same way. Every worker also reaps
-expired leases of any study.
+expired leases of any study, and sends due study-end notifications, between jobs.
+
+Schema: a worker claims, reaps and notifies only while the database's Alembic revision is
+its own code's head, checked at start and in every claim's transaction. During a rolling upgrade
+the old workers stop claiming as soon as the new release's `lrsearch migrate` commits, and
+new workers wait until it has run. A worker that finds another revision keeps running: it
+checks again every poll interval, says why it waits (when it starts waiting, when the
+revision it finds changes, and every SCHEMA_LOG_SECONDS meanwhile) and starts claiming as
+soon as the revisions match, so no restart is needed once the database is migrated.
 """
 
 from __future__ import annotations
@@ -22,11 +30,13 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from lrsearch import plugins
+from service import migrations
 from service.config import Settings
 from service.datasets import registration
 from service.db import make_engine
 from service.jobs import ops as jobs
 from service.jobs.ops import Claim, LeaseLost
+from service.notifications import delivery
 from worker import reconcile, search
 from worker.errors import Cancelled, Released, Retryable
 from worker.executor import ChildDied, Executor
@@ -37,9 +47,11 @@ log = logging.getLogger("lrsearch.worker")
 T = TypeVar("T")
 DB_RETRY_SECONDS = 60.0
 DESCRIBE_TAG = (0, 0)  # no job has id 0: the startup "what can you load" task
+WORKER_NOTIFY_LIMIT = 5  # notification attempts per pass between jobs (the reaper makes more)
+SCHEMA_LOG_SECONDS = 60.0  # while the schema is not ours, the reason is logged this often
 
 
-__all__ = ["Cancelled", "Released", "Retryable", "Worker", "reap"]
+__all__ = ["Cancelled", "Released", "Retryable", "Worker", "notify", "reap"]
 
 
 class Worker:
@@ -65,6 +77,13 @@ class Worker:
         self.exit_before_tell_slots = _slots(settings.fault_exit_before_tell_slots)
         self.reconciler = reconcile.Reconciler(settings.lease_seconds)
         self._last_reap = 0.0
+        self._last_notify = 0.0
+        # The schema this code is written for, read from its migration scripts once; each
+        # claim compares the database's revision with it.
+        self.expected_revision = migrations.head()
+        self.schema_ok = False
+        self._schema_found: str | None = None
+        self._schema_logged = -float("inf")
 
     # -- signals -------------------------------------------------------------------------
     def install_signals(self) -> None:
@@ -102,14 +121,18 @@ class Worker:
         log.info("worker %s started", self.name)
         done = 0
         try:
+            self.check_schema()  # says at once when the database is not this code's
             capabilities = self.describe()
             with Presence(self.heartbeat_engine, self.name, self.gpu,
                           self.settings.heartbeat_seconds, capabilities):
                 while not self.stop_requested.is_set() and (max_jobs is None
                                                             or done < max_jobs):
+                    if not self.schema_ok and not self.check_schema():
+                        self.stop_requested.wait(self.settings.poll_seconds)
+                        continue
                     self.maybe_reap()
-                    claim = self.db(lambda s: jobs.claim(s, self.name,
-                                                         self.settings.lease_seconds))
+                    self.maybe_notify()
+                    claim = self.db(self._claim)
                     if claim is None:
                         self.stop_requested.wait(self.settings.poll_seconds)
                         continue
@@ -120,6 +143,39 @@ class Worker:
             self.engine.dispose()
             self.heartbeat_engine.dispose()
             log.info("worker %s stopped", self.name)
+
+    # -- schema ------------------------------------------------------------------------
+    def check_schema(self) -> bool:
+        """Whether the database's schema is this code's, read so that a database never
+        migrated answers "no" rather than failing (`migrations.current`); logs why not."""
+        return self._schema_is(self.db(lambda s: migrations.current(s.connection())))
+
+    def _claim(self, session: Session) -> Claim | None:
+        """The next job, or None: none is queued, or the schema is no longer this code's.
+        The revision is read first, in the claim's own transaction, with one query."""
+        if not self._schema_is(migrations.revision(session.connection())):
+            return None
+        return jobs.claim(session, self.name, self.settings.lease_seconds)
+
+    def _schema_is(self, found: str | None) -> bool:
+        """Record whether `found`, the database's revision, is this code's. The reason for
+        waiting is logged when waiting starts, when the revision found changes, and every
+        SCHEMA_LOG_SECONDS meanwhile: not at every poll."""
+        problem = migrations.mismatch(found, self.expected_revision)
+        if problem is None:
+            if not self.schema_ok:
+                log.info("worker %s: database schema at revision %s, this code's: claiming "
+                         "jobs", self.name, found)
+            self.schema_ok = True
+            return True
+        now = time.monotonic()
+        if self.schema_ok or found != self._schema_found \
+                or now - self._schema_logged >= SCHEMA_LOG_SECONDS:
+            log.warning("worker %s is not claiming jobs: %s (checking again every %ss)",
+                        self.name, problem, self.settings.poll_seconds)
+            self._schema_logged = now
+        self.schema_ok, self._schema_found = False, found
+        return False
 
     def describe(self, timeout: float = 600.0) -> dict[str, Any]:
         """What this worker can load (its child imports the plugins): published in the
@@ -150,6 +206,14 @@ class Worker:
             self.reconciler.run(self.db, self.optuna)
         except Exception as e:  # Optuna or the database away: the next pass tries again
             log.warning("could not reconcile Optuna with the job table: %s", e)
+
+    def maybe_notify(self) -> None:
+        """Between jobs, every notify_poll_seconds: send the study-end notifications that are
+        due (a few: the queue is waiting), so they go out where no reaper runs."""
+        if time.monotonic() - self._last_notify < self.settings.notify_poll_seconds:
+            return
+        self._last_notify = time.monotonic()
+        notify(self.settings, self.db, self.name, WORKER_NOTIFY_LIMIT, self.stop_requested)
 
     def execute(self, claim: Claim) -> None:
         log.info("claimed job %s (%s, study %s slot %s, range test %s), attempt %s",
@@ -224,6 +288,18 @@ def _slots(text: str) -> set[int]:
 def _is_disconnect(e: DBAPIError) -> bool:
     text = str(e.orig).lower()
     return any(w in text for w in ("terminat", "closed", "connection", "server", "locked"))
+
+
+def notify(settings: Settings, db: Callable[[Callable[[Session], Any]], Any], owner: str,
+           limit: int, stop: threading.Event | None = None) -> int:
+    """Send up to `limit` due study-end notifications (service/notifications/delivery.py),
+    fewer once `stop` is set; returns how many attempts were made. A failure is logged: the
+    next pass retries."""
+    try:
+        return delivery.sweep(db, settings, owner, limit, stop=stop)
+    except Exception as e:  # the database away: the deliveries wait in their table
+        log.warning("could not send notifications: %s", e)
+        return 0
 
 
 def reap(settings: Settings, db: Callable[[Callable[[Session], Any]], Any],

@@ -19,6 +19,7 @@ from service.config import Settings
 from service.db import utcnow
 from service.errors import Conflict, Invalid, NotFound
 from service.jobs.models import Job
+from service.notifications import ops as notifications
 from service.range_tests.models import RangeTest
 from service.requests import (
     insert_once,
@@ -147,13 +148,15 @@ def validate(session: Session, settings: Settings, tenant: str, req: StudyCreate
     derived = _range_test_bounds(session, tenant, req.range_test_id) if req.range_test_id else {}
     search_space = _search_space(req, families, derived)
     _check_grid(settings, req, families, search_space)
+    notify = notifications.check_request(session, settings, tenant, req.notify)
     return {"run": run.stored(), "families": families, "epochs": req.epochs,
             "n_trials": req.n_trials, "search_space": search_space,
             "sampler": req.sampler.model_dump(), "pruner": req.pruner.model_dump(),
             "range_test_id": req.range_test_id,
             "budget": req.budget.model_dump() if req.budget is not None else None,
             "baseline": _baseline(settings, req, families, derived),
-            "confirm": _confirm(settings, req)}
+            "confirm": _confirm(settings, req),
+            **({"notify": notify} if notify is not None else {})}
 
 
 def create(session: Session, settings: Settings, tenant: str, req: StudyCreate,
@@ -225,6 +228,7 @@ def cancel(session: Session, study: Study) -> Study:
     study.n_cancelled += queued
     study.status = "cancelled"
     study.finished_at = utcnow()
+    notifications.study_ended(session, study)
     session.flush()
     return study
 

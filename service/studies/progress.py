@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from lrsearch.spec import RunSpec
 from service.db import utcnow
 from service.jobs.models import Job
+from service.notifications import ops as notifications
 from service.studies import roles
 from service.studies.models import CurvePoint, Study, Trial
 
@@ -173,6 +174,7 @@ def _maybe_finished(session: Session, study: Study) -> None:
         if study.status == "failed":
             study.error = ("No trial completed." if study.n_complete == 0 else
                            "No search trial completed (only baseline trials did).")
+        notifications.study_ended(session, study)  # committed with the end, or not at all
 
 
 def budget_spent(study: Study, patience: bool = True) -> str | None:
@@ -260,5 +262,6 @@ def fail_fast(session: Session, study_id: str | None, reason: str) -> None:
     if study.status != "cancelled" and study.best_trial_number is None:
         study.status, study.error = "failed", reason
         study.finished_at = study.finished_at or utcnow()
+        notifications.study_ended(session, study)
     _maybe_finished(session, study)
     session.flush()

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, computed_field
+from pydantic import BaseModel, Field, computed_field, field_validator
 
 from lrsearch.errors import redact_paths
 from lrsearch.spec import RunSpec
+from service.notifications.urls import MAX_URL, check_syntax
 from service.schemas import ObjectiveIn, Strict, Training, finite_or_none
 
 
@@ -55,6 +56,20 @@ class ConfirmSpec(Strict):
     seeds: int = Field(default=3, ge=2, le=20)
 
 
+class NotifySpec(Strict):
+    """Where to POST the study's summary once it ends (succeeded, failed or cancelled),
+    signed with the tenant's webhook secret (README: "Notifications")."""
+
+    url: str = Field(max_length=MAX_URL, description=(
+        "an http or https URL without user name or password; its host must be allowed by "
+        "LRSEARCH_NOTIFY_ALLOWED_HOSTS (by default: public addresses only)"))
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return check_syntax(value)
+
+
 class StudyCreate(Training):
     """A schedule search. Give `family` (one) or `families` (a cross-family search)."""
 
@@ -79,6 +94,8 @@ class StudyCreate(Training):
     baseline: BaselineSpec | None = Field(default=None, description=(
         "the constant-LR baseline; null: on unless the families include `constant`"))
     confirm: ConfirmSpec | None = None
+    notify: NotifySpec | None = Field(default=None, description=(
+        "a webhook called once when the study ends"))
 
 
 class Counts(BaseModel):
