@@ -53,8 +53,10 @@ def _scripts() -> ScriptDirectory:
     return ScriptDirectory.from_config(cfg)
 
 
+@functools.cache
 def head() -> str:
-    """The revision this code's migrations end at: the schema the code is written for."""
+    """The revision this code's migrations end at: the schema the code is written for (read
+    once: /readyz asks at every probe)."""
     revision = _scripts().get_current_head()
     assert revision is not None
     return revision

@@ -54,6 +54,11 @@ SCHEMA_LOG_SECONDS = 60.0  # while the schema is not ours, the reason is logged 
 __all__ = ["Cancelled", "Released", "Retryable", "Worker", "notify", "reap"]
 
 
+
+class SchemaNotOurs(Exception):
+    """Raised in a claim's transaction to roll it back: the database's schema revision is not
+    this code's (the reason is logged by Worker._schema_is)."""
+
 class Worker:
     def __init__(self, settings: Settings, *, gpu: int | None = None, name: str | None = None
                  ) -> None:
@@ -132,7 +137,7 @@ class Worker:
                         continue
                     self.maybe_reap()
                     self.maybe_notify()
-                    claim = self.db(self._claim)
+                    claim = self._claim_next()
                     if claim is None:
                         self.stop_requested.wait(self.settings.poll_seconds)
                         continue
@@ -152,10 +157,34 @@ class Worker:
 
     def _claim(self, session: Session) -> Claim | None:
         """The next job, or None: none is queued, or the schema is no longer this code's.
-        The revision is read first, in the claim's own transaction, with one query."""
-        if not self._schema_is(migrations.revision(session.connection())):
+        The revision is read in the claim's own transaction, before the claim (so that the
+        claim's statements never run against another release's tables) and again after it:
+        on PostgreSQL a claim that waited on a migration's lock sees the migrated tables, and
+        only a statement after it sees the new revision; a mismatch then rolls the claim
+        back (SchemaNotOurs). A version table that is gone counts as a mismatch."""
+        if not self._schema_is(self._revision(session)):
             return None
-        return jobs.claim(session, self.name, self.settings.lease_seconds)
+        claim = jobs.claim(session, self.name, self.settings.lease_seconds)
+        if claim is not None and not self._schema_is(self._revision(session)):
+            raise SchemaNotOurs  # rolls back the claim: the job stays queued
+        return claim
+
+    def _claim_next(self) -> Claim | None:
+        try:
+            return self.db(self._claim)
+        except SchemaNotOurs:
+            return None
+
+    def _revision(self, session: Session) -> str | None:
+        try:
+            return migrations.revision(session.connection())
+        except DBAPIError as e:
+            if e.connection_invalidated or _is_disconnect(e):
+                raise  # db() retries while the database is away
+            # no version table (a database reset under a running worker): `current` says so
+            # in a fresh transaction; this one is rolled back
+            self.schema_ok = False
+            raise SchemaNotOurs from e
 
     def _schema_is(self, found: str | None) -> bool:
         """Record whether `found`, the database's revision, is this code's. The reason for

@@ -6,6 +6,7 @@ once the revision is restored it claims the job and finishes it, without a resta
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from fastapi.testclient import TestClient
 from sqlalchemy import text
@@ -68,3 +69,51 @@ def test_a_worker_waits_for_its_schema_and_then_claims(
     assert job_states(engine, sid) == [("done", 1)]
     assert f"database schema at revision {head}, this code's: claiming jobs" in workers.log(0)
     assert workers.procs[0].poll() is None
+
+
+def test_a_claim_that_waited_on_a_migration_is_rolled_back(
+        client: TestClient, engine: Engine, settings: Any, postgres_url: str) -> None:
+    """The race the second revision read closes, provoked: on PostgreSQL a migration holds
+    a lock on `jobs` while it changes the schema; a worker's claim, its first revision read
+    already done, waits on that lock; the migration records its new revision and commits;
+    the claim then goes on, and only the revision read after it sees the new schema. The
+    claim must be rolled back (the job stays queued), and claimed once the revision is the
+    code's again."""
+    import threading
+
+    from worker.loop import Worker
+
+    if engine.dialect.name != "postgresql":
+        # SQLite: the claim's transaction is BEGIN IMMEDIATE, so a migration's write and
+        # a claim never interleave; the race exists only on PostgreSQL
+        return
+    head = migrations.head()
+    sid = submit(client, n_trials=1, epochs=1, baseline={"enabled": False})
+    worker = Worker(settings, name="racer")
+    result: dict[str, Any] = {}
+    with engine.connect() as migration:
+        migration.execute(text("LOCK TABLE jobs IN EXCLUSIVE MODE"))  # as ALTER TABLE would
+        thread = threading.Thread(target=lambda: result.update(claim=worker._claim_next()))
+        thread.start()
+
+        def claim_waits() -> bool:
+            # a connection of its own: pg_stat_activity is a snapshot per transaction
+            with engine.connect() as c:
+                return bool(c.execute(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query ILIKE '%FROM jobs%FOR UPDATE%'")).scalar())
+
+        wait_for(claim_waits, 30, "the worker's claim to wait on the migration's lock")
+        migration.execute(text(f"UPDATE {migrations.VERSION_TABLE} SET version_num = :r"),
+                          {"r": FUTURE})
+        migration.commit()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert result["claim"] is None
+    assert job_states(engine, sid) == [("queued", 0)]
+    assert not worker.schema_ok
+    stamp(engine, head)
+    claim = worker._claim_next()
+    assert claim is not None and claim.study_id == sid
+    worker.engine.dispose()
+    worker.heartbeat_engine.dispose()
