@@ -1,6 +1,6 @@
 """Run the benchmarks, each in its own process, then write their figures into BENCHMARKS.md.
 
-    python -m bench.run                 # B1-B5, B7, B8 here (about 90 minutes on 2 cores)
+    python -m bench.run                 # B1-B5, B2b, B7, B8 here (about 3 hours on 2 cores)
     python -m bench.run --smoke         # every benchmark on tiny sizes (what `make test` runs)
     python -m bench.run --only b1,b3    # some of them
 

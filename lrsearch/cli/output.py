@@ -7,6 +7,11 @@ row; a long text cell ends in "…"), numbers show 4 significant digits, and the
 not fit the console's width are left out, named in one line under the table; `--wide` shows
 every column whole, however wide. A parameter with one value in every listed row of its family
 is shown once above the table (`fixed: ...`) instead of in a column (`split_params`).
+
+The essential columns are never cut to nothing: on a narrow terminal a column that may be cut
+(a trial's family) is cut down to its least width, then the essential columns a view may spare
+go (the family first), and when even the rest do not fit, the rows are printed as lines of
+`header=value` items instead of a table (`record_lines`).
 """
 
 from __future__ import annotations
@@ -76,6 +81,9 @@ def _fmt(value: Any) -> str:
 ELLIPSIS = "…"
 PARAM_CAP = 24  # a parameter's cell (a list, a long choice) in a fitted view
 TEXT_CAP = 40  # a free-text cell: a failure reason, a study's name or families
+FAMILY_CAP = 16  # a family's name (a plugin's may be long) in a fitted view
+FAMILY_LEAST = 6  # ... cut down to this on a narrow terminal before it is left out
+HEADER_CAP = 16  # a header wider than this gives way to the column's short one in a fitted view
 WIDE_HINT = "--wide"
 
 
@@ -96,13 +104,25 @@ def _clip(text: str, limit: int) -> str:
 class Column:
     """One column of a fitted table. `key` names it (unique in its table), `cells` are its
     rows as text (one line each), `cap` is the widest it is shown in a fitted view (a longer
-    cell ends in "…"; `--wide` shows it whole; never narrower than the header)."""
+    cell ends in "…"; `--wide` shows it whole; never narrower than the header). `short`: the
+    header a fitted view shows instead of `header` when that is wider than HEADER_CAP (the
+    value column's "value" for a long metric name, which the title names). `least`: the
+    narrowest a fitted view may cut its cells to (never below the header) when the essential
+    columns do not fit otherwise; None: never cut below `cap`."""
 
     key: str
     header: str
     cells: tuple[str, ...]
     justify: Literal["left", "right"] = "left"
     cap: int | None = None
+    short: str | None = None
+    least: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("cap", "least"):
+            limit = getattr(self, name)
+            if limit is not None and limit < 1:
+                raise ValueError(f"Column {self.key!r}: {name} must be at least 1, got {limit}")
 
     @property
     def blank(self) -> bool:
@@ -110,9 +130,26 @@ class Column:
         return all(cell in ("", "-") for cell in self.cells)
 
     def capped(self) -> Column:
+        """As a fitted view shows it: the short header if the header is too wide, the cells
+        cut to `cap` (or the header's width, if wider)."""
+        column = self
+        if self.short is not None and cell_len(self.header) > HEADER_CAP:
+            column = replace(column, header=self.short)
         if self.cap is None:
-            return self
-        limit = max(self.cap, cell_len(self.header))
+            return column
+        limit = max(self.cap, cell_len(column.header))
+        return replace(column, cells=tuple(_clip(cell, limit) for cell in column.cells))
+
+    def floor(self) -> int:
+        """The narrowest a fitted view may show it: its least width (never below the
+        header's), or its whole width when it has none."""
+        if self.least is None:
+            return self.width()
+        return min(self.width(), max(self.least, cell_len(self.header)))
+
+    def cut(self, limit: int) -> Column:
+        """Its cells cut to `limit` cells (never below floor()), a longer one ending in "…"."""
+        limit = max(limit, self.floor())
         return replace(self, cells=tuple(_clip(cell, limit) for cell in self.cells))
 
     def width(self) -> int:
@@ -127,7 +164,9 @@ class View:
     while they fit, and the first that does not fit ends them (a gap in the middle of a ranked
     list would mislead); `extras` are shown only when every ranked column was, each when it
     fits, in that order (the first is the last to go; an extra with no value in any row is
-    left out without a mention). `notes` are printed between the title and the table."""
+    left out without a mention). `expendable`: the essential columns that may go, in that
+    order, when the essential ones do not fit even cut to their least widths (fit). `notes`
+    are printed between the title and the table."""
 
     title: str | None
     columns: list[Column]
@@ -135,6 +174,7 @@ class View:
     ranked: list[str] = field(default_factory=list)
     extras: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    expendable: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         keys = [c.key for c in self.columns]
@@ -142,6 +182,11 @@ class View:
         if len(set(keys)) != len(keys) or sorted(keys) != sorted(tiers):
             raise ValueError(f"View {self.title!r}: every column key must be in exactly one "
                              f"tier; columns {keys}, tiers {tiers}")
+        spare = [key for key in self.expendable if key not in self.essential]
+        if spare or len(set(self.expendable)) != len(self.expendable) \
+                or len(self.expendable) >= len(self.essential):
+            raise ValueError(f"View {self.title!r}: expendable {self.expendable} must be "
+                             f"distinct essential columns ({self.essential}), not all of them")
         rows = {len(c.cells) for c in self.columns}
         if len(rows) > 1:
             raise ValueError(f"View {self.title!r}: columns have different row counts {rows}")
@@ -165,15 +210,54 @@ def table_width(columns: Sequence[Column]) -> int:
     return sum(c.width() for c in columns) + _overhead(len(columns))
 
 
+def _squeeze(columns: Sequence[Column], width: int) -> list[Column] | None:
+    """These columns cut, those that may be (Column.least) from the first, each only as far
+    as the table must shrink to fit `width`; None when they do not fit even so."""
+    excess = table_width(columns) - width
+    out = list(columns)
+    for index, column in enumerate(out):
+        if excess <= 0:
+            break
+        spare = column.width() - column.floor()
+        if spare > 0:
+            take = min(spare, excess)
+            out[index] = column.cut(column.width() - take)
+            excess -= take
+    return out if excess <= 0 else None
+
+
+def _essentials(view: View, capped: Mapping[str, Column], width: int
+                ) -> tuple[list[Column], list[Column], bool]:
+    """(kept, dropped, whole): the essential columns at `width`. All of them as capped when
+    they fit (whole: True); else cut as far as needed (_squeeze); else without the expendable
+    ones, one by one in View.expendable order, the rest cut as needed. When even the columns
+    no view may spare do not fit, every essential column as capped and none dropped: wider
+    than `width`, which print_view takes for the sign to print them as lines."""
+    essentials = [capped[key] for key in view.essential]
+    if table_width(essentials) <= width:
+        return essentials, [], True
+    remaining, dropped = essentials, []
+    for key in [None, *view.expendable]:
+        if key is not None:
+            dropped.append(capped[key])
+            remaining = [c for c in remaining if c.key != key]
+        squeezed = _squeeze(remaining, width)
+        if squeezed is not None:
+            return squeezed, dropped, False
+    return essentials, [], False
+
+
 def fit(view: View, width: int) -> tuple[list[Column], list[Column]]:
     """(shown, left out): the columns of `view` that fit `width` terminal cells, capped and in
     display order, by the tier rules of View; and those left out, in the order they were
-    dropped from. The essential columns are shown even when they alone are too wide (rich then
-    cuts their cells with "…", never wraps them)."""
+    dropped from. When the essential columns do not fit as capped, they are cut, then the
+    expendable ones go (_essentials), and no other column is shown (one beside a cut or
+    missing essential column would mislead); when even those no view may spare do not fit,
+    `shown` is every essential column and wider than `width` (print_view prints the rows as
+    lines then), never a column cut to nothing."""
     capped = {c.key: c.capped() for c in view.columns}
-    kept = [capped[key] for key in view.essential]
-    dropped: list[Column] = []
-    full = False
+    kept, dropped, full_width = _essentials(view, capped, width)
+    full = not full_width
     for key in [*view.ranked, *view.extras]:
         column = capped[key]
         if key in view.extras and column.blank:
@@ -183,8 +267,28 @@ def fit(view: View, width: int) -> tuple[list[Column], list[Column]]:
             continue
         dropped.append(column)
         full = full or key in view.ranked
-    shown = {c.key for c in kept}
-    return [capped[c.key] for c in view.columns if c.key in shown], dropped
+    shown = {c.key: c for c in kept}
+    return [shown[c.key] for c in view.columns if c.key in shown], dropped
+
+
+def record_lines(columns: Sequence[Column], width: int) -> list[str]:
+    """The rows as lines, for a width too narrow for a table of `columns`: per row, the items
+    `header=cell` of every column in order, two spaces apart on one line while they fit, the
+    next on a new line indented by two spaces. The first item is never cut (a study's id is
+    what the other commands take: printed whole even wider than `width`); another wider than
+    a line of its own ends in "…"."""
+    lines: list[str] = []
+    for row in zip(*(c.cells for c in columns), strict=True):
+        items = [f"{c.header}={cell}" for c, cell in zip(columns, row, strict=True)]
+        line = items[0]
+        for item in items[1:]:
+            if cell_len(line) + 2 + cell_len(item) <= width:
+                line = f"{line}  {item}"
+            else:
+                lines.append(line)
+                line = "  " + _clip(item, max(1, width - 2))
+        lines.append(line)
+    return lines
 
 
 def render(columns: Sequence[Column], title: str | None = None) -> Table:
@@ -199,8 +303,10 @@ def render(columns: Sequence[Column], title: str | None = None) -> Table:
 
 def print_view(view: View, wide: bool = False, out: Console | None = None) -> list[Column]:
     """Print the title, the notes, the table and, when columns were left out, one line naming
-    them. `wide`: every column whole, the console widened to the table (nothing wraps; a
-    terminal may fold the long lines itself). Returns the columns left out."""
+    them. When even the essential columns do not fit (fit), the rows are printed as lines of
+    `header=value` items instead of the table (record_lines). `wide`: every column whole, the
+    console widened to the table (nothing wraps; a terminal may fold the long lines itself).
+    Returns the columns left out."""
     out = out or console()
     dropped: list[Column] = []
     if wide:
@@ -215,7 +321,13 @@ def print_view(view: View, wide: bool = False, out: Console | None = None) -> li
             out.print(Text(view.title, style="bold"), soft_wrap=wide)
         for note in view.notes:
             out.print(Text(note), soft_wrap=wide)
-        out.print(render(shown))
+        if not wide and table_width(shown) > previous:
+            # too narrow for a table of the essential columns: a line per row instead of
+            # columns that rich would cut to nothing
+            for line in record_lines(shown, previous):
+                out.print(Text(line), soft_wrap=True)
+        else:
+            out.print(render(shown))
         if dropped:
             names = ", ".join(c.header for c in dropped)
             out.print(Text(f"left out to fit the terminal's {previous} columns: {names}; "
@@ -414,20 +526,25 @@ def _seconds(value: float | None) -> str:
 
 def trials_view(trials: Sequence[Mapping[str, Any]], metric: str,
                 direction: str = "maximize", title: str | None = None) -> View:
-    """The trials table: best first (rank_trials); always the label (#), family, state and
-    value; then one column per searched parameter (split_params: a shared name is one column,
-    blank "-" where a row's family lacks it; the fixed ones are noted once above) while they
-    fit; then the failure reason, slot, seconds and attempt while they fit. `title` replaces
-    the default "Trials, best first (metric, direction)"."""
+    """The trials table: best first (rank_trials); always the label (#), family (cut to
+    FAMILY_CAP), state and value (headed by the metric's name, or "value" when that is wider
+    than HEADER_CAP: the title names the metric); then one column per searched parameter
+    (split_params: a shared name is one column, blank "-" where a row's family lacks it; the
+    fixed ones are noted once above) while they fit; then the failure reason, slot, seconds and
+    attempt while they fit. On a narrow terminal the family is cut further, then left out,
+    before the label, state or value are (fit). The title is `title` ("Trials, best first" by
+    default) followed by "(metric, direction)"."""
     rows = rank_trials(trials, direction)
     split = split_params(rows)
     params = _param_cells(rows, split.searched)
     columns = [
         Column("slot", "slot", tuple(str(t["slot"]) for t in rows), "right"),
         Column("#", "#", tuple(trial_label(t) for t in rows)),
-        Column("family", "family", tuple(_fmt(t.get("family")) for t in rows)),
+        Column("family", "family", tuple(_fmt(t.get("family")) for t in rows),
+               cap=FAMILY_CAP, least=FAMILY_LEAST),
         Column("state", "state", tuple(str(t["state"]) for t in rows)),
-        Column("value", metric, tuple(_fmt(t.get("value")) for t in rows), "right"),
+        Column("value", metric, tuple(_fmt(t.get("value")) for t in rows), "right",
+               short="value"),
         *params,
         Column("attempt", "attempt", tuple(str(t.get("attempt", "-")) for t in rows), "right"),
         Column("seconds", "seconds", tuple(_seconds(t.get("duration_s")) for t in rows),
@@ -435,17 +552,20 @@ def trials_view(trials: Sequence[Mapping[str, Any]], metric: str,
         Column("reason", "reason", tuple(_one_line(t.get("failure_reason") or "")
                                          for t in rows), cap=TEXT_CAP),
     ]
-    return View(title or f"Trials, best first ({metric}, {direction})", columns,
+    return View(f"{title or 'Trials, best first'} ({metric}, {direction})", columns,
                 essential=["#", "family", "state", "value"],
                 ranked=[c.key for c in params],
                 extras=["reason", "slot", "seconds", "attempt"],
-                notes=split.notes("trial"))
+                notes=split.notes("trial"), expendable=["family"])
 
 
 def studies_view(studies: Sequence[Mapping[str, Any]]) -> View:
-    """The list of studies: always the id (whole: it is what the other commands take), status,
-    progress (finished/slots) and best value; then the name, families and creation time while
-    they fit (name and families end in "…" past TEXT_CAP)."""
+    """The list of studies: always the id (whole, however narrow the terminal: the other
+    commands take the whole id, no prefix of it) and status; progress (finished/slots) and the
+    best value unless the terminal is too narrow (best goes first); then the name, families and
+    creation time while they fit (name and families end in "…" past TEXT_CAP). Narrower than
+    the id and status (under about 50 columns), each study is printed as lines instead:
+    `id=...` whole, then `status=... progress=... best=...` (record_lines)."""
     def best(s: Mapping[str, Any]) -> str:
         return _fmt((s.get("best") or {}).get("value"))
 
@@ -463,7 +583,7 @@ def studies_view(studies: Sequence[Mapping[str, Any]]) -> View:
                                                  for s in studies)),
     ]
     return View("Studies", columns, essential=["id", "status", "progress", "best"],
-                extras=["name", "families", "created"])
+                extras=["name", "families", "created"], expendable=["best", "progress"])
 
 
 def study_table(study: Mapping[str, Any]) -> Table:
@@ -549,24 +669,28 @@ def confirmation_view(c: Mapping[str, Any], metric: str) -> View:
         return f"{which}#{row['trial_number']}{mark}"
 
     columns = [Column("trial", "trial", tuple(label(r) for r in configs)),
-               Column("family", "family", tuple(_fmt(r.get("family")) for r in configs)),
+               Column("family", "family", tuple(_fmt(r.get("family")) for r in configs),
+                      cap=FAMILY_CAP, least=FAMILY_LEAST),
                *params,
                Column("mean", f"mean {metric}", tuple(_fmt(r.get("mean")) for r in configs),
-                      "right"),
+                      "right", short="mean"),
                Column("std", "std", tuple(_fmt(r.get("std")) for r in configs), "right"),
                Column("runs", "runs", tuple(f"{r['n']}/{len(r['runs'])}" for r in configs),
                       "right")]
     return View(f"Confirmation ({c['status']}): each configuration retrained with "
-                f"{c.get('seeds')} fresh seeds", columns,
+                f"{c.get('seeds')} fresh seeds ({metric})", columns,
                 essential=["trial", "family", "mean", "std", "runs"],
-                ranked=[p.key for p in params], notes=split.notes("configuration"))
+                ranked=[p.key for p in params], notes=split.notes("configuration"),
+                expendable=["family"])
 
 
 def leaderboard_view(best: Mapping[str, Any]) -> View:
     board = best.get("leaderboard") or []
-    return View("Best per family", [
-        Column("family", "family", tuple(str(r["family"]) for r in board)),
-        Column("value", best["metric"], tuple(_fmt(r["value"]) for r in board), "right"),
+    return View(f"Best per family ({best['metric']})", [
+        Column("family", "family", tuple(str(r["family"]) for r in board), cap=FAMILY_CAP,
+               least=FAMILY_LEAST),
+        Column("value", best["metric"], tuple(_fmt(r["value"]) for r in board), "right",
+               short="value"),
         Column("trial", "trial", tuple(str(r["trial_number"]) for r in board), "right")],
         essential=["family", "value", "trial"])
 

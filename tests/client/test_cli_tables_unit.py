@@ -30,9 +30,11 @@ from lrsearch.cli.output import (
     print_best,
     print_view,
     rank_trials,
+    record_lines,
     split_params,
     studies_view,
     table_width,
+    trial_label,
     trials_view,
 )
 from tests.processes import LRSEARCH
@@ -199,11 +201,139 @@ def test_fit_keeps_essentials_ranked_while_they_fit_then_extras_each_if_it_fits(
         View("t", columns, essential=["a"])
 
 
-def test_essentials_wider_than_the_terminal_are_cut_never_wrapped() -> None:
-    long = [_trial(i, "a_family_with_a_very_long_name_indeed", {"x": i}, 0.5) for i in range(3)]
-    lines = _printed(trials_view(long, "val_sparse_top_k_categorical_accuracy"), 40)
-    assert max(cell_len(line) for line in lines) <= 40
-    assert len(_body(lines)) == 3 and all("…" in row[1] for row in _body(lines))
+LONG_METRIC = "val_sparse_categorical_accuracy"
+PLUGIN_FAMILY = "a_very_long_family_name_from_a_plugin_xxxxxxxxxxxxxxx"
+# a long plugin family beside a built-in one, a baseline and a confirmation run (the widest
+# labels), a failed trial (no value) and a queued one (no number, family or value yet)
+NARROW_TRIALS = [_trial(i, PLUGIN_FAMILY if i % 2 else "one_cycle",
+                        {"peak_lr": 0.1 * (i + 1)} if i % 2 else _one_cycle(i),
+                        0.9 - i * 0.0123456) for i in range(6)]
+NARROW_TRIALS[5].update(state="failed", value=None, failure_reason=REASON)
+NARROW_TRIALS += [_trial(6, "constant", {"lr": 0.05}, 0.51234, role="baseline"),
+                  _trial(13, "one_cycle", _one_cycle(2), 0.887654, role="confirm",
+                         number=None, confirms=2),
+                  {"slot": 14, "number": None, "family": None, "state": "queued",
+                   "value": None, "params": None, "role": "search"}]
+
+
+def _rows(lines: Sequence[str], first: str) -> list[dict[str, str]]:
+    """The rows printed, as {header: cell}, from either layout: a table, or the lines of
+    `header=cell` items (record_lines) whose rows start with `first`= at the margin."""
+    if any(line.startswith("┃") for line in lines):
+        header = _header(lines)
+        return [dict(zip(header, row, strict=True)) for row in _body(lines)]
+    rows: list[dict[str, str]] = []
+    for line in lines:
+        if line.startswith(f"{first}="):
+            rows.append({})
+        elif not (rows and line.startswith("  ")):
+            continue  # the title, a note, the left-out line
+        for item in line.strip().split("  "):
+            name, _, cell = item.partition("=")
+            rows[-1][name] = cell
+    return rows
+
+
+def _left_out(lines: Sequence[str]) -> str:
+    text = " ".join(" ".join(lines).split())
+    return text[text.index("left out to fit"):] if "left out to fit" in text else ""
+
+
+@pytest.mark.parametrize("width", [30, 40, 50, 60, 80])
+def test_narrow_trials_tables_keep_every_trials_label_state_and_value(width: int) -> None:
+    lines = _printed(trials_view(NARROW_TRIALS, LONG_METRIC), width)
+    assert max(cell_len(line) for line in lines) <= width, "\n".join(lines)
+    # the title names the metric (folded at 30 columns) ...
+    assert f"({LONG_METRIC},maximize)" in "".join("".join(lines).split())
+    rows = _rows(lines, "#")
+    expected = rank_trials(NARROW_TRIALS)
+    assert len(rows) == len(expected), "\n".join(lines)
+    for row, trial in zip(rows, expected, strict=True):
+        # ... so that its column is headed "value"; and nothing essential is blank
+        assert row["#"] == trial_label(trial), (row, trial)
+        assert row["state"] == trial["state"], (row, trial)
+        assert row["value"] == _fmt(trial["value"]), (row, trial)
+        if "family" in row:
+            family = _fmt(trial["family"])
+            cell = row["family"]
+            assert cell == family or (cell.endswith("…") and family.startswith(cell[:-1])
+                                      and 6 <= cell_len(cell) <= 16), (cell, family)
+    shown = _header(lines) if any(line.startswith("┃") for line in lines) else []
+    if width >= 60:
+        # family cut to its cap, before any parameter column
+        assert shown[:4] == ["#", "family", "state", "value"]
+        assert rows[0]["family"] == "one_cycle"
+        assert any(row["family"] == "a_very_long_fam…" for row in rows)
+    elif width == 50:
+        # family cut further so that the label, state and value fit whole; nothing else
+        assert shown == ["#", "family", "state", "value"]
+        assert {row["family"] for row in rows} == {"one_cyc…", "a_very_…", "constant", "-"}
+    elif width == 40:
+        # family is the first essential column to go, named with the rest
+        assert shown == ["#", "state", "value"]
+        assert _left_out(lines).startswith(
+            "left out to fit the terminal's 40 columns: family, max_lr, peak_lr")
+    else:
+        # too narrow for a table of the label, state and value: a line of items per row
+        assert not shown and "family" in rows[0]
+        assert "family" not in _left_out(lines).split(": ")[1]
+
+
+def test_a_custom_trials_title_still_names_the_metric() -> None:
+    lines = _printed(trials_view(NARROW_TRIALS[:1], LONG_METRIC, "minimize", "Trial #0"), 40)
+    assert " ".join(" ".join(lines).split()).startswith(
+        "Trial #0 (val_sparse_categorical_accuracy, minimize)")
+    assert _rows(lines, "#")[0]["value"] == _fmt(NARROW_TRIALS[0]["value"])
+
+
+STUDIES: list[dict[str, Any]] = [{"id": f"{i:032x}" if i else "23073314292e461fa2b920a21ab30273",
+            "name": "a rather long study name " * 2, "status": status,
+            "families": ["one_cycle", PLUGIN_FAMILY], "counts": {"finished": 3 * i},
+            "n_slots": 15, "best": {"value": 0.9 - i / 7} if i else None,
+            "created_at": "2026-01-02T03:04:05.678+00:00"}
+           for i, status in enumerate(["running", "succeeded", "cancelled", "queued"])]
+
+
+@pytest.mark.parametrize("width", [40, 50, 60, 80])
+def test_narrow_studies_lists_keep_the_whole_id_and_the_status(width: int) -> None:
+    lines = _printed(studies_view(STUDIES), width)
+    assert max(cell_len(line) for line in lines) <= width, "\n".join(lines)
+    rows = _rows(lines, "id")
+    assert [row["id"] for row in rows] == [s["id"] for s in STUDIES], "\n".join(lines)
+    assert [row["status"] for row in rows] == [s["status"] for s in STUDIES]
+    for row, study in zip(rows, STUDIES, strict=True):
+        if "progress" in row:
+            assert row["progress"] == f"{study['counts']['finished']}/15"
+        if "best" in row:
+            assert row["best"] == _fmt((study["best"] or {}).get("value"))
+    table = any(line.startswith("┃") for line in lines)
+    expected = {40: {"id", "status", "progress", "best"}, 50: {"id", "status"},
+                60: {"id", "status", "progress"}}.get(width)
+    if expected is not None:
+        assert set(rows[0]) == expected and table is (width > 40), "\n".join(lines)
+    else:
+        assert {"id", "status", "progress", "best"} <= set(rows[0])
+    if width == 40:
+        # a line of its own for the id, the rest indented under it
+        assert lines[1] == f"id={STUDIES[0]['id']}" and lines[2].startswith("  status=running")
+
+
+def test_record_lines_never_cut_the_first_item_and_cut_the_others_to_the_width() -> None:
+    columns = [Column("id", "id", ("x" * 30,)), Column("state", "state", ("complete",)),
+               Column("family", "family", ("f" * 40,))]
+    assert record_lines(columns, 20) == ["id=" + "x" * 30, "  state=complete",
+                                         "  family=ffffffffff…"]
+    assert record_lines(columns[1:2], 20) == ["state=complete"]
+
+
+def test_expendable_columns_must_be_some_of_the_essential_ones() -> None:
+    columns = [Column("a", "a", ("1",)), Column("b", "b", ("2",)), Column("c", "c", ("3",))]
+    with pytest.raises(ValueError, match=r"expendable \['c'\] must be distinct essential"):
+        View("t", columns, essential=["a", "b"], extras=["c"], expendable=["c"])
+    with pytest.raises(ValueError, match=r"expendable \['a', 'b'\] must be"):
+        View("t", columns, essential=["a", "b"], extras=["c"], expendable=["a", "b"])
+    with pytest.raises(ValueError, match="Column 'a': least must be at least 1, got 0"):
+        Column("a", "a", ("1",), least=0)
 
 
 def test_direction_from_the_request_or_inferred_from_the_metric() -> None:
