@@ -301,20 +301,28 @@ def verify_signature(secret: str, body: bytes, header: str, *,
     (`t=<unix seconds>,v1=<hex>`), `body` the raw bytes received (not re-serialised JSON),
     `secret` the tenant's webhook secret. True when v1 is HMAC-SHA256(secret, "<t>." + body)
     (compared in constant time) and t is within `tolerance` seconds of `now` (the clock by
-    default), so a captured request cannot be replayed later."""
+    default), so a captured request cannot be replayed later. False, never an exception, for
+    any malformed header (empty, a part missing, a non-integer t, non-ASCII text).
+
+    The window does not stop a replay within it: dedupe on the body's `delivery_id` (signed,
+    unlike the X-Lrsearch-Delivery header) as well."""
     fields: dict[str, list[str]] = {}
     for part in header.split(","):
         key, _, value = part.strip().partition("=")
         fields.setdefault(key, []).append(value)
     try:
-        stamp = int(fields["t"][0])
+        text = fields["t"][0]
+        if not (text.isascii() and text.isdigit()):  # int() would take "١٢", " 12", "1_2"
+            return False
+        stamp = int(text)
     except (KeyError, ValueError):
         return False
     if abs((time.time() if now is None else now) - stamp) > tolerance:
         return False
     expected = hmac.new(secret.encode(), f"{stamp}.".encode() + body,
-                        hashlib.sha256).hexdigest()
-    return any(hmac.compare_digest(expected, given) for given in fields.get("v1", []))
+                        hashlib.sha256).hexdigest().encode()
+    # compare_digest refuses str with non-ASCII characters (TypeError): compare bytes.
+    return any(hmac.compare_digest(expected, given.encode()) for given in fields.get("v1", []))
 
 
 def _retry_after(response: httpx.Response) -> float:

@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
 from lrsearch.datasets.references import parse_roots
+from service.notifications import urls
 
 OPTUNA_SCHEMA = "optuna"
 
@@ -91,7 +92,8 @@ class Settings(BaseSettings):
     # "127.0.0.1", "[::1]"), "*.example.com" (its subdomains), or "public": any host whose
     # every address is public (not loopback, private, link-local, multicast, reserved,
     # unspecified or otherwise not globally routable). Empty means "public". A listed host
-    # may resolve to any address: listing it is the operator's consent to reach it. Checked
+    # may resolve to any address, on any port: listing it is the operator's consent to reach
+    # it. An entry with a scheme, port or path is refused when the settings load. Checked
     # at submission and again right before each attempt (the request goes to the address
     # checked then).
     notify_allowed_hosts: Annotated[list[str], NoDecode] = []
@@ -100,9 +102,11 @@ class Settings(BaseSettings):
     # notify_backoff_max_seconds.
     notify_backoff_seconds: float = Field(default=5.0, ge=0, le=86_400)
     notify_backoff_max_seconds: float = Field(default=3600.0, ge=0, le=7 * 86_400)
-    # Each of: resolving the host, connecting, sending, waiting for the answer.
+    # One attempt in all: resolving the host, connecting, sending, and reading the answer's
+    # status line and headers (and at most 1 KiB of its body); the attempt is abandoned, as a
+    # failed one, when this runs out. At submission, resolving gets at most 2 s of it.
     notify_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
-    # How often the reaper (and each worker between jobs) looks for deliveries that are due.
+    # How often the reaper (and each idle worker) looks for deliveries that are due.
     notify_poll_seconds: float = Field(default=5.0, gt=0, le=3600)
     # Workers
     # Operator plugins (comma-separated module names, besides the `lrsearch.plugins` entry
@@ -143,6 +147,14 @@ class Settings(BaseSettings):
                              "host, internal addresses included); list the hosts, use "
                              "'*.example.com' for a domain, or 'public'. Received: "
                              f"{value!r}")
+        # An entry with a scheme, a port or a path would never match a host: refused here,
+        # not discovered when every notification to that host is refused.
+        for entry in hosts if isinstance(hosts, list) else ():
+            try:
+                urls.check_allowed(entry)
+            except ValueError as e:
+                raise ValueError(f"LRSEARCH_NOTIFY_ALLOWED_HOSTS entry {entry!r} {e}. "
+                                 f"Received: {value!r}") from None
         return hosts
 
     @field_validator("data_roots", mode="before")

@@ -60,14 +60,16 @@ def cmd_reaper() -> None:
     reap_until(stop, Settings())
 
 
-REAPER_NOTIFY_LIMIT = 50  # notification attempts per pass
+REAPER_NOTIFY_LIMIT = 50  # notification attempts per pass, none begun once a reap is due
 
 
 def reap_until(stop: threading.Event, settings: Settings) -> None:
     """Every half lease until `stop` is set: requeue expired leases (their Optuna trials
     FAIL) and reconcile Optuna with our tables; and every notify_poll_seconds (or half lease,
-    when shorter), send the study-end notifications that are due. A failed pass is logged;
-    the next one retries."""
+    when shorter), send the study-end notifications that are due. A batch of notifications
+    begins no attempt once a reap is due, so requeueing waits for one attempt at most
+    (notify_timeout_seconds), never for the batch. A failed pass is logged; the next one
+    retries."""
     import os
     import socket
     import time
@@ -121,6 +123,7 @@ def reap_until(stop: threading.Event, settings: Settings) -> None:
                     reconciler.run(db, optuna)
                 except Exception as e:  # the database or Optuna away: the next pass retries
                     log.warning("reaper: %s", e)
-            notify(settings, db, owner, REAPER_NOTIFY_LIMIT, stop)
+            notify(settings, db, owner, REAPER_NOTIFY_LIMIT, stop,
+                   until=last_reap + settings.lease_seconds / 2)
     finally:
         engine.dispose()

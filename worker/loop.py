@@ -3,7 +3,7 @@
 Signals: the first SIGTERM or SIGINT lets the running job finish within `grace_seconds`, then
 stops the child and releases the lease (the job goes back to the queue, no failure counted);
 a second signal stops at once, releasing the lease the same way. Every worker also reaps
-expired leases of any study, and sends due study-end notifications, between jobs.
+expired leases of any study, and sends due study-end notifications, when idle (no job queued).
 
 Schema: a worker claims, reaps and notifies only while the database's Alembic revision is
 its own code's head, checked at start and in every claim's transaction. During a rolling upgrade
@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -35,6 +36,7 @@ from service.config import Settings
 from service.datasets import registration
 from service.db import make_engine
 from service.jobs import ops as jobs
+from service.jobs.models import Job
 from service.jobs.ops import Claim, LeaseLost
 from service.notifications import delivery
 from worker import reconcile, search
@@ -47,7 +49,9 @@ log = logging.getLogger("lrsearch.worker")
 T = TypeVar("T")
 DB_RETRY_SECONDS = 60.0
 DESCRIBE_TAG = (0, 0)  # no job has id 0: the startup "what can you load" task
-WORKER_NOTIFY_LIMIT = 5  # notification attempts per pass between jobs (the reaper makes more)
+# Notification attempts per idle pass (each ends within notify_timeout_seconds): a job
+# submitted meanwhile waits at most this many attempts. The reaper makes more.
+WORKER_NOTIFY_LIMIT = 2
 SCHEMA_LOG_SECONDS = 60.0  # while the schema is not ours, the reason is logged this often
 
 
@@ -237,11 +241,23 @@ class Worker:
             log.warning("could not reconcile Optuna with the job table: %s", e)
 
     def maybe_notify(self) -> None:
-        """Between jobs, every notify_poll_seconds: send the study-end notifications that are
-        due (a few: the queue is waiting), so they go out where no reaper runs."""
+        """When idle, every notify_poll_seconds: send up to WORKER_NOTIFY_LIMIT due study-end
+        notifications, so they go out where no reaper runs. Idle means no job is queued (the
+        claim that follows would find none): while one is, training comes first and the
+        notifications wait for the reaper or an idle worker. A job queued while this sends
+        waits for at most WORKER_NOTIFY_LIMIT attempts, each over within
+        notify_timeout_seconds."""
         if time.monotonic() - self._last_notify < self.settings.notify_poll_seconds:
             return
-        self._last_notify = time.monotonic()
+        self._last_notify = time.monotonic()  # also while busy: one look per poll interval
+        try:
+            waiting = self.db(lambda s: s.scalar(
+                select(Job.id).where(Job.state == "queued").limit(1)) is not None)
+        except Exception as e:  # the database away: the claim that follows says so too
+            log.warning("could not look for queued jobs: %s", e)
+            return
+        if waiting:
+            return
         notify(self.settings, self.db, self.name, WORKER_NOTIFY_LIMIT, self.stop_requested)
 
     def execute(self, claim: Claim) -> None:
@@ -320,12 +336,13 @@ def _is_disconnect(e: DBAPIError) -> bool:
 
 
 def notify(settings: Settings, db: Callable[[Callable[[Session], Any]], Any], owner: str,
-           limit: int, stop: threading.Event | None = None) -> int:
+           limit: int, stop: threading.Event | None = None, until: float | None = None
+           ) -> int:
     """Send up to `limit` due study-end notifications (service/notifications/delivery.py),
-    fewer once `stop` is set; returns how many attempts were made. A failure is logged: the
-    next pass retries."""
+    starting none once `stop` is set or time.monotonic() has passed `until`; returns how many
+    attempts were made. A failure is logged: the next pass retries."""
     try:
-        return delivery.sweep(db, settings, owner, limit, stop=stop)
+        return delivery.sweep(db, settings, owner, limit, stop=stop, until=until)
     except Exception as e:  # the database away: the deliveries wait in their table
         log.warning("could not send notifications: %s", e)
         return 0

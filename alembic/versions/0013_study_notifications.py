@@ -30,7 +30,8 @@ def upgrade() -> None:
     op.create_table(
         "webhook_deliveries",
         sa.Column("id", sa.String(length=32), nullable=False),
-        sa.Column("study_id", sa.String(length=32), nullable=False),
+        # NULL once the study is deleted: the delivery is still sent (a snapshot)
+        sa.Column("study_id", sa.String(length=32), nullable=True),
         sa.Column("tenant", sa.String(length=64), nullable=False),
         sa.Column("event", sa.String(length=32), nullable=False),
         sa.Column("url", sa.Text(), nullable=False),
@@ -43,7 +44,7 @@ def upgrade() -> None:
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("created_at", service.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("finished_at", service.db.UTCDateTime(timezone=True), nullable=True),
-        sa.ForeignKeyConstraint(["study_id"], ["studies.id"], ondelete="CASCADE",
+        sa.ForeignKeyConstraint(["study_id"], ["studies.id"], ondelete="SET NULL",
                                 name=op.f("fk_webhook_deliveries_study_id_studies")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_deliveries")),
         sa.UniqueConstraint("study_id", name=op.f("uq_webhook_deliveries_study_id")),

@@ -35,14 +35,16 @@ class WebhookDelivery(Base):
     `state`: pending (due at `next_attempt_at`), sending (claimed by `lease_owner` until
     `lease_expires_at`; a sender that dies leaves it to be claimed again once that passes),
     delivered (a 2xx answer) or failed (`attempts` reached the configured maximum).
-    `attempts` counts the attempts started; the attempt rows say how each went."""
+    `attempts` counts the attempts started; the attempt rows say how each went.
+    `study_id` becomes NULL when the study is deleted: the delivery is still sent (its body
+    is a snapshot), so a study cancelled and deleted at once is still notified."""
 
     __tablename__ = "webhook_deliveries"
     __table_args__ = (Index("ix_webhook_deliveries_state_due", "state", "next_attempt_at"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    study_id: Mapped[str] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"),
-                                          unique=True)
+    study_id: Mapped[str | None] = mapped_column(
+        ForeignKey("studies.id", ondelete="SET NULL"), unique=True)
     tenant: Mapped[str] = mapped_column(String(64), index=True)
     event: Mapped[str] = mapped_column(String(32))
     url: Mapped[str] = mapped_column(Text)

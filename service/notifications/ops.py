@@ -4,13 +4,19 @@ delivery queued when a study ends, and the claim and record of each attempt.
 Signature: every request carries `X-Lrsearch-Signature: t=<unix seconds>,v1=<hex>`, where hex
 is HMAC-SHA256, keyed with the tenant's secret (its UTF-8 bytes, the whole `whsec_...` text),
 of the bytes `<t>.` followed by the raw request body. A receiver recomputes it over the body
-it received, compares in constant time, and refuses a `t` far from its clock (replays).
+it received, compares in constant time, and refuses a `t` far from its clock. That window
+does not stop a captured request from being replayed within it: a receiver also remembers
+the `delivery_id` of the body (signed; the X-Lrsearch-Delivery header carries the same value
+but is not signed, so a replay may change it) and processes each delivery_id once.
 
 Delivery is at least once: a claim holds a delivery for one attempt under a lease (a
 conditional UPDATE: two senders never send the same attempt), and the outcome is recorded
 fenced by (owner, attempt). A sender that dies between sending and recording leaves the lease
 to expire; the next claim records that attempt as lost and sends again, so a receiver may
-see one notification twice and should ignore a repeated `X-Lrsearch-Delivery`.
+see one notification twice: the same body, so the same delivery_id.
+
+A delivery outlives its study: deleting the study sets its `study_id` to NULL and the body,
+fixed when the study ended, is still sent (it is then seen only in the table and the logs).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from service.auth.ops import check_tenant
@@ -93,9 +99,9 @@ def check_request(session: Session, settings: Settings, tenant: str,
     and naming `notify` when the tenant has no secret to sign with."""
     if notify is None:
         return None
-    try:
+    try:  # the request waits on DNS: a short bound, whatever the attempts' timeout is
         urls.check_target(notify.url, settings.notify_allowed_hosts,
-                          settings.notify_timeout_seconds)
+                          min(settings.notify_timeout_seconds, urls.SUBMIT_RESOLVE_SECONDS))
     except urls.Refused as e:
         shown = notify.url if len(notify.url) <= 200 else notify.url[:200] + "..."
         raise Invalid(f"Argument `notify.url` cannot be notified: {e}. Received: "
@@ -107,8 +113,9 @@ def check_request(session: Session, settings: Settings, tenant: str,
 
 # -- a study ends -----------------------------------------------------------------------
 def body_of(study: Study, delivery_id: str) -> str:
-    """The notification's JSON: the event, the delivery's id, when the study ended, and the
-    study as GET /v1/studies/{id} shows it (without `request`, the submitted body)."""
+    """The notification's JSON: the event, the delivery's id (covered by the signature with
+    the rest: what a receiver dedupes on), when the study ended, and the study as
+    GET /v1/studies/{id} shows it (without `request`, the submitted body)."""
     shown = StudyOut.of(study).model_dump(mode="json", exclude={"request"})
     doc = {"event": EVENT, "delivery_id": delivery_id, "ended_at": shown["finished_at"],
            "study": shown}
@@ -119,7 +126,8 @@ def study_ended(session: Session, study: Study) -> WebhookDelivery | None:
     """Queue the notification of a study that has just ended (succeeded, failed or
     cancelled), if it asked for one and none was queued yet: the caller holds the study's row
     and commits the delivery with the study's end, so an end is never left without its
-    notification nor notified without having happened. Sent by the next sweep."""
+    notification nor notified without having happened. Sent by the next sweep, even when the
+    study is deleted before that (its body is a snapshot)."""
     notify = (study.spec or {}).get("notify")
     if not notify or study.status not in ("succeeded", "failed", "cancelled"):
         return None
@@ -175,9 +183,10 @@ def backoff(settings: Settings, attempt: int) -> float:
 
 
 def lease_seconds(settings: Settings) -> float:
-    """How long a claim holds its delivery: longer than an attempt can take (resolving, up to
-    three addresses tried, sending, the answer: each bounded by the timeout)."""
-    return 8 * settings.notify_timeout_seconds + 30.0
+    """How long a claim holds its delivery: well beyond the longest an attempt takes (it is
+    abandoned once notify_timeout_seconds have passed, delivery.send) plus the writes of its
+    claim and outcome, so a live sender's attempt is never claimed again."""
+    return 3 * settings.notify_timeout_seconds + 30.0
 
 
 def claim(session: Session, owner: str, lease: float, max_attempts: int) -> Claimed | None:
@@ -185,13 +194,18 @@ def claim(session: Session, owner: str, lease: float, max_attempts: int) -> Clai
     one whose sender's lease expired (its attempt is recorded as lost; after the last attempt
     it fails instead). The conditional UPDATE is the claim: of two senders racing for one
     delivery, only one changes the row (PostgreSQL re-checks the condition after the other's
-    commit; SQLite serialises writers; rows another sender has locked are skipped)."""
+    commit; SQLite serialises writers; rows another sender has locked are skipped).
+
+    Oldest first, by when each became due: a pending delivery at `next_attempt_at`, an expired
+    lease at `lease_expires_at` (its `next_attempt_at` is NULL, which SQLite sorts first and
+    PostgreSQL last: ordering by that column alone would starve one kind on each)."""
     now = db_now(session)
     due = or_(and_(WebhookDelivery.state == "pending", WebhookDelivery.next_attempt_at <= now),
               and_(WebhookDelivery.state == "sending", WebhookDelivery.lease_expires_at < now))
+    due_since = func.coalesce(WebhookDelivery.next_attempt_at, WebhookDelivery.lease_expires_at)
     query = (select(WebhookDelivery.id, WebhookDelivery.state, WebhookDelivery.attempts,
                     WebhookDelivery.lease_owner)
-             .where(due).order_by(WebhookDelivery.next_attempt_at).limit(5))
+             .where(due).order_by(due_since, WebhookDelivery.id).limit(5))
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     for delivery_id, state, attempts, previous in session.execute(query).all():
@@ -238,7 +252,7 @@ def record(session: Session, claimed: Claimed, outcome: Outcome, settings: Setti
     """Write an attempt's outcome: delivered; failed after the last attempt; else pending
     again, due after the backoff. Returns the delivery's new state, None when the claim was
     no longer ours (its lease expired and another sender took over: only the attempt's own
-    row is written) or the delivery is gone (its study was deleted)."""
+    row is written)."""
     now = db_now(session)
     retry_at = None
     values: dict[str, Any]

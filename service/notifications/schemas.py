@@ -52,7 +52,8 @@ class AttemptOut(BaseModel):
 
 
 class DeliveryOut(BaseModel):
-    id: str = Field(description="the X-Lrsearch-Delivery header of every attempt")
+    id: str = Field(description="the body's `delivery_id` (signed: what a receiver dedupes "
+                    "on), also sent, unsigned, as the X-Lrsearch-Delivery header")
     event: str
     url: str
     state: str = Field(description="pending (waiting for its next attempt), sending, "

@@ -7,6 +7,11 @@ and, unless it is listed by name, every address it resolves to is public. The ad
 returns are the ones the request may go to: the sender connects to one of them, never
 resolving the name again, so a DNS answer that changes between the check and the connection
 cannot point the request somewhere else.
+
+Resolving: getaddrinfo has no timeout of its own, so each lookup runs in a daemon thread that
+is abandoned when it takes too long; at most MAX_LOOKUPS such threads exist in a process at
+once (a DNS server that never answers cannot make threads pile up), and at submission a
+lookup gets at most SUBMIT_RESOLVE_SECONDS (the request is waiting).
 """
 
 from __future__ import annotations
@@ -15,17 +20,21 @@ import ipaddress
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
 MAX_URL = 2048
+MAX_LOOKUPS = 8  # DNS lookups in flight at once in one process (each in its own thread)
+SUBMIT_RESOLVE_SECONDS = 2.0  # the longest a submission waits for DNS
 PUBLIC = "public"  # the allow-list entry meaning "any host whose every address is public"
 _HOST_NAME = re.compile(r"^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*"
                         r"\.?$")
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int, float], list[str]]
+_LOOKUPS = threading.BoundedSemaphore(MAX_LOOKUPS)  # held by each lookup's thread until it ends
 
 
 class Refused(ValueError):
@@ -88,6 +97,36 @@ def _host_and_port(parts: SplitResult) -> tuple[str, int]:
     return host.rstrip("."), port or (443 if parts.scheme.lower() == "https" else 80)
 
 
+def check_allowed(entry: str) -> str:
+    """An LRSEARCH_NOTIFY_ALLOWED_HOSTS entry as given, when it has a form that can match a
+    host: "public", a host name, an IP address ("[::1]" or "::1"), or "*." followed by a host
+    name. ValueError saying why otherwise: an entry with a scheme, port, path or user name
+    would silently never match (a listed host allows every port)."""
+    bare = entry.strip().lower().rstrip(".")
+    if bare == PUBLIC:
+        return entry
+    if bare.startswith("[") and bare.endswith("]"):
+        try:
+            ipaddress.IPv6Address(bare[1:-1])
+            return entry
+        except ValueError:
+            raise ValueError("a bracketed entry must be an IPv6 address") from None
+    try:
+        ipaddress.ip_address(bare)
+        return entry
+    except ValueError:
+        pass
+    for part, why in (("://", "no scheme"), ("/", "no path"), ("@", "no user name"),
+                      (":", "no port: a listed host allows every port")):
+        if part in bare:
+            raise ValueError(f"must be a host name or address only ({why})")
+    name = bare[2:] if bare.startswith("*.") else bare
+    if not name or not _HOST_NAME.match(name):
+        raise ValueError("must be 'public', a host name, an IP address, or '*.' followed by "
+                         "a domain name")
+    return entry
+
+
 def _pattern(entry: str) -> str:
     """An allow-list entry as compared with hosts: "[::1]" and "::1" are the same address."""
     entry = entry.strip().lower().rstrip(".")
@@ -127,13 +166,17 @@ def not_public(address: Address) -> str | None:
 
 
 def resolve(host: str, port: int, timeout: float) -> list[str]:
-    """The host's addresses (in the resolver's order, each once), within `timeout` seconds:
-    getaddrinfo has no timeout of its own, so it runs in a daemon thread that is abandoned if
-    it takes longer. Refused when the name does not resolve in time."""
+    """The host's addresses (in the resolver's order, each once), within `timeout` seconds
+    (waiting for a free lookup thread included: see the module's docstring). Refused when the
+    name does not resolve in time."""
     try:
         return [ipaddress.ip_address(host).compressed]
     except ValueError:
         pass
+    deadline = time.monotonic() + timeout
+    if not _LOOKUPS.acquire(timeout=timeout):
+        raise Refused(f"the host {host!r} did not resolve within {timeout:g} s ({MAX_LOOKUPS} "
+                      "lookups are already waiting for the DNS server)")
     found: list[list[str]] = []
     failed: list[BaseException] = []
 
@@ -145,10 +188,16 @@ def resolve(host: str, port: int, timeout: float) -> list[str]:
                 for info in infos)))
         except (OSError, UnicodeError, ValueError) as e:
             failed.append(e)
+        finally:
+            _LOOKUPS.release()  # the thread's slot, free again once getaddrinfo returns
 
     thread = threading.Thread(target=lookup, name=f"resolve {host}", daemon=True)
-    thread.start()
-    thread.join(timeout)
+    try:
+        thread.start()
+    except BaseException:
+        _LOOKUPS.release()
+        raise
+    thread.join(max(0.0, deadline - time.monotonic()))
     if found and found[0]:
         return found[0]
     if failed:

@@ -3,22 +3,30 @@ tests allow-list it: loopback is refused by default) gets one signed POST per en
 failures are retried with backoff and every attempt shows in the API; URLs that name internal
 addresses are refused at submission, and again right before sending; two sweepers (threads
 racing for one claim, and two real `lrsearch reaper` processes) never send one notification
-twice; and a rotated secret stops signing at once."""
+twice; a rotated secret stops signing at once; an attempt ends at its deadline however slowly
+the receiver answers, and neither workers nor the reaper let sending hold up their own work;
+the documented receiver refuses malformed signatures and replays; a deleted study is still
+notified."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import importlib
 import itertools
 import json
 import os
+import re
+import shutil
 import signal
+import socket
+import ssl
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -112,6 +120,80 @@ def receiver() -> Iterator[Callable[..., Receiver]]:
     yield make
     for r in made:
         r.close()
+
+
+class Dripper:
+    """A raw HTTP server on 127.0.0.1: reads each request, then answers the n-th connection as
+    `answers[n]` says (a plain 200 once they run out): "drip" sends a 200's status line and
+    headers one byte every `pause` seconds (each read gets a byte long before any per-read
+    timeout), "huge" sends 20 KB of headers at once. Records when each request arrived."""
+
+    HEAD = b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 150 + b"\r\nContent-Length: 0\r\n\r\n"
+
+    def __init__(self, answers: tuple[str, ...] = (), pause: float = 0.1) -> None:
+        self.answers, self.pause = answers, pause
+        self.arrived: list[float] = []
+        self.lock = threading.Lock()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:  # closed
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                           if line.lower().startswith(b"content-length:")), 0)
+            while len(body) < length:
+                body += conn.recv(65536)
+            with self.lock:
+                n = len(self.arrived)
+                self.arrived.append(time.monotonic())
+            kind = self.answers[n] if n < len(self.answers) else "ok"
+            try:
+                if kind == "drip":
+                    for byte in self.HEAD:
+                        conn.sendall(bytes([byte]))
+                        time.sleep(self.pause)
+                elif kind == "huge":
+                    conn.sendall(b"HTTP/1.1 200 OK\r\n" + b"X-Pad: aaaaaaaaaa\r\n" * 1100
+                                 + b"Content-Length: 0\r\n\r\n")
+                else:
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            except OSError:  # the sender hung up
+                return
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def dripper() -> Iterator[Callable[..., Dripper]]:
+    made: list[Dripper] = []
+
+    def make(answers: tuple[str, ...] = (), pause: float = 0.1) -> Dripper:
+        made.append(Dripper(answers, pause))
+        return made[-1]
+
+    yield make
+    for d in made:
+        d.close()
 
 
 Db = Callable[[Callable[[Session], Any]], Any]
@@ -654,3 +736,355 @@ def test_two_reaper_processes_deliver_each_notification_once(
     assert senders and all(name.startswith("reaper:") for name in senders), senders
     for name in ("reaper0", "reaper1"):
         assert "Traceback" not in (tmp_path / f"{name}.log").read_text()
+
+
+# -- (5) an attempt's deadline ----------------------------------------------------------------
+def test_a_receiver_that_drips_its_answer_is_cut_off_at_the_deadline_and_retried(
+        client: TestClient, db: Db, settings: Settings,
+        dripper: Callable[..., Dripper]) -> None:
+    """Per-read timeouts never fire when every read gets a byte: the attempt as a whole ends
+    at LRSEARCH_NOTIFY_TIMEOUT_SECONDS, as a failed attempt retried after the backoff."""
+    hook = dripper(("drip",), pause=0.1)  # the whole answer would take 17 s
+    short = settings.model_copy(update={"notify_timeout_seconds": 1.0})
+    secret(client)
+    sid = submit(client, hook.url)
+    client.post(f"/v1/studies/{sid}/cancel")
+    started = time.monotonic()
+    assert delivery.sweep(db, short, "sweeper", limit=1) == 1
+    took = time.monotonic() - started
+    assert 1.0 <= took < 2.0, took
+    [shown] = notifications(client, sid)
+    [first] = shown["attempts"]
+    assert shown["state"] == "pending" and first["status_code"] is None
+    assert first["error"] == "timed out after 1 s (127.0.0.1)", first
+    assert at(first["retry_at"]) - at(first["finished_at"]) == pytest.approx(0.3, abs=0.01)
+    sweep_until(db, short, lambda: notifications(client, sid)[0]["state"] == "delivered",
+                timeout=10)
+    attempts = notifications(client, sid)[0]["attempts"]
+    assert [a["status_code"] for a in attempts] == [None, 200]
+    assert at(attempts[1]["started_at"]) >= at(first["retry_at"])
+    assert len(hook.arrived) == 2
+
+
+def test_an_answer_with_oversized_headers_is_a_failed_attempt(
+        dripper: Callable[..., Dripper], tmp_path: Path) -> None:
+    hook = dripper(("huge",))
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/unused.db",
+                        notify_allowed_hosts=["127.0.0.1"], notify_timeout_seconds=5.0)
+    claimed = ops.Claimed("d" * 32, 1, "me", "local", hook.url, "{}", "whsec_x")
+    outcome = delivery.send(claimed, settings)
+    assert not outcome.delivered and outcome.status_code is None
+    assert outcome.error == ("the answer's status line and headers are longer than "
+                             f"{delivery.HEAD_BYTES} bytes (127.0.0.1)"), outcome
+
+
+def test_https_names_the_host_verifies_its_certificate_and_keeps_the_deadline(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over TLS to the checked address: the URL's host is the server name (SNI) and what the
+    certificate is verified for, and a handshake or answer dripped byte by byte still ends
+    at the deadline."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", str(key), "-out", str(cert), "-subj", "/CN=hooks.example.com",
+                    "-addext", "subjectAltName=DNS:hooks.example.com"],
+                   check=True, capture_output=True, timeout=60)
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    names: list[str | None] = []
+    server.sni_callback = lambda _sock, name, _ctx: names.append(name)
+    requests: list[bytes] = []
+    answers = ["ok", "drip"]
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                with server.wrap_socket(conn, server_side=True) as tls:
+                    requests.append(tls.recv(65536))
+                    if answers.pop(0) == "drip":
+                        for byte in Dripper.HEAD:
+                            tls.sendall(bytes([byte]))
+                            time.sleep(0.1)
+                    else:
+                        tls.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+            except OSError:  # the handshake failed, or the sender hung up
+                continue
+
+    threading.Thread(target=serve, daemon=True).start()
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/unused.db",
+                        notify_allowed_hosts=["hooks.example.com"], notify_timeout_seconds=1.0)
+    claimed = ops.Claimed("d" * 32, 1, "me", "local",
+                          f"https://hooks.example.com:{port}/hook?x=1", "{}", "whsec_x")
+
+    def to_loopback(host: str, port: int, timeout: float) -> list[str]:
+        return ["127.0.0.1"]
+
+    try:
+        untrusted = delivery.send(claimed, settings, to_loopback)  # the usual CA bundle
+        assert not untrusted.delivered and untrusted.error is not None
+        assert untrusted.error.startswith("could not connect to 127.0.0.1: ")
+        assert "CERTIFICATE_VERIFY_FAILED" in untrusted.error, untrusted
+        assert names == ["hooks.example.com"] and requests == []
+        trusting = ssl.create_default_context(cafile=str(cert))  # checks the host name too
+        monkeypatch.setattr(delivery, "_tls", lambda: trusting)
+        sent = delivery.send(claimed, settings, to_loopback)
+        assert sent.delivered and sent.status_code == 204 and sent.address == "127.0.0.1"
+        [request] = requests
+        assert request.startswith(b"POST /hook?x=1 HTTP/1.1\r\n"), request
+        assert f"Host: hooks.example.com:{port}\r\n".encode() in request
+        started = time.monotonic()
+        dripped = delivery.send(claimed, settings, to_loopback)
+        assert dripped.error == "timed out after 1 s (127.0.0.1)", dripped
+        assert time.monotonic() - started < 1.5
+    finally:
+        listener.close()
+
+
+def test_the_reaper_requeues_a_lost_job_on_time_while_a_slow_host_is_notified(
+        client: TestClient, engine: Engine, settings: Settings,
+        dripper: Callable[..., Dripper]) -> None:
+    """Six notifications to a host that answers too slowly are due when a worker's lease
+    expires: the reaper's batch of attempts stops when a reap is due, so the job is queued
+    again after at most half a lease plus one attempt's deadline."""
+    from service.jobs import ops as jobs
+    from worker.cli import reap_until
+
+    hook = dripper(("drip",) * 50, pause=0.2)
+    secret(client)
+    for _ in range(6):
+        ended = submit(client, hook.url)
+        client.post(f"/v1/studies/{ended}/cancel")
+    working = client.post("/v1/studies", json=STUDY).json()["id"]
+    with Session(engine) as s, s.begin():  # a worker claims one of its jobs, then dies
+        lost = jobs.claim(s, "ghost", 0.2)
+    assert lost is not None and lost.study_id == working
+    reaper = settings.model_copy(update={"lease_seconds": 2.0, "notify_timeout_seconds": 1.0})
+    importlib.import_module("worker.loop")  # before the clock starts: reap_until imports it
+    stop = threading.Event()
+    thread = threading.Thread(target=reap_until, args=(stop, reaper), daemon=True)
+    started = time.monotonic()
+    thread.start()
+    try:
+        while True:
+            with Session(engine) as s:
+                job = s.get(Job, lost.job_id)
+                assert job is not None
+                if job.state == "queued":
+                    break
+            assert time.monotonic() - started < 10, "the lost job was not queued again"
+            time.sleep(0.05)
+        requeued = time.monotonic() - started
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
+    # The first reap is due a half lease (1 s) after the start; one attempt (1 s) may delay
+    # it; the rest is the reaper's start (its engines) and a loaded machine.
+    assert requeued < 1.0 + 1.0 + 1.5, requeued
+    assert hook.arrived, "the reaper was notifying meanwhile"
+
+
+def test_a_worker_notifies_only_when_no_job_is_waiting_and_a_few_at_a_time(
+        client: TestClient, engine: Engine, settings: Settings,
+        receiver: Callable[..., Receiver]) -> None:
+    from worker.loop import WORKER_NOTIFY_LIMIT, Worker
+
+    hook = receiver()
+    secret(client)
+    for _ in range(3):
+        ended = submit(client, hook.url)
+        client.post(f"/v1/studies/{ended}/cancel")
+    waiting = client.post("/v1/studies", json=STUDY).json()["id"]  # its jobs are queued
+    worker = Worker(settings, name="busy-worker")
+    try:
+        worker.maybe_notify()
+        assert hook.received == []  # a job is waiting: training comes first
+        assert client.post(f"/v1/studies/{waiting}/cancel").status_code == 200
+        time.sleep(0.1)  # notify_poll_seconds is 0.05
+        worker.maybe_notify()
+        assert len(hook.received) == WORKER_NOTIFY_LIMIT == 2
+        time.sleep(0.1)
+        worker.maybe_notify()
+        assert len(hook.received) == 3
+    finally:
+        worker.engine.dispose()
+        worker.heartbeat_engine.dispose()
+
+
+# -- (6) what a receiver checks ---------------------------------------------------------------
+MALFORMED_SIGNATURES = ["", "t=", "v1=abc", "t=abc,v1=abc", "t=1.5,v1=abc", ",", "=",
+                        "t={now}", "t={now},v1=", "t={now},v1=\u00e9", "t={now},v1=\u00e9\u00e9",
+                        "t=\u0661\u0662,v1=abc", "t={now},v1=zz", "garbage", "t={now}v1=abc"]
+
+
+def test_a_malformed_signature_header_is_refused_not_raised() -> None:
+    key, body, now = "whsec_test", b'{"delivery_id": "x"}', int(time.time())
+    good = ops.signature(key, now, body)
+    assert verify_signature(key, body, good)
+    for header in MALFORMED_SIGNATURES:
+        assert verify_signature(key, body, header.format(now=now)) is False, header
+    digest = good.split("v1=")[1]
+    assert verify_signature(key, body, f"t={now},v1={digest}\u00e9") is False
+
+
+def readme_receiver() -> dict[str, Any]:
+    """The README's receiver example (the python block defining `genuine`), run."""
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    [code] = [b for b in re.findall(r"^```python\n(.*?)^```", text, re.M | re.S)
+              if "def genuine(" in b]
+    names: dict[str, Any] = {}
+    exec(code, names)  # our own README's example
+    return names
+
+
+def test_the_readme_receiver_refuses_malformed_headers_and_ignores_replays() -> None:
+    """The documented receiver: a malformed header is refused (False, no exception), and a
+    request replayed within the timestamp window, with or without another X-Lrsearch-Delivery
+    header, is recognised by the signed delivery_id in its body and not processed again."""
+    example = readme_receiver()
+    genuine, handle = example["genuine"], example["handle"]
+    key, now = "whsec_test", int(time.time())
+    body = json.dumps({"event": "study.ended", "delivery_id": "7d11a047",
+                       "study": {"id": "s1"}}).encode()
+    good = ops.signature(key, now, body)
+    assert genuine(key, body, good) is True
+    assert genuine(key, body + b" ", good) is False
+    for header in MALFORMED_SIGNATURES:
+        assert genuine(key, body, header.format(now=now)) is False, header
+    processed: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    assert handle(key, body, good, seen, processed.append) == 200
+    # The same request again, seconds later: inside the window, so the signature holds.
+    later = ops.signature(key, now + 5, body)
+    assert handle(key, body, later, seen, processed.append) == 200
+    assert handle(key, body, good, seen, processed.append) == 200
+    assert [p["delivery_id"] for p in processed] == ["7d11a047"]  # processed once
+    assert handle(key, body, "t=1,v1=\u00e9", seen, processed.append) == 401
+    assert handle("whsec_other", body, good, seen, processed.append) == 401
+
+
+# -- (7) claiming, deleting, settings -------------------------------------------------------
+def test_expired_leases_and_due_attempts_are_claimed_oldest_first(
+        client: TestClient, engine: Engine, db: Db) -> None:
+    """A lease expired a minute ago comes before attempts due half a minute ago, which come
+    before a lease expired a second ago, on both databases (NULL next_attempt_at, as an
+    expired lease has, sorts first on SQLite and last on PostgreSQL)."""
+    from service.db import utcnow
+
+    secret(client)
+    sids = [submit(client, "http://127.0.0.1:9/hook") for _ in range(7)]
+    for sid in sids:
+        client.post(f"/v1/studies/{sid}/cancel")
+    with Session(engine) as s:
+        ids = {row.study_id: row.id for row in s.scalars(select(WebhookDelivery))}
+    order = [ids[sid] for sid in sids]
+    now = utcnow()
+    with Session(engine) as s, s.begin():
+        for i, delivery_id in enumerate(order):
+            if i in (0, 6):  # sent by a sender that died: lease expired 60 s / 1 s ago
+                values: dict[str, Any] = dict(
+                    state="sending", attempts=1, lease_owner="ghost", next_attempt_at=None,
+                    lease_expires_at=now - timedelta(seconds=60 if i == 0 else 1))
+            else:  # due 30 s ago, 29 s ago, ...
+                values = dict(next_attempt_at=now - timedelta(seconds=31 - i))
+            s.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id)
+                      .values(**values))
+    claimed = []
+    for _ in order:
+        got = db(lambda s: ops.claim(s, "sweeper", 30.0, 5))
+        assert got is not None
+        claimed.append(got.delivery_id)
+    assert claimed == order
+    assert db(lambda s: ops.claim(s, "sweeper", 30.0, 5)) is None
+
+
+def test_a_study_deleted_right_after_it_ends_is_still_notified(
+        client: TestClient, engine: Engine, db: Db, settings: Settings,
+        receiver: Callable[..., Receiver]) -> None:
+    hook = receiver()
+    secret(client)
+    sid = submit(client, hook.url, name="short-lived")
+    assert client.post(f"/v1/studies/{sid}/cancel").status_code == 200
+    assert client.delete(f"/v1/studies/{sid}").status_code == 204  # before any sweep
+    assert client.get(f"/v1/studies/{sid}/notifications").status_code == 404
+    sweep_until(db, settings, lambda: len(hook.received) == 1, timeout=10)
+    payload = json.loads(hook.received[0].body)
+    assert payload["study"]["id"] == sid and payload["study"]["status"] == "cancelled"
+    assert payload["study"]["name"] == "short-lived"
+    with Session(engine) as s:
+        [row] = s.scalars(select(WebhookDelivery))
+        assert row.study_id is None and row.state == "delivered"
+
+
+@pytest.mark.parametrize("entry", ["hooks.lan:8080", "http://hooks.lan", "https://hooks.lan/",
+                                   "hooks.lan/in", "[::1]:8080", "127.0.0.1:80", "user@hooks.lan",
+                                   "hooks lan", "*.", "*.*.lan", "a*.lan", "*hooks.lan",
+                                   "hooks_lan?x", "[hooks.lan]", "ho\u00f6ks.lan"])
+def test_a_malformed_allow_list_entry_is_refused_when_settings_load(entry: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        Settings.model_validate({"notify_allowed_hosts": f"public, {entry}"})
+    message = str(caught.value)
+    assert "LRSEARCH_NOTIFY_ALLOWED_HOSTS" in message and repr(entry.lower()) in message, \
+        message
+
+
+def test_well_formed_allow_list_entries_load_and_allow_any_port() -> None:
+    entries = "Public, Hooks.LAN, hooks.lan., 127.0.0.1, [::1], ::1, *.example.com, 10.0.0.7"
+    loaded = Settings.model_validate({"notify_allowed_hosts": entries}).notify_allowed_hosts
+    assert loaded == ["public", "hooks.lan", "hooks.lan.", "127.0.0.1", "[::1]", "::1",
+                      "*.example.com", "10.0.0.7"]
+    for url in ("http://hooks.lan:8080/in", "https://hooks.lan/", "http://hooks.lan:1/"):
+        assert urls.check_target(url, loaded, 1.0, lambda *_: ["10.0.0.7"]).host == "hooks.lan"
+
+
+# -- (8) resolving at submission --------------------------------------------------------------
+def test_resolving_at_submission_is_short_and_holds_few_threads(
+        settings: Settings, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DNS server that never answers (getaddrinfo blocks) costs a submission at most
+    urls.SUBMIT_RESOLVE_SECONDS, however long LRSEARCH_NOTIFY_TIMEOUT_SECONDS is, and the
+    blocked lookups hold at most urls.MAX_LOOKUPS threads: a later one waits for a free
+    thread within its own time limit, then is refused."""
+    release = threading.Event()
+
+    def never_answers(*args: Any, **kwargs: Any) -> Any:
+        release.wait(60)
+        raise socket.gaierror("no answer")
+
+    monkeypatch.setattr(socket, "getaddrinfo", never_answers)
+    slow = settings.model_copy(update={"notify_timeout_seconds": 30.0,
+                                       "notify_allowed_hosts": ["public"]})
+
+    def resolving() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name.startswith("resolve ")]
+
+    try:
+        with TestClient(create_app(slow)) as client:
+            secret(client)
+            started = time.monotonic()
+            r = client.post("/v1/studies", json={**STUDY, "notify": {
+                "url": "https://hangs.example.com/hook"}})
+            took = time.monotonic() - started
+            assert r.status_code == 422 and r.json()["field"] == "notify.url", r.text
+            assert "the host 'hangs.example.com' did not resolve within 2 s" \
+                in r.json()["detail"], r.text
+            assert took < urls.SUBMIT_RESOLVE_SECONDS + 1.5, took
+        for i in range(urls.MAX_LOOKUPS + 3):
+            with pytest.raises(urls.Refused, match=r"did not resolve within 0\.2 s"):
+                urls.resolve(f"hangs-{i}.example.com", 443, 0.2)
+        assert len(resolving()) == urls.MAX_LOOKUPS
+        started = time.monotonic()
+        with pytest.raises(urls.Refused, match="lookups are already waiting"):
+            urls.resolve("one-more.example.com", 443, 0.2)
+        assert time.monotonic() - started < 0.5
+    finally:
+        release.set()
+    for t in resolving():
+        t.join(10)
+    assert resolving() == []
