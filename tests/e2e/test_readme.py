@@ -77,6 +77,18 @@ def commands() -> list[str]:
     return lines
 
 
+@pytest.mark.parametrize("index", [i for i, (lang, _) in enumerate(BLOCKS) if lang == "py"])
+def test_py_blocks_compile(index: int) -> None:
+    """`py` blocks need a host outside this machine (a webhook receiver on the internet): they
+    are compiled, and the names they import from lrsearch exist."""
+    code = BLOCKS[index][1]
+    compile(code, f"README block {index}", "exec")
+    for module, names in re.findall(r"^from (lrsearch[\w.]*) import (.+)$", code, re.M):
+        imported = __import__(module, fromlist=["_"])
+        for name in names.split(","):
+            assert hasattr(imported, name.strip()), (module, name)
+
+
 def test_every_other_command_is_real(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     makefile = (ROOT / "Makefile").read_text()
     monkeypatch.chdir(tmp_path)  # input files the commands name (FILE.npz) exist here
