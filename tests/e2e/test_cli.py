@@ -4,12 +4,15 @@ progress bar) and once piped (one progress line per change, as in a log)."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pty
 import re
 import select
+import struct
 import subprocess
+import termios
 import time
 from pathlib import Path
 from typing import Any
@@ -25,11 +28,18 @@ PNG = b"\x89PNG\r\n\x1a\n"
 SEARCH = '{"cosine": {"peak_lr": {"low": 0.05, "high": 0.5}}}'
 
 
-def run_in_terminal(server: Server, *args: str, timeout: float = 600) -> tuple[int, str]:
-    """Run the CLI with stdout and stderr on a pseudo-terminal; return (exit code, screen)."""
+def run_in_terminal(server: Server, *args: str, timeout: float = 600,
+                    size: tuple[int, int] | None = None) -> tuple[int, str]:
+    """Run the CLI with stdout and stderr on a pseudo-terminal; return (exit code, screen).
+    `size` (columns, rows) sets the terminal's size (TIOCSWINSZ) and leaves COLUMNS and LINES
+    out of the environment, so the program measures the terminal itself."""
     controller, terminal = pty.openpty()
+    env = dict(server.env)
+    if size is not None:
+        fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", size[1], size[0], 0, 0))
+        env = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}
     proc = subprocess.Popen([LRSEARCH, *args], stdin=terminal, stdout=terminal,
-                            stderr=terminal, env={**server.env, "TERM": "xterm-256color"},
+                            stderr=terminal, env={**env, "TERM": "xterm-256color"},
                             close_fds=True)
     os.close(terminal)
     chunks: list[bytes] = []

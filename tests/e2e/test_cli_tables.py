@@ -6,17 +6,9 @@ API's values. Also the groups that list when run without a sub-command."""
 from __future__ import annotations
 
 import csv
-import fcntl
 import io
 import json
-import os
-import pty
 import re
-import select
-import struct
-import subprocess
-import termios
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +17,7 @@ import pandas
 import pytest
 
 from tests.e2e.conftest import Server, run_cli
-from tests.processes import LRSEARCH
+from tests.e2e.test_cli import run_in_terminal as terminal_run
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")
 COLUMNS = 80
@@ -57,30 +49,8 @@ def run_in_terminal(server: Server, *args: str, columns: int = COLUMNS, rows: in
     """Run the CLI on a pseudo-terminal of `columns` x `rows` (TIOCSWINSZ; no COLUMNS in the
     environment, so rich measures the terminal itself); return (exit code, screen lines
     without ANSI codes)."""
-    controller, terminal = pty.openpty()
-    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
-    env = {k: v for k, v in server.env.items() if k not in ("COLUMNS", "LINES")}
-    proc = subprocess.Popen([LRSEARCH, *args], stdin=terminal, stdout=terminal,
-                            stderr=terminal, env={**env, "TERM": "xterm-256color"},
-                            close_fds=True)
-    os.close(terminal)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([controller], [], [], 0.5)
-        if ready:
-            try:
-                data = os.read(controller, 65536)
-            except OSError:  # the terminal closed: the process exited
-                break
-            if not data:
-                break
-            chunks.append(data)
-        elif proc.poll() is not None:
-            break
-    os.close(controller)
-    code = proc.wait(timeout=30)
-    return code, ANSI.sub("", b"".join(chunks).decode(errors="replace")).splitlines()
+    code, screen = terminal_run(server, *args, timeout=timeout, size=(columns, rows))
+    return code, ANSI.sub("", screen).splitlines()
 
 
 def _cells(line: str) -> list[str]:
