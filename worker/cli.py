@@ -78,7 +78,7 @@ def reap_until(stop: threading.Event, settings: Settings) -> None:
 
     from service import migrations
     from service.db import make_engine
-    from worker.loop import notify, reap
+    from worker.loop import SchemaGate, notify, reap
     from worker.reconcile import Reconciler
     from worker.search import storage
 
@@ -93,25 +93,13 @@ def reap_until(stop: threading.Event, settings: Settings) -> None:
         with Session(engine) as session, session.begin():
             return fn(session)
 
-    expected = migrations.head()
-    logged: tuple[str | None, float] = ("", -float("inf"))  # (revision found, when logged)
-
-    def schema_is_ours() -> bool:
-        """A reaper of another release neither reaps nor notifies (as a worker does not
-        claim): the reason is logged when the revision found changes and once a minute."""
-        nonlocal logged
-        problem = migrations.mismatch(db(lambda s: migrations.current(s.connection())),
-                                      expected)
-        if problem is not None and (problem != logged[0]
-                                    or time.monotonic() - logged[1] >= 60):
-            log.warning("reaper is idle: %s", problem)
-            logged = (problem, time.monotonic())
-        return problem is None
+    # A reaper of another release neither reaps nor notifies (as a worker does not claim).
+    schema = SchemaGate("reaper is idle")
 
     try:
         while not stop.wait(tick):
             try:
-                if not schema_is_ours():
+                if not schema.admits(db(lambda s: migrations.current(s.connection()))):
                     continue
             except Exception as e:  # the database away: the next pass retries
                 log.warning("reaper: %s", e)

@@ -55,13 +55,43 @@ WORKER_NOTIFY_LIMIT = 2
 SCHEMA_LOG_SECONDS = 60.0  # while the schema is not ours, the reason is logged this often
 
 
-__all__ = ["Cancelled", "Released", "Retryable", "Worker", "notify", "reap"]
-
+__all__ = ["Cancelled", "Released", "Retryable", "SchemaGate", "Worker", "notify", "reap"]
 
 
 class SchemaNotOurs(Exception):
     """Raised in a claim's transaction to roll it back: the database's schema revision is not
-    this code's (the reason is logged by Worker._schema_is)."""
+    this code's (the reason is logged by the worker's SchemaGate)."""
+
+
+class SchemaGate:
+    """Whether the database's schema revision, as last read, is this code's head (read from
+    its migration scripts once); what a worker checks before claiming and the reaper before
+    reaping. Each `admits(found)` records the answer; the reason for waiting is logged as
+    `waiting: <reason><suffix>` when waiting starts, when the revision found changes, and
+    every SCHEMA_LOG_SECONDS meanwhile (not at every poll), and `resumed` (if given, with the
+    revision) once the revisions match again."""
+
+    def __init__(self, waiting: str, suffix: str = "", resumed: str | None = None) -> None:
+        self.expected = migrations.head()
+        self.waiting, self.suffix, self.resumed = waiting, suffix, resumed
+        self.ok = False
+        self._found: str | None = None
+        self._logged = -float("inf")
+
+    def admits(self, found: str | None) -> bool:
+        problem = migrations.mismatch(found, self.expected)
+        if problem is None:
+            if not self.ok and self.resumed is not None:
+                log.info(self.resumed, found)
+            self.ok = True
+            return True
+        now = time.monotonic()
+        if self.ok or found != self._found or now - self._logged >= SCHEMA_LOG_SECONDS:
+            log.warning("%s: %s%s", self.waiting, problem, self.suffix)
+            self._logged = now
+        self.ok, self._found = False, found
+        return False
+
 
 class Worker:
     def __init__(self, settings: Settings, *, gpu: int | None = None, name: str | None = None
@@ -87,12 +117,11 @@ class Worker:
         self.reconciler = reconcile.Reconciler(settings.lease_seconds)
         self._last_reap = 0.0
         self._last_notify = 0.0
-        # The schema this code is written for, read from its migration scripts once; each
-        # claim compares the database's revision with it.
-        self.expected_revision = migrations.head()
-        self.schema_ok = False
-        self._schema_found: str | None = None
-        self._schema_logged = -float("inf")
+        # Each claim compares the database's revision with this code's.
+        self.schema = SchemaGate(
+            f"worker {self.name} is not claiming jobs",
+            f" (checking again every {settings.poll_seconds}s)",
+            f"worker {self.name}: database schema at revision %s, this code's: claiming jobs")
 
     # -- signals -------------------------------------------------------------------------
     def install_signals(self) -> None:
@@ -157,7 +186,7 @@ class Worker:
     def check_schema(self) -> bool:
         """Whether the database's schema is this code's, read so that a database never
         migrated answers "no" rather than failing (`migrations.current`); logs why not."""
-        return self._schema_is(self.db(lambda s: migrations.current(s.connection())))
+        return self.schema.admits(self.db(lambda s: migrations.current(s.connection())))
 
     def _claim(self, session: Session) -> Claim | None:
         """The next job, or None: none is queued, or the schema is no longer this code's.
@@ -166,10 +195,10 @@ class Worker:
         on PostgreSQL a claim that waited on a migration's lock sees the migrated tables, and
         only a statement after it sees the new revision; a mismatch then rolls the claim
         back (SchemaNotOurs). A version table that is gone counts as a mismatch."""
-        if not self._schema_is(self._revision(session)):
+        if not self.schema.admits(self._revision(session)):
             return None
         claim = jobs.claim(session, self.name, self.settings.lease_seconds)
-        if claim is not None and not self._schema_is(self._revision(session)):
+        if claim is not None and not self.schema.admits(self._revision(session)):
             raise SchemaNotOurs  # rolls back the claim: the job stays queued
         return claim
 
@@ -187,28 +216,13 @@ class Worker:
                 raise  # db() retries while the database is away
             # no version table (a database reset under a running worker): `current` says so
             # in a fresh transaction; this one is rolled back
-            self.schema_ok = False
+            self.schema.ok = False
             raise SchemaNotOurs from e
 
-    def _schema_is(self, found: str | None) -> bool:
-        """Record whether `found`, the database's revision, is this code's. The reason for
-        waiting is logged when waiting starts, when the revision found changes, and every
-        SCHEMA_LOG_SECONDS meanwhile: not at every poll."""
-        problem = migrations.mismatch(found, self.expected_revision)
-        if problem is None:
-            if not self.schema_ok:
-                log.info("worker %s: database schema at revision %s, this code's: claiming "
-                         "jobs", self.name, found)
-            self.schema_ok = True
-            return True
-        now = time.monotonic()
-        if self.schema_ok or found != self._schema_found \
-                or now - self._schema_logged >= SCHEMA_LOG_SECONDS:
-            log.warning("worker %s is not claiming jobs: %s (checking again every %ss)",
-                        self.name, problem, self.settings.poll_seconds)
-            self._schema_logged = now
-        self.schema_ok, self._schema_found = False, found
-        return False
+    @property
+    def schema_ok(self) -> bool:
+        """Whether the revision last read was this code's."""
+        return self.schema.ok
 
     def describe(self, timeout: float = 600.0) -> dict[str, Any]:
         """What this worker can load (its child imports the plugins): published in the
