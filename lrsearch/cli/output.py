@@ -648,12 +648,6 @@ def history_view(history: Sequence[Mapping[str, Any]], title: str = "Epochs",
                 extras=["seconds"])
 
 
-def history_table(history: Sequence[Mapping[str, Any]], title: str = "Epochs") -> Table:
-    """A trial's epochs with every column (history_view)."""
-    view = history_view(history, title)
-    return render(view.columns, view.title)
-
-
 def confirmation_view(c: Mapping[str, Any], metric: str) -> View:
     """The confirmation's configurations: which trial (the winner marked), family, mean and
     std over the fresh seeds and the runs that completed; the searched parameters in columns

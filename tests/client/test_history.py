@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from lrsearch.cli.output import history_table
+from lrsearch.cli.output import history_view, print_view
 from lrsearch.history import epoch_value, metric_columns
 
 NEW = [{"epoch": 0, "lr_first": 0.1, "lr_last": 0.05, "seconds": 1.5,
@@ -32,7 +32,7 @@ def test_values_come_from_metrics_or_from_an_older_servers_fields() -> None:
 
 def test_the_cli_table_shows_every_metric_of_every_epoch() -> None:
     console = Console(width=200, record=True)
-    console.print(history_table(NEW, "Trial #3 per epoch"))
+    print_view(history_view(NEW, "Trial #3 per epoch"), wide=True, out=console)
     rows = [[cell.strip() for cell in line.replace("┃", "│").split("│")[1:-1]]
             for line in console.export_text().splitlines() if line.startswith(("┃", "│"))]
     assert rows == [
