@@ -66,6 +66,16 @@ class TrainingCancelled(LRSearchError):
         self.epoch = epoch
 
 
+class TrainingPaused(LRSearchError):
+    """The caller asked training to stop at the end of `epoch` (0-based) to go on elsewhere:
+    raised after that epoch's checkpoint is written (lrsearch.training)."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__(f"Training paused after epoch {epoch}; it resumes from its "
+                         "checkpoint.")
+        self.epoch = epoch
+
+
 class ObjectiveNotLogged(LRSearchError):
     """The objective metric is not among the metrics the compiled model logs (found after its
     first epoch). A study fails fast on it: every trial would fail the same way."""

@@ -10,6 +10,14 @@ optimizer), the seconds it took, and every metric Keras logged.
 A caller-supplied `on_epoch_end(record)` runs after each epoch; whatever it raises (e.g.
 optuna.TrialPruned) stops training and propagates. `should_stop()` is checked after each epoch
 (TrainingCancelled). A NaN or infinite loss ends training with TrainingDiverged naming the epoch.
+
+With a `CheckpointPlan`, the run saves a checkpoint (lrsearch.checkpoints) after every epoch
+but the last, once `on_epoch_end` has returned (the worker has recorded the epoch by then), and
+with `resume` it starts from the newest one: model and optimizer variables restored (so the
+optimizer's step, and with it the schedule, continue where they stopped), Keras' `fit` started
+at the next epoch, the earlier epochs' records returned first. `pause_after_epoch()` is asked
+last at each epoch's end, after its checkpoint is written: True ends training with
+TrainingPaused (a worker that is shutting down hands the trial on without losing the epoch).
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from lrsearch import datasets, optimizers
+from lrsearch import checkpoints, datasets, optimizers
 from lrsearch.datasets import portable
 from lrsearch.datasets.references import KerasDataset
 from lrsearch.datasets.streams import Input, StreamOptions, from_arrays, from_npz, from_source
@@ -36,12 +44,26 @@ from lrsearch.errors import (
     TrainingCancelled,
     TrainingDiverged,
     TrainingError,
+    TrainingPaused,
     require_int,
 )
 from lrsearch.models.resolve import compiled_model
 from lrsearch.schedules import validate
 from lrsearch.schedules.keras import keras_callbacks, learning_rate_for, momentum_schedule
 from lrsearch.spec import METRIC_NAME, RunSpec
+
+
+@dataclass(frozen=True)
+class CheckpointPlan:
+    """Where a run keeps its checkpoints (its trial's own folder, shared by every worker) and
+    whether it starts from the newest one there. `fingerprint` (checkpoints.fingerprint of the
+    run's config) is written into each checkpoint and must match to resume; `attempt` is the
+    claim's, kept for the record."""
+
+    folder: str
+    fingerprint: str
+    resume: bool = False
+    attempt: int = 0
 
 
 @dataclass(frozen=True)
@@ -63,6 +85,7 @@ class TrainConfig:
     # checked at submission)
     roots: tuple[str, ...] = ()  # where dataset references may read (LRSEARCH_DATA_ROOTS)
     stream: StreamOptions = field(default_factory=StreamOptions)
+    checkpoint: CheckpointPlan | None = None
 
     def __post_init__(self) -> None:
         require_int("epochs", self.epochs, 1, TrainingError)
@@ -92,8 +115,11 @@ class EpochRecord:
 
 @dataclass
 class TrainResult:
+    """The run's epochs, those restored from a checkpoint first (`resumed_from` of them)."""
+
     steps_per_epoch: int
     epochs: list[EpochRecord]
+    resumed_from: int = 0
 
 
 def steps_per_epoch(n_samples: int, batch_size: int) -> int:
@@ -203,9 +229,80 @@ class _Recorder(keras.callbacks.Callback):
             raise TrainingCancelled(epoch)
 
 
+class _Checkpointer(keras.callbacks.Callback):
+    """Last in the callback list, so it sees every callback's end-of-epoch state: restores the
+    adaptive callbacks' state at the start of a resumed run (after their own reset) and saves
+    a checkpoint after each epoch but the last. A checkpoint that cannot be written (a full or
+    vanished disk) is reported on stderr and training goes on: it only costs the resume."""
+
+    def __init__(self, plan: CheckpointPlan, recorder: _Recorder,
+                 adaptive: list[keras.callbacks.Callback], resumed: checkpoints.Checkpoint | None,
+                 seed: int, spe: int, epochs: int) -> None:
+        super().__init__()
+        self.plan, self.recorder, self.adaptive, self.resumed = plan, recorder, adaptive, resumed
+        self.seed, self.spe, self.epochs = seed, spe, epochs
+
+    def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        if self.resumed is not None:
+            checkpoints.restore_callbacks(self.resumed, self.adaptive)
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        if epoch + 1 >= self.epochs:
+            return  # the trial ends with this epoch: nothing to resume
+        try:
+            checkpoints.save(self.plan.folder, model=self.model, callbacks=self.adaptive,
+                             records=[r.as_dict() for r in self.recorder.records],
+                             fingerprint=self.plan.fingerprint, seed=self.seed,
+                             steps_per_epoch=self.spe, attempt=self.plan.attempt)
+        except OSError as e:
+            import sys
+
+            print(f"lrsearch: could not save the checkpoint after epoch {epoch}: {e}",
+                  file=sys.stderr)
+
+
+class _PauseAfter(keras.callbacks.Callback):
+    """Last of all: ends training with TrainingPaused when `pause()` says so at an epoch's end
+    (after the checkpointer has saved it); the last epoch ends the run anyway."""
+
+    def __init__(self, pause: Callable[[], bool], epochs: int) -> None:
+        super().__init__()
+        self.pause, self.epochs = pause, epochs
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        if epoch + 1 < self.epochs and self.pause():
+            raise TrainingPaused(epoch)
+
+
+def _resume_point(config: TrainConfig, spe: int) -> checkpoints.Checkpoint | None:
+    """The checkpoint a resumed run starts from: the newest with the run's fingerprint, which
+    must have been laid out on the same steps per epoch (else the data changed under it)."""
+    plan = config.checkpoint
+    if plan is None or not plan.resume:
+        return None
+    found = checkpoints.latest(plan.folder, plan.fingerprint)
+    if found is not None and found.steps_per_epoch != spe:
+        raise TrainingError(f"The checkpoint to resume from was trained with "
+                            f"{found.steps_per_epoch} steps per epoch; the data now gives "
+                            f"{spe}.", field="dataset")
+    if found is not None and found.epochs_done >= config.epochs:
+        return None
+    return found
+
+
+def _data_seed(seed: int, start_epoch: int) -> int:
+    """The data order's seed: the run's own from the first epoch; a run resumed at epoch k
+    draws a new order from (seed, k), rather than replaying epoch 0's order as epoch k."""
+    if start_epoch == 0:
+        return seed
+    return int.from_bytes(np.random.SeedSequence([seed, start_epoch]).generate_state(1)
+                          .tobytes()[:4], "little") % 2**31
+
+
 def train(config: TrainConfig, *, on_epoch_end: Callable[[EpochRecord], None] | None = None,
           should_stop: Callable[[], bool] | None = None,
-          on_start: Callable[[int], None] | None = None) -> TrainResult:
+          on_start: Callable[[int], None] | None = None,
+          pause_after_epoch: Callable[[], bool] | None = None) -> TrainResult:
     """Train `config` and return its curves (see the module docstring for the contract).
     `on_start(steps_per_epoch)` runs once the data is loaded, before the first step."""
     spec = config.spec
@@ -216,7 +313,10 @@ def train(config: TrainConfig, *, on_epoch_end: Callable[[EpochRecord], None] | 
         on_start(spe)
     family, timeline = validate(config.schedule, config.schedule_params, steps_per_epoch=spe,
                                 epochs=config.epochs)
-    keras.utils.set_random_seed(config.run_seed)
+    resumed = _resume_point(config, spe)
+    start = 0 if resumed is None else resumed.epochs_done
+    seed = config.run_seed if resumed is None else resumed.seed
+    keras.utils.set_random_seed(seed)
     lr = learning_rate_for(family, timeline)
     optimizer = optimizers.build(spec.optimizer.name, spec.optimizer.params, lr,
                                  momentum_schedule(family, timeline))
@@ -224,12 +324,25 @@ def train(config: TrainConfig, *, on_epoch_end: Callable[[EpochRecord], None] | 
                            max_params=config.max_params)
     recorder = _Recorder(None if family.adaptive else lr, on_epoch_end, should_stop,
                          spec.objective.metric)
+    adaptive = keras_callbacks(family)
+    callbacks: list[keras.callbacks.Callback] = [recorder, *adaptive]
+    if resumed is not None:
+        optimizer.build(model.trainable_variables)
+        checkpoints.restore_variables(resumed, model)
+        recorder.records = [EpochRecord(**{**r, "metrics": dict(r["metrics"])})
+                            for r in resumed.records]
+    if config.checkpoint is not None:
+        callbacks.append(_Checkpointer(config.checkpoint, recorder, adaptive, resumed, seed,
+                                       spe, config.epochs))
+    if pause_after_epoch is not None:
+        callbacks.append(_PauseAfter(pause_after_epoch, config.epochs))
     try:
-        model.fit(data.train(spec.batch_size, config.run_seed), steps_per_epoch=spe,
+        model.fit(data.train(spec.batch_size, _data_seed(seed, start)), steps_per_epoch=spe,
                   validation_data=data.val(spec.batch_size),
                   validation_steps=steps_per_epoch(data.val_examples, spec.batch_size),
-                  epochs=config.epochs, verbose=0, shuffle=False,  # the pipeline shuffles
-                  callbacks=[recorder, *keras_callbacks(family)])
+                  epochs=config.epochs, initial_epoch=start, verbose=0,
+                  shuffle=False,  # the pipeline shuffles
+                  callbacks=callbacks)
     finally:
         data.close()  # a disk cache goes with the run
-    return TrainResult(spe, recorder.records)
+    return TrainResult(spe, recorder.records, start)

@@ -119,6 +119,13 @@ class Settings(BaseSettings):
     trials_per_child: int = 20  # a child process is replaced after this many jobs
     trial_timeout_seconds: float = 24 * 3600.0
     grace_seconds: float = 60.0  # after the first SIGTERM, how long a running job may finish
+    # Trial checkpoints (model and optimizer state after each epoch), so that a trial whose
+    # worker stopped or died resumes on another worker from its last epoch, its schedule at
+    # the same step. Every worker must see the same folder (a shared volume) for a trial to
+    # resume elsewhere; a worker that finds no checkpoint starts the trial over. Default:
+    # <data_dir>/checkpoints. Removed when the trial ends.
+    checkpoints: bool = True
+    checkpoint_dir: Path | None = None
     poll_seconds: float = 1.0  # idle wait between claim attempts
     # Fault injection for the crash-recovery tests: trial slots whose child process kills
     # itself with SIGSEGV. Empty in production.
@@ -129,6 +136,14 @@ class Settings(BaseSettings):
     # ... and a pause before each epoch's write, so a test can act at an epoch boundary
     # (cancel, delete, expire the lease) while the child waits. Zero in production.
     fault_epoch_pause_seconds: float = 0.0
+
+    @property
+    def checkpoint_root(self) -> Path | None:
+        """Where trial checkpoints go (None: turned off)."""
+        if not self.checkpoints:
+            return None
+        return self.checkpoint_dir if self.checkpoint_dir is not None \
+            else self.data_dir / "checkpoints"
 
     @field_validator("allowed_hosts", mode="before")
     @classmethod

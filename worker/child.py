@@ -3,9 +3,12 @@
 It receives tasks over a pipe, trains, and answers with messages; the parent owns the
 database, the lease and Optuna. Every message carries the task's tag, (job id, attempt).
 Protocol (child -> parent), each as (tag, kind, payload):
-  ("started", {"steps_per_epoch": n})      once the data is loaded
-  ("epoch", record)                        then waits for (tag, "go" | "prune" | "cancel")
-  ("done", payload) | ("pruned", {...}) | ("cancelled", {...})
+  ("started", {"steps_per_epoch": n})      once the data is loaded (a resumed trial's
+                                           epoch messages start after its checkpoint)
+  ("epoch", record)                        then waits for (tag, "go" | "prune" | "cancel" |
+                                           "pause": go on to save this epoch's checkpoint,
+                                           then stop)
+  ("done", payload) | ("pruned", {...}) | ("cancelled", {...}) | ("paused", {"epoch": e})
   ("failed", {"kind": diverged|objective|oom|invalid|error, "message": ..., "traceback": ...})
 A "register_dataset" task reads a dataset reference and answers ("done", what registration
 found). A "describe" task imports the operator's plugins and answers ("done",
@@ -54,35 +57,44 @@ def _await_reply(conn: Connection, tag: Any) -> str:
 
 
 def _train(conn: Connection, task: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    from lrsearch.training import EpochRecord, TrainConfig, train
+    from lrsearch.errors import TrainingPaused
+    from lrsearch.training import CheckpointPlan, EpochRecord, TrainConfig, train
 
     if task.get("crash"):
         os.kill(os.getpid(), signal.SIGSEGV)  # fault injection for the recovery tests
     tag = task["tag"]
+    pause = [False]  # set by a "pause" reply; the run stops once the epoch's checkpoint is saved
 
     def on_epoch(record: EpochRecord) -> None:
         conn.send((tag, "epoch", record.as_dict()))
         reply = _await_reply(conn, tag)
         if reply in ("prune", "cancel"):
             raise _Stop(reply, record.epoch)
+        pause[0] = reply == "pause"
 
     from lrsearch.datasets.streams import StreamOptions
     from lrsearch.spec import RunSpec
 
     c = task["config"]
+    plan = c.get("checkpoint")
     config = TrainConfig(RunSpec.model_validate(c["spec"]), schedule=c["schedule"],
                          schedule_params=c["schedule_params"], epochs=c["epochs"],
                          seed=c["seed"], data_dir=c.get("data_dir"),
                          max_params=c.get("max_params"), roots=tuple(c.get("roots") or ()),
-                         stream=StreamOptions(**c.get("stream", {})))
+                         stream=StreamOptions(**c.get("stream", {})),
+                         checkpoint=None if plan is None else CheckpointPlan(**plan))
     try:
         result = train(config, on_epoch_end=on_epoch,
                        on_start=lambda spe: conn.send((tag, "started",
-                                                       {"steps_per_epoch": spe})))
+                                                       {"steps_per_epoch": spe})),
+                       pause_after_epoch=lambda: pause[0])
+    except TrainingPaused as paused:
+        return "paused", {"epoch": paused.epoch}
     except _Stop as stop:
         return ("pruned" if stop.kind == "prune" else "cancelled"), {"epoch": stop.epoch}
     return "done", {"epochs": [r.as_dict() for r in result.epochs],
-                    "steps_per_epoch": result.steps_per_epoch}
+                    "steps_per_epoch": result.steps_per_epoch,
+                    "resumed_from": result.resumed_from}
 
 
 def _range_test(task: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -190,7 +202,10 @@ def main(conn: Connection, gpu: int | None, parent: int | None = None) -> None:
     """Serve tasks until the parent sends None or closes the pipe."""
     if parent is not None:
         _die_with_parent(parent)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when a child stops
+    # The parent decides when a child stops: a signal sent to the whole process group (Ctrl-C
+    # in a terminal, systemd's stop) must let the worker hand its trial on at an epoch's end.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _prepare_tensorflow(gpu)
     while True:
         try:

@@ -42,6 +42,11 @@ class TaskContext(Protocol):
         """Fault injection: slots whose worker dies between our commit and Optuna's tell."""
         ...
 
+    @property
+    def stopping(self) -> bool:
+        """The worker was asked to stop (a first SIGTERM or SIGINT): hand work on when it can."""
+        ...
+
     def db(self, fn: Callable[[Session], T]) -> T:
         """Run fn in one transaction (committed when it returns), retrying while the database
         is unreachable."""

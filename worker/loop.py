@@ -2,7 +2,10 @@
 
 Signals: the first SIGTERM or SIGINT lets the running job finish within `grace_seconds`, then
 stops the child and releases the lease (the job goes back to the queue, no failure counted);
-a second signal stops at once, releasing the lease the same way. Every worker also reaps
+a trial with checkpoints (lrsearch.checkpoints) is not run to its end but handed on at its
+next epoch's end, once that epoch is recorded and its checkpoint written, and the next worker
+resumes it from there. A second signal stops at once, releasing the lease the same way (a
+trial then resumes from its last checkpoint). Every worker also reaps
 expired leases of any study, and sends due study-end notifications, when idle (no job queued).
 
 Schema: a worker claims, reaps and notifies only while the database's Alembic revision is
@@ -30,7 +33,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from lrsearch import plugins
+from lrsearch import checkpoints, plugins
 from service import migrations
 from service.config import Settings
 from service.datasets import registration
@@ -39,6 +42,7 @@ from service.jobs import ops as jobs
 from service.jobs.models import Job
 from service.jobs.ops import Claim, LeaseLost
 from service.notifications import delivery
+from service.studies.models import FINISHED, Study
 from worker import reconcile, search
 from worker.errors import Cancelled, Released, Retryable
 from worker.executor import ChildDied, Executor
@@ -220,6 +224,11 @@ class Worker:
             raise SchemaNotOurs from e
 
     @property
+    def stopping(self) -> bool:
+        """A first signal arrived: the running trial hands itself on at its next epoch."""
+        return self.stop_requested.is_set()
+
+    @property
     def schema_ok(self) -> bool:
         """Whether the revision last read was this code's."""
         return self.schema.ok
@@ -378,4 +387,29 @@ def reap(settings: Settings, db: Callable[[Callable[[Session], Any]], Any],
             search.fail(optuna, study_name, number, "lost worker: lease expired")
         except Exception as e:  # the reconciler (reconcile.py) repairs it at a later pass
             log.warning("could not mark trial %s of %s FAIL: %s", number, study_name, e)
+    sweep_checkpoints(settings, db)
     return len(lost)
+
+
+def sweep_checkpoints(settings: Settings, db: Callable[[Callable[[Session], Any]], Any]
+                      ) -> list[str]:
+    """Delete the checkpoints of studies that ended or were deleted (a slot that failed for
+    good, or a study deleted while its trial ran, leaves its folder behind); returns their ids.
+    The folder is listed before the active studies are read (checkpoints.sweep), so a study
+    created meanwhile is never among those swept."""
+    root = settings.checkpoint_root
+    if root is None:
+        return []
+
+    def active() -> set[str]:
+        return set(db(lambda s: s.scalars(select(Study.id).where(
+            Study.status.not_in(FINISHED))).all()))
+
+    try:
+        removed = checkpoints.sweep(root, active)
+    except Exception as e:  # the database away: the next pass sweeps
+        log.warning("could not sweep the checkpoints of ended studies: %s", e)
+        return []
+    if removed:
+        log.info("removed the checkpoints of %s ended or deleted studies", len(removed))
+    return removed

@@ -96,6 +96,10 @@ class Trial(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     duration_s: Mapped[float | None] = mapped_column(Float)
+    # The epoch its last attempt started from: the number of epochs restored from the
+    # checkpoint its previous attempt left (lrsearch.checkpoints); None when it ran from the
+    # start.
+    resumed_from_epoch: Mapped[int | None] = mapped_column(Integer)
 
     study: Mapped[Study] = relationship(back_populates="trials")
     points: Mapped[list[CurvePoint]] = relationship(back_populates="trial",

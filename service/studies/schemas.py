@@ -242,6 +242,10 @@ class TrialOut(BaseModel):
                       "(a confirmation run: no Optuna number)")
     confirms: int | None = Field(default=None, description="a confirmation run's: the slot of "
                                  "the trial whose configuration it retrains")
+    resumed_from_epoch: int | None = Field(
+        default=None, description="when its last attempt resumed from a checkpoint another "
+        "attempt left (its worker stopped or died): the epoch it resumed at; the epochs before "
+        "it are the earlier attempts'")
     history: list[EpochOut] | None = None
 
     @classmethod
@@ -252,5 +256,5 @@ class TrialOut(BaseModel):
                    attempt=t.attempt, worker=t.worker, started_at=t.started_at,
                    finished_at=t.finished_at, duration_s=finite_or_none(t.duration_s),
                    steps_per_epoch=t.steps_per_epoch, seed=t.seed, role=t.role or "search",
-                   confirms=t.confirms,
+                   confirms=t.confirms, resumed_from_epoch=t.resumed_from_epoch,
                    history=[EpochOut.of(p) for p in t.points] if with_history else None)

@@ -5,6 +5,14 @@ A baseline slot does the same in the baseline's own Optuna study; a confirmation
 the configuration and seed its row was queued with, and Optuna never hears of it
 (service/studies/roles.py).
 
+Checkpoints (lrsearch.checkpoints): the child saves one after each epoch but the last, once this
+process has recorded the epoch, in the slot's own folder under the shared checkpoint root. A
+slot that starts and finds a checkpoint of the same configuration (a released, lost or crashed
+attempt's) resumes from it: the trial row's epochs become the checkpoint's, Optuna's new trial
+is given their values again, and training goes on at the next epoch with the checkpoint's
+seed. Anything else starts from epoch 0 (the folder is emptied first). The folder is deleted
+when the trial ends, whatever its outcome; a released or retried attempt leaves it for the next.
+
 Optuna is told only after our transaction commits: our tables are the truth, and a crash
 between the two leaves an Optuna trial RUNNING that worker/reconcile.py finishes the way our
 row says. (Telling first could leave Optuna with a COMPLETE trial for a slot that our tables
@@ -18,6 +26,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -26,6 +35,7 @@ from optuna.trial import TrialState
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from lrsearch import checkpoints
 from lrsearch.errors import LRSearchError
 from lrsearch.schedules.search import suggest, suggest_any
 from lrsearch.spec import RunSpec
@@ -123,6 +133,40 @@ def _config(w: TaskContext, spec: dict[str, Any], run: RunSpec, seed: int, famil
             **data_options(w.settings, tenant)}
 
 
+def _checkpoint(w: TaskContext, c: Claim, config: dict[str, Any]
+                ) -> tuple[Path | None, checkpoints.Checkpoint | None]:
+    """The slot's checkpoint folder (None with checkpoints off) and the checkpoint this attempt
+    resumes from, if a previous attempt of the same configuration left one; `config` gets the
+    child's CheckpointPlan. A folder holding nothing to resume is emptied, so that the child
+    never finds another configuration's checkpoints there."""
+    root = w.settings.checkpoint_root
+    if root is None:
+        return None, None
+    assert c.slot is not None and c.study_id is not None
+    folder = checkpoints.trial_dir(root, c.study_id, c.slot)
+    fingerprint = checkpoints.fingerprint(config)
+    found = checkpoints.latest(folder, fingerprint)
+    if found is not None and found.epochs_done >= config["epochs"]:
+        found = None
+    if found is None:
+        checkpoints.remove(folder)
+    config["checkpoint"] = {"folder": str(folder), "fingerprint": fingerprint,
+                            "resume": found is not None, "attempt": c.attempt}
+    return folder, found
+
+
+def _report_resumed(ot: optuna.Trial | None, resumed: checkpoints.Checkpoint, metric: str
+                    ) -> None:
+    """Give the attempt's new Optuna trial the resumed epochs' values, so its pruner judges the
+    trial on its whole curve."""
+    if ot is None:
+        return
+    for record in resumed.records:
+        value = (record.get("metrics") or {}).get(metric)
+        if isinstance(value, int | float) and math.isfinite(value):
+            ot.report(float(value), int(record["epoch"]))
+
+
 def _sample(plan: Plan, ot: optuna.Trial) -> tuple[str, dict[str, Any]]:
     spec = plan.spec
     if len(spec["families"]) == 1:
@@ -158,10 +202,17 @@ def run(w: TaskContext, c: Claim, beat: Heartbeat) -> None:
                 _tell(study, ot, Outcome(TrialState.FAIL, reason=reason))
                 return
         number, seed = ot.number, run_spec.trial_seed(ot.number)
-    w.db(lambda s: _start(s, c, w, number, family, params, seed))
+    config = _config(w, plan.spec, run_spec, seed, family, params, plan.tenant)
+    folder, resumed = _checkpoint(w, c, config)
+    if resumed is not None:
+        seed = config["seed"] = resumed.seed
+    w.db(lambda s: _start(s, c, w, number, family, params, seed, resumed))
     metric = run_spec.objective.metric
-    task = {"kind": "trial", "crash": c.slot in w.crash_slots,
-            "config": _config(w, plan.spec, run_spec, seed, family, params, plan.tenant)}
+    if resumed is not None:
+        log.info("job %s (study %s slot %s) resumes from its checkpoint after epoch %s",
+                 c.job_id, c.study_id, c.slot, resumed.epochs_done - 1)
+        _report_resumed(ot, resumed, metric)
+    task = {"kind": "trial", "crash": c.slot in w.crash_slots, "config": config}
 
     def on_message(kind: str, payload: dict[str, Any]) -> str | None:
         if kind == "started":
@@ -184,13 +235,20 @@ def run(w: TaskContext, c: Claim, beat: Heartbeat) -> None:
                 # the reconciler sets Optuna's final state from them. Train on, unpruned.
                 log.warning("Optuna trial %s is already finished; epoch %s not reported",
                             number, payload["epoch"])
-        return "cancel" if cancel else "go"
+        if cancel:
+            return "cancel"
+        # A worker that is shutting down hands the trial on at this epoch's end: the child
+        # saves the checkpoint and stops, and another worker goes on from the next epoch.
+        return "pause" if w.stopping and folder is not None else "go"
+
+    def release() -> None:
+        w.db(lambda s: jobs.release(s, c))
+        _tell(study, ot, Outcome(TrialState.FAIL, reason="released: the worker shut down"))
 
     try:
         kind, payload = w.supervise(c, beat, task, on_message)
     except Released:
-        w.db(lambda s: jobs.release(s, c))
-        _tell(study, ot, Outcome(TrialState.FAIL, reason="released: the worker shut down"))
+        release()
         return
     except Retryable as e:
         reason = str(e)
@@ -198,7 +256,13 @@ def run(w: TaskContext, c: Claim, beat: Heartbeat) -> None:
                                           w.settings.max_attempts))
         _tell(study, ot, Outcome(TrialState.FAIL, reason=reason))
         return
+    if kind == "paused":  # after its checkpoint: the next attempt resumes from it
+        log.info("job %s (study %s slot %s) paused after epoch %s: released", c.job_id,
+                 c.study_id, c.slot, payload.get("epoch"))
+        release()
+        return
     outcome = w.db(lambda s: _finish(s, c, metric, kind, payload))
+    checkpoints.remove(folder)  # the trial has ended: nothing will resume it
     if c.slot in w.exit_before_tell_slots:  # fault injection: die between the two writes
         os.kill(os.getpid(), signal.SIGKILL)
     _tell(study, ot, outcome)
@@ -220,7 +284,11 @@ def _trial(s: Session, c: Claim) -> tuple[Study, Trial]:
 
 
 def _start(s: Session, c: Claim, w: TaskContext, number: int | None, family: str,
-           params: dict[str, Any], seed: int) -> None:
+           params: dict[str, Any], seed: int, resumed: checkpoints.Checkpoint | None) -> None:
+    """The slot's trial row starts this attempt; a resumed one gets the checkpoint's epochs as
+    its curve (the row's own are those of the attempt that wrote the checkpoint, or of a later
+    one that died before its next checkpoint: the checkpoint's are the ones training goes on
+    from)."""
     jobs.fenced(s, c, w.settings.lease_seconds)
     study = progress.locked(s, c.study_id)
     assert c.slot is not None
@@ -228,6 +296,10 @@ def _start(s: Session, c: Claim, w: TaskContext, number: int | None, family: str
                                  params=params, steps_per_epoch=0, worker=w.name,
                                  attempt=c.attempt)
     trial.seed = seed
+    trial.resumed_from_epoch = None if resumed is None else resumed.epochs_done
+    if resumed is not None:
+        for record in resumed.records:
+            progress.add_epoch(s, trial, record)
 
 
 def _record_unrunnable(s: Session, c: Claim, number: int, reason: str) -> None:

@@ -1,0 +1,163 @@
+"""Trial checkpoints (lrsearch.checkpoints) in real Keras training: every variable survives a
+save and a restore bit for bit, a resumed run continues at the exact optimizer step (so its
+schedule does), an adaptive family's callback state carries over, and a checkpoint of another
+configuration, a half-written one or a corrupt one is never resumed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+
+from lrsearch import checkpoints
+from lrsearch.errors import TrainingError
+from lrsearch.schedules import curve
+from lrsearch.spec import RunSpec
+from lrsearch.training import CheckpointPlan, EpochRecord, TrainConfig, steps_per_epoch, train
+
+
+class Stop(Exception):
+    """What a worker's kill looks like to the run: it ends inside an epoch's hook."""
+
+
+def _config(folder: Path, resume: bool, schedule: str, params: dict[str, Any], epochs: int,
+            batch_size: int = 250) -> TrainConfig:
+    spec = RunSpec.builtin("synthetic_argmax", batch_size=batch_size)
+    raw = {"spec": spec.stored(), "schedule": schedule, "schedule_params": params,
+           "epochs": epochs}
+    return TrainConfig(spec, schedule=schedule, schedule_params=params, epochs=epochs, seed=7,
+                       checkpoint=CheckpointPlan(str(folder), checkpoints.fingerprint(raw),
+                                                 resume=resume))
+
+
+def _stopped_at(config: TrainConfig, epoch: int) -> list[EpochRecord]:
+    """Train until `epoch`'s hook, which raises (the checkpoint after epoch-1 is on disk)."""
+    seen: list[EpochRecord] = []
+
+    def hook(record: EpochRecord) -> None:
+        if record.epoch == epoch:
+            raise Stop
+        seen.append(record)
+
+    with pytest.raises(Stop):
+        train(config, on_epoch_end=hook)
+    return seen
+
+
+def test_a_resumed_run_goes_on_at_the_exact_step_of_its_schedule(tmp_path: Path) -> None:
+    params = {"lr0": 0.2, "k": 0.5, "per_epoch": False}
+    spe, epochs = steps_per_epoch(1000, 250), 5
+    lrs = curve("exponential", params, steps_per_epoch=spe, epochs=epochs)
+    first = _stopped_at(_config(tmp_path, False, "exponential", params, epochs), 3)
+    saved = checkpoints.latest(tmp_path)
+    assert saved is not None and saved.epochs_done == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["epoch-000003"]  # older ones removed
+
+    later: list[EpochRecord] = []
+    result = train(_config(tmp_path, True, "exponential", params, epochs),
+                   on_epoch_end=later.append)
+    assert result.resumed_from == 3
+    assert [r.epoch for r in later] == [3, 4]  # only the epochs trained now are reported
+    assert [r.epoch for r in result.epochs] == [0, 1, 2, 3, 4]
+    assert [r.as_dict() for r in result.epochs[:3]] == [r.as_dict() for r in first]
+    for e, record in enumerate(result.epochs):  # a restart at step 0 would fail at epoch 3
+        assert record.lr_first == pytest.approx(lrs[e * spe], rel=1e-6)
+        assert record.lr_last == pytest.approx(lrs[(e + 1) * spe - 1], rel=1e-6)
+    # The last epoch writes no checkpoint (nothing would resume it): epoch 4's is the newest.
+    newest = checkpoints.latest(tmp_path)
+    assert newest is not None and newest.epochs_done == 4
+
+
+def test_reduce_on_plateau_keeps_its_state_across_a_resume(tmp_path: Path) -> None:
+    # Every epoch after the first is a plateau (min_delta beyond any improvement): the LR halves
+    # after epochs 1, 2, ... If the callback's `best` were reset on resume, epoch 2 would count
+    # as an improvement and the LR would stay at 0.05 for epoch 3.
+    params = {"lr0": 0.1, "factor": 0.5, "patience": 0, "min_delta": 100.0, "monitor": "loss"}
+    uninterrupted = train(_config(tmp_path / "a", False, "reduce_on_plateau", params, 4, 500))
+    _stopped_at(_config(tmp_path / "b", False, "reduce_on_plateau", params, 4, 500), 2)
+    resumed = train(_config(tmp_path / "b", True, "reduce_on_plateau", params, 4, 500))
+    assert resumed.resumed_from == 2
+    expected = [0.1, 0.1, 0.05, 0.025]
+    assert [r.lr_first for r in uninterrupted.epochs] == pytest.approx(expected)
+    assert [r.lr_first for r in resumed.epochs] == pytest.approx(expected)
+
+
+def test_every_model_and_optimizer_variable_is_restored_exactly(tmp_path: Path) -> None:
+    def build() -> keras.Model:
+        model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8),
+                                  keras.layers.BatchNormalization(), keras.layers.Dropout(0.3),
+                                  keras.layers.Dense(3, activation="softmax")])
+        schedule = keras.optimizers.schedules.CosineDecay(0.1, 50)
+        model.compile(keras.optimizers.Adam(schedule), "sparse_categorical_crossentropy")
+        model.optimizer.build(model.trainable_variables)
+        return model
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 6)).astype("float32"), rng.integers(0, 3, 64)
+    trained = build()
+    trained.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    records = [{"epoch": 0, "lr_first": 0.1, "lr_last": 0.09, "seconds": 1.0, "metrics": {}}]
+    checkpoints.save(tmp_path, model=trained, callbacks=[], records=records,
+                     fingerprint="f", seed=3, steps_per_epoch=4)
+    fresh = build()
+    saved = checkpoints.latest(tmp_path, "f")
+    assert saved is not None and saved.seed == 3 and saved.records == records
+    checkpoints.restore_variables(saved, fresh)
+    assert int(fresh.optimizer.iterations) == 8  # 2 epochs x 4 steps: the schedule's step
+    for a, b in [*zip(trained.variables, fresh.variables, strict=True),
+                 *zip(trained.optimizer.variables, fresh.optimizer.variables, strict=True)]:
+        assert np.array_equal(np.asarray(a), np.asarray(b)), a.path
+
+    other = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
+    other.compile(keras.optimizers.Adam(0.1), "mse")
+    other.optimizer.build(other.trainable_variables)
+    with pytest.raises(ValueError, match="holds 9 model variables; the run has 2"):
+        checkpoints.restore_variables(saved, other)
+
+
+def test_another_configuration_or_a_broken_checkpoint_is_never_resumed(tmp_path: Path) -> None:
+    params = {"lr": 0.05}
+    _stopped_at(_config(tmp_path, False, "constant", params, 4), 2)
+    assert checkpoints.latest(tmp_path) is not None
+    # Other parameters: another fingerprint, so the run starts over.
+    fresh = train(_config(tmp_path, True, "constant", {"lr": 0.07}, 3))
+    assert fresh.resumed_from == 0 and len(fresh.epochs) == 3
+
+    _stopped_at(_config(tmp_path / "x", False, "constant", params, 4), 2)
+    (newest,) = (tmp_path / "x").iterdir()
+    meta = json.loads((newest / "meta.json").read_text())
+    # A half-written checkpoint (no state file) and records that skip an epoch are ignored.
+    broken = tmp_path / "y" / "epoch-000009"
+    broken.mkdir(parents=True)
+    (broken / "meta.json").write_text(json.dumps({**meta, "epochs_done": 9}))
+    assert checkpoints.latest(tmp_path / "y") is None
+    gap = tmp_path / "z" / "epoch-000002"
+    gap.mkdir(parents=True)
+    (gap / "state.npz").write_bytes((newest / "state.npz").read_bytes())
+    (gap / "meta.json").write_text(json.dumps(
+        {**meta, "records": [meta["records"][0], {**meta["records"][1], "epoch": 5}]}))
+    assert checkpoints.latest(tmp_path / "z") is None
+    (gap / "meta.json").write_text("{not json")
+    assert checkpoints.latest(tmp_path / "z") is None
+
+    # Laid out on other steps per epoch (the data changed): refused with the field named.
+    (newest / "meta.json").write_text(json.dumps({**meta, "steps_per_epoch": 99}))
+    with pytest.raises(TrainingError, match="99 steps per epoch") as info:
+        train(_config(tmp_path / "x", True, "constant", params, 4))
+    assert info.value.field == "dataset"
+
+
+def test_folders_are_keyed_by_server_made_ids_only(tmp_path: Path) -> None:
+    assert checkpoints.trial_dir(tmp_path, "ab12", 3) == tmp_path / "ab12" / "slot-3"
+    for bad in ("../x", "AB", "a/b", ""):
+        with pytest.raises(ValueError):
+            checkpoints.trial_dir(tmp_path, bad, 0)
+    for study in ("aa", "bb", "cc"):
+        (tmp_path / study / "slot-0").mkdir(parents=True)
+    (tmp_path / "not-a-study").mkdir()
+    assert sorted(checkpoints.sweep(tmp_path, lambda: {"bb"})) == ["aa", "cc"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bb", "not-a-study"]
