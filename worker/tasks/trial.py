@@ -284,7 +284,8 @@ def _trial(s: Session, c: Claim) -> tuple[Study, Trial]:
 
 
 def _start(s: Session, c: Claim, w: TaskContext, number: int | None, family: str,
-           params: dict[str, Any], seed: int, resumed: checkpoints.Checkpoint | None) -> None:
+           params: dict[str, Any], seed: int,
+           resumed: checkpoints.Checkpoint | None = None) -> None:
     """The slot's trial row starts this attempt; a resumed one gets the checkpoint's epochs as
     its curve (the row's own are those of the attempt that wrote the checkpoint, or of a later
     one that died before its next checkpoint: the checkpoint's are the ones training goes on
