@@ -28,7 +28,7 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 STUDY_DONE = frozenset({"succeeded", "failed", "cancelled"})
 RANGE_TEST_DONE = frozenset({"succeeded", "failed"})
 DATASET_DONE = frozenset({"ready", "failed"})
-PLOT_KINDS = ("lr_curves", "history", "leaderboard")
+PLOT_KINDS = ("lr_curves", "history", "leaderboard", "importance", "params")
 GET_RETRIES = 3
 
 
@@ -182,6 +182,11 @@ class Client:
     def best(self, study_id: str) -> dict[str, Any]:
         return self._json("GET", f"/v1/studies/{study_id}/best")
 
+    def importance(self, study_id: str) -> dict[str, Any]:
+        """Parameter importance per family (`importances`: family -> parameter -> share) and
+        why a family has none (`reasons`)."""
+        return self._json("GET", f"/v1/studies/{study_id}/importance")
+
     def trials(self, study_id: str, *, offset: int = 0, limit: int = 100) -> dict[str, Any]:
         return self._json("GET", f"/v1/studies/{study_id}/trials",
                           params={"offset": offset, "limit": limit})
@@ -209,7 +214,8 @@ class Client:
 
     def study_plot(self, study_id: str, kind: str = "lr_curves") -> bytes:
         """A PNG: `lr_curves` (top trials' LR and validation curves), `history` (optimization
-        history) or `leaderboard` (best value per family)."""
+        history), `leaderboard` (best value per family), `importance` (parameter importance
+        per family) or `params` (each searched parameter against the objective)."""
         return self._request("GET", f"/v1/studies/{study_id}/plots/{kind}.png").content
 
     def wait(self, study_id: str, *, timeout: float | None = None, poll: float = 2.0,

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullLocator
 
 from lrsearch import schedules
 from lrsearch.history import epoch_value
@@ -211,4 +211,131 @@ def schedule(family: str, params: Mapping[str, Any], *, epochs: int, steps_per_e
     shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                       for k, v in params.items())
     ax.set_title(f"{family}({shown})" if shown else family, parse_math=False)
+    return fig
+
+
+def param_importances(result: Mapping[str, Any], title: str = "") -> Figure:
+    """Parameter importance per family, as GET /v1/studies/{id}/importance gives it
+    (`importances`: family -> parameter -> share, `trials`, `reasons`): one panel of
+    horizontal bars per family, most important parameter on top; the families left out are
+    named with their reason below the panels."""
+    importances = {f: p for f, p in (result.get("importances") or {}).items() if p}
+    reasons = result.get("reasons") or {}
+    rows = [len(p) for p in importances.values()]
+    fig = Figure(figsize=(8, 1.4 + sum(0.35 * max(2, n) + 0.6 for n in rows)
+                          + 0.25 * len(reasons)), layout="constrained")
+    if not importances:
+        why = "; ".join(f"{f}: {r}" for f, r in reasons.items())
+        return _empty(fig, fig.subplots(), f"No parameter importance yet. {why}")
+    axes = fig.subplots(len(importances), 1, squeeze=False,
+                        height_ratios=[max(2, n) for n in rows])[:, 0]
+    trials = result.get("trials") or {}
+    for ax, (family, params) in zip(axes, importances.items(), strict=True):
+        names = list(params)[::-1]
+        values = [params[n] for n in names]
+        bars = ax.barh(names, values, color="C0")
+        ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], padding=3, fontsize=8)
+        ax.set_xlim(0, 1.1)
+        ax.set_title(f"{family} ({trials.get(family, '?')} complete trials)", fontsize=10,
+                     parse_math=False)
+        ax.grid(alpha=0.3, axis="x")
+    axes[-1].set_xlabel("fANOVA importance (share of the objective's variance)")
+    if reasons:
+        fig.supxlabel("\n".join(f"{f}: {r}" for f, r in reasons.items()), fontsize=8,
+                      parse_math=False)
+    fig.suptitle(title or "Parameter importance", parse_math=False)
+    return fig
+
+
+PARAM_STATES = {"complete": ("o", "C0", "complete"), "pruned": ("v", "C1", "pruned (no value)"),
+                "failed": ("x", "C3", "failed (no value)")}
+
+
+def _choice_positions(values: Sequence[Any], choices: Sequence[Any] | None) -> dict[Any, int]:
+    ordered = list(choices) if choices else sorted({str(v) for v in values})
+    return {str(c): i for i, c in enumerate(ordered)}
+
+
+def _range_axis(ax: Any, xs: Sequence[float], param: Mapping[str, Any]) -> None:
+    """The x axis of a range parameter: its searched range (widened to any value outside it),
+    on a log scale where it is searched on one, with four labelled ticks (a log axis's own
+    minor labels collide on a range under a decade)."""
+    low = min([v for v in (param.get("low"), *xs) if v is not None], default=None)
+    high = max([v for v in (param.get("high"), *xs) if v is not None], default=None)
+    if low is None or high is None or not low < high:
+        return
+    if param.get("log") and low > 0:
+        ax.set_xscale("log")
+        ticks = np.geomspace(low, high, 4)
+        ax.set_xticks(ticks, [f"{t:.0f}" if 1 <= t < 1e4 else f"{t:.2g}" for t in ticks])
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xlim(low / (high / low) ** 0.05, high * (high / low) ** 0.05)
+    else:
+        pad = (high - low) * 0.05
+        ax.set_xlim(low - pad, high + pad)
+
+
+def param_values(families: Sequence[Mapping[str, Any]], *, metric: str, title: str = ""
+                 ) -> Figure:
+    """One scatter per searched parameter, a row per family: the parameter's value (x, on a
+    log axis where it is searched on one; a choice's values spread as categories) against the
+    trial's objective value (y). `families`: each with `family`, `params` (each `name`, `log`,
+    `choices` for a categorical one, else the searched range `low`, `high`: the x axis spans
+    it) and `trials` (each `params`, `state`, `value`, as GET /v1/studies/{id}/trials lists
+    them). Pruned and failed trials have no objective value: they are marked along the bottom
+    of the panel, where their parameter value was."""
+    families = [f for f in families if f.get("params")]
+    n_cols = max((len(f["params"]) for f in families), default=1)
+    fig = Figure(figsize=(max(8.0, 2.8 * n_cols), 0.8 + 2.6 * max(1, len(families))),
+                 layout="constrained")
+    if not any(f.get("trials") for f in families):
+        return _empty(fig, fig.subplots(), "No finished search trial with parameters yet.")
+    axes = fig.subplots(len(families), n_cols, squeeze=False)
+    legend: dict[str, Any] = {}
+    for row, family in zip(axes, families, strict=True):
+        for ax in row[len(family["params"]):]:
+            ax.set_visible(False)
+        trials = [t for t in family.get("trials") or [] if t.get("state") in PARAM_STATES
+                  and isinstance(t.get("params"), Mapping)]
+        for ax, param in zip(row, family["params"], strict=False):
+            name = param["name"]
+            chosen = [t for t in trials if t["params"].get(name) is not None]
+            categorical = param.get("choices") is not None
+            position = _choice_positions([t["params"][name] for t in chosen],
+                                         param.get("choices")) if categorical else {}
+
+            def x_of(t: Mapping[str, Any], name: str = name,
+                     position: Mapping[Any, int] = position) -> float:
+                value = t["params"][name]
+                return float(position[str(value)]) if position else float(value)
+
+            for state, (marker, color, label) in PARAM_STATES.items():
+                mine = [t for t in chosen if t["state"] == state
+                        and (state != "complete" or t.get("value") is not None)]
+                if not mine:
+                    continue
+                if state != "complete":
+                    ax.set_ymargin(0.2)  # room under the values for the marks without one
+                xs = [x_of(t) for t in mine]
+                if state == "complete":
+                    handle = ax.scatter(xs, [t["value"] for t in mine], marker=marker,
+                                        color=color, s=18, label=label)
+                else:  # no value: a mark along the bottom edge, at the parameter's value
+                    handle = ax.scatter(xs, [0.03] * len(xs), marker=marker, color=color, s=22,
+                                        transform=ax.get_xaxis_transform(), label=label,
+                                        clip_on=False)
+                legend.setdefault(label, handle)
+            if categorical:
+                ax.set_xticks(list(position.values()), list(position), fontsize=8)
+                ax.set_xlim(-0.5, max(len(position) - 0.5, 0.5))
+            else:
+                _range_axis(ax, [x_of(t) for t in chosen], param)
+            ax.set_xlabel(name, parse_math=False)
+            ax.grid(alpha=0.3, which="both")
+            ax.tick_params(labelsize=8)
+        row[0].set_ylabel(f"{family['family']}\n{metric}", parse_math=False)
+    if legend:
+        fig.legend(list(legend.values()), list(legend), loc="outside lower center",
+                   ncols=len(legend), fontsize=8)
+    fig.suptitle(title or "Parameters against the objective", parse_math=False)
     return fig

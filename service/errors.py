@@ -6,7 +6,8 @@ The same condition always gives the same status: 404 unknown id, 409 state confl
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,6 +17,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lrsearch import datasets
 from lrsearch.errors import LRSearchError, redact_paths
+
+if TYPE_CHECKING:
+    from service.config import Settings
 
 
 def _received(error: dict[str, Any]) -> str:
@@ -70,6 +74,19 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc if part != "body")
 
 
+def describe(error: Mapping[str, Any]) -> str:
+    """One pydantic error as a 422's detail words it: `<field>: <message> (received <value>)`
+    (the web page's forms show the same sentence next to the field)."""
+    return f"{_loc(tuple(error['loc'])) or 'body'}: {error['msg']}{_received(dict(error))}"
+
+
+def library_detail(settings: Settings, exc: LRSearchError) -> str:
+    """A library error's message as a 422 gives it: without the server's paths (a missing
+    dataset's folders), which tenants never see."""
+    labels = datasets.path_labels(settings.data_dir, settings.data_roots)
+    return redact_paths(str(exc), labels)
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every error into the one shape."""
 
@@ -81,19 +98,14 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(LRSearchError)
     async def library_error(request: Request, exc: LRSearchError) -> JSONResponse:
-        # Library messages may name files (a missing dataset's folders); tenants never see
-        # the server's paths.
-        settings = request.app.state.settings
-        labels = datasets.path_labels(settings.data_dir, settings.data_roots)
-        return JSONResponse(body("invalid", redact_paths(str(exc), labels), field=exc.field),
-                            status_code=422)
+        return JSONResponse(body("invalid", library_detail(request.app.state.settings, exc),
+                                 field=exc.field), status_code=422)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
                   for e in exc.errors()]
-        detail = "; ".join(f"{_loc(e['loc']) or 'body'}: {e['msg']}{_received(raw)}"
-                           for e, raw in zip(errors, exc.errors(), strict=True))
+        detail = "; ".join(describe(raw) for raw in exc.errors())
         return JSONResponse(body("validation_error", detail, errors=errors), status_code=422)
 
     @app.exception_handler(SQLAlchemyTimeout)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -446,14 +447,33 @@ def objective_metric(study: Mapping[str, Any]) -> str:
     return str(request.get("metric") or "val_accuracy")
 
 
+def duration_text(seconds: float) -> str:
+    """Seconds as people read them, rounded up: "45 s", "3 min 05 s", "2 h 07 min" (the web
+    pages' rule too)."""
+    s = max(0, math.ceil(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {(s % 3600) // 60:02d} min"
+
+
+def eta_text(study: Mapping[str, Any]) -> str:
+    """"ETA about ..." from the study's `eta_seconds` (the server's estimate); "" when it has
+    none (no trial finished yet, or the study has ended)."""
+    eta = study.get("eta_seconds")
+    return f"ETA about {duration_text(eta)}" if isinstance(eta, int | float) else ""
+
+
 def progress_line(study: Mapping[str, Any]) -> str:
     c = study["counts"]
     best = study.get("best") or {}
     metric = objective_metric(study)
     shown = f", best {metric} {best['value']:.4f}" if best.get("value") is not None else ""
+    eta = eta_text(study)
     return (f"{study['status']}: {finished(study)}/{slots(study)} trials finished "
             f"({c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed), "
-            f"{c['running']} running{shown}")
+            f"{c['running']} running{shown}{', ' + eta if eta else ''}")
 
 
 class StudyProgress:
@@ -476,8 +496,9 @@ class StudyProgress:
         if self.bar is not None:
             best = study.get("best") or {}
             text = (f"best {best['value']:.4f}" if best.get("value") is not None else "")
+            eta = eta_text(study)
             self.bar.update(self.task, completed=finished(study), total=slots(study),
-                            best=f"{study['status']} {text}")
+                            best=f"{study['status']} {text}{'  ' + eta if eta else ''}")
             return
         line = progress_line(study)
         if line != self.last:

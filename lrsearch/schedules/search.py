@@ -21,6 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 
 from lrsearch.errors import ScheduleError
 from lrsearch.schedules import validate
@@ -237,15 +243,42 @@ def _check_order(
         )
 
 
+def distribution(d: Range | Choice, cap: float | None = None) -> BaseDistribution:
+    """The Optuna distribution a searched dimension is sampled from. `cap`: the value of the
+    parameter this one must stay below (`below`); it lowers a float range's top just under
+    it (an integer range is not capped). Without `cap`: the declared range, which holds every
+    value any trial of the space was given."""
+    if isinstance(d, Choice):
+        return CategoricalDistribution(list(d.choices))
+    if d.integer:
+        return IntDistribution(int(d.low), int(d.high), log=d.log)
+    high = d.high if cap is None else min(d.high, cap * (1.0 - 1e-9))
+    return FloatDistribution(d.low, high, log=d.log)
+
+
+def distributions(
+    family: str, overrides: Mapping[str, Any] | None = None, *, epochs: int
+) -> dict[str, BaseDistribution]:
+    """The searched parameters of one family (those that are not fixed), each with the
+    Optuna distribution of its declared range (`distribution` without a cap), by the
+    parameter's own name (no `family.` prefix)."""
+    return {
+        name: distribution(d)
+        for name, d in space(family, overrides, epochs=epochs).items()
+        if not isinstance(d, Fixed)
+    }
+
+
 def _sample(trial: Any, name: str, d: Dimension, cap: float | None) -> Any:
     if isinstance(d, Fixed):
         return d.value
-    if isinstance(d, Choice):
-        return trial.suggest_categorical(name, list(d.choices))
-    if d.integer:
-        return trial.suggest_int(name, int(d.low), int(d.high), log=d.log)
-    high = d.high if cap is None else min(d.high, cap * (1.0 - 1e-9))
-    return trial.suggest_float(name, d.low, high, log=d.log)
+    dist = distribution(d, cap)
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(name, list(dist.choices))
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(name, dist.low, dist.high, log=dist.log)
+    assert isinstance(dist, FloatDistribution)
+    return trial.suggest_float(name, dist.low, dist.high, log=dist.log)
 
 
 def suggest(

@@ -9,9 +9,9 @@ from fastapi.responses import Response
 
 from service.deps import SessionDep, SettingsDep, TenantDep
 from service.schemas import ERROR_RESPONSES, Page
-from service.studies import ops, plots
+from service.studies import importance, ops, plots
 from service.studies.models import STUDY_STATES
-from service.studies.schemas import StudyCreate, StudyOut, TrialOut
+from service.studies.schemas import ImportanceOut, StudyCreate, StudyOut, TrialOut
 
 router = APIRouter(prefix="/v1/studies", tags=["studies"], responses=ERROR_RESPONSES)
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
@@ -66,6 +66,15 @@ def get_trial(study_id: str, number: Annotated[int, Path(ge=0, le=2**31 - 1)],
     return TrialOut.of(ops.get_trial(session, study, number, role), with_history=True)
 
 
+@router.get("/{study_id}/importance")
+def get_importance(study_id: str, session: SessionDep, tenant: TenantDep) -> ImportanceOut:
+    """Parameter importance per family: Optuna's fANOVA (seed 0) over each family's complete
+    search trials, for the families with at least 2 of them and a searched parameter; the
+    others are named in `reasons` with why."""
+    result = importance.of(session, ops.get(session, tenant, study_id))
+    return ImportanceOut.model_validate(result.as_dict())
+
+
 PNG: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/png": {}}, "description": "A PNG image."}}
 
@@ -74,7 +83,9 @@ PNG: dict[int | str, dict[str, Any]] = {
 def get_plot(study_id: str, kind: plots.PlotKind, session: SessionDep, tenant: TenantDep
              ) -> Response:
     """A plot as PNG: `lr_curves` (the top trials' schedules over their validation curves),
-    `history` (optimization history), `leaderboard` (best per family; cross-family studies)."""
+    `history` (optimization history), `leaderboard` (best per family; cross-family studies),
+    `importance` (parameter importance per family, as /importance gives it), `params` (each
+    searched parameter's value against the objective, a row of panels per family)."""
     png = plots.render(session, ops.get(session, tenant, study_id), kind)
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-store"})
 

@@ -11,6 +11,7 @@ from lrsearch.errors import redact_paths
 from lrsearch.spec import RunSpec
 from service.notifications.urls import MAX_URL, check_syntax
 from service.schemas import ObjectiveIn, Strict, Training, finite_or_none
+from service.studies import eta
 
 
 class SamplerSpec(Strict):
@@ -145,9 +146,17 @@ class StudyOut(BaseModel):
     request: dict[str, Any]
     optuna_study_name: str = Field(description="the study's name in the Optuna storage "
                                    "(optuna.load_study, optuna-dashboard)")
+    eta_seconds: float | None = Field(default=None, description=(
+        "estimated seconds until every slot has run: (queued slots x mean duration of the "
+        "finished trials + what the running trials have left of that mean) / the trials "
+        "running now (at least 1), capped by budget.max_seconds; null before any trial "
+        "finished and once the study has"))
 
     @classmethod
     def of(cls, study: Any) -> StudyOut:
+        """The study row as the API shows it. `eta_seconds` is read from its trials through
+        the session that loaded it (two small queries, only while it runs and after a trial
+        finished: service/studies/eta.py)."""
         best = None
         if study.best_trial_number is not None:
             best = Best(value=finite_or_none(study.best_value),
@@ -165,7 +174,24 @@ class StudyOut(BaseModel):
                    stop_reason=study.stop_reason, epochs_run=study.epochs_run or 0,
                    created_at=study.created_at,
                    started_at=study.started_at, finished_at=study.finished_at,
-                   request=study.request, optuna_study_name=study.optuna_study_name)
+                   request=study.request, optuna_study_name=study.optuna_study_name,
+                   eta_seconds=finite_or_none(eta.of_row(study)))
+
+
+class ImportanceOut(BaseModel):
+    """Parameter importance per schedule family: Optuna's fANOVA evaluator (a fixed seed)
+    over each family's complete search trials (service/studies/importance.py)."""
+
+    evaluator: str = Field(description="`fanova`: optuna.importance.FanovaImportanceEvaluator")
+    seed: int = Field(description="the evaluator's seed: the same trials give the same numbers")
+    min_trials: int = Field(description="complete trials a family needs for an importance")
+    max_trials: int = Field(description="complete trials per family evaluated at most (evenly "
+                            "spaced by trial number beyond that)")
+    importances: dict[str, dict[str, float]] = Field(description=(
+        "family -> parameter -> importance (largest first; a family's sum to 1)"))
+    trials: dict[str, int] = Field(description="family -> the complete trials evaluated")
+    complete: dict[str, int] = Field(description="family -> its complete search trials")
+    reasons: dict[str, str] = Field(description="family left out of `importances` -> why")
 
 
 REMOVAL = "lrsearch 2.0"

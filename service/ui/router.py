@@ -5,44 +5,66 @@ pages of running work refresh themselves every few seconds.
 Who is asking: the same rule as the API (a Bearer key, or the local tenant while no key was
 ever created on a loopback server), plus the login: POST /ui/login checks a key and sets an
 HttpOnly, SameSite=Strict cookie holding a server-side session's random token (never the key;
-Secure over https), and POST /ui/logout deletes that session. Every page is read-only:
-changing anything goes through the API with a key. Cross-site POSTs (a login forced by another
-site) are refused before they get here (service/origin.py).
+Secure over https), and POST /ui/logout deletes that session.
+
+Acting: the forms "New study" and "New range test" build the API's own request body
+(StudyCreate, RangeTestCreate) and call the API's own endpoint functions, so the validation and
+the use case are exactly those of POST /v1/studies and /v1/range-tests; an invalid form comes
+back with what was typed and the API's message next to the field it names, and nothing is
+stored. Cancel and Delete (after a confirmation page) call the API's cancel and delete
+endpoints. Every form that changes something carries a CSRF token (service/ui/csrf.py), the
+second layer behind service/origin.py, which refuses POSTs whose Origin or Referer names
+another site before they get here.
 """
 
 from __future__ import annotations
 
 import inspect
+import secrets
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, FastAPI, Form, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+from starlette.datastructures import FormData
 
+from lrsearch import optimizers, schedules
+from lrsearch.errors import LRSearchError
 from lrsearch.history import metric_columns, metrics_of
 from lrsearch.spec import RunSpec
+from service import errors
 from service.auth import ops as auth
 from service.config import Settings
-from service.deps import SessionDep, get_settings, resolve_tenant
+from service.datasets import ops as datasets
+from service.deps import SessionDep, SettingsDep, get_settings, resolve_tenant
 from service.errors import APIError, Unauthorized
+from service.models import ops as models
 from service.range_tests import ops as range_tests
+from service.range_tests import router as range_tests_api
 from service.range_tests.plots import render as render_range_test
-from service.range_tests.schemas import RangeTestOut
+from service.range_tests.schemas import RangeTestCreate, RangeTestOut
+from service.studies import importance as study_importance
 from service.studies import ops as studies
 from service.studies import plots as study_plots
+from service.studies import router as studies_api
 from service.studies.models import FINISHED
 from service.studies.progress import objective_of
-from service.studies.schemas import StudyOut, TrialOut
+from service.studies.schemas import StudyCreate, StudyOut, TrialOut
+from service.ui import csrf, forms
 from service.workers import ops as workers
 
-COOKIE = "lrsearch_session"
+COOKIE = csrf.SESSION_COOKIE  # the login cookie
 REFRESH_SECONDS = 5
 TRIALS_SHOWN = 500
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+# Which buttons a page offers: the states in which the API's cancel and delete succeed.
+templates.env.globals.update(study_finished=FINISHED, range_test_finished=range_tests.FINISHED)
 
 
 class LoginRequired(Exception):
@@ -66,11 +88,30 @@ Tenant = Annotated[str, Depends(ui_tenant)]
 
 def _page(request: Request, name: str, status_code: int = 200, **context: Any
           ) -> HTMLResponse:
+    """Render a page. Its forms call `csrf_token()`; a page that did so for a browser without
+    a secret yet also sets the double-submit cookie (the template is rendered right here)."""
     logged_in = getattr(request.state, "logged_in", False)
-    return templates.TemplateResponse(request, name,
-                                      {"refresh": None, "logged_in": logged_in, **context},
-                                      status_code=status_code,
-                                      headers={"Cache-Control": "no-store"})
+    response = templates.TemplateResponse(
+        request, name, {"refresh": None, "logged_in": logged_in,
+                        "csrf_token": lambda: csrf.page_token(request), **context},
+        status_code=status_code, headers={
+            "Cache-Control": "no-store",
+            # Pages with buttons that act are never shown inside another site's frame, where
+            # a visitor could be tricked into clicking them.
+            "X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'"})
+    csrf.set_cookie(request, response, secure=_https(request))
+    return response
+
+
+async def checked_form(request: Request) -> FormData:
+    """The posted form, once its CSRF token is right (CsrfRefused, a 403 page, otherwise)."""
+    form = await request.form()
+    csrf.check(request, form)
+    return form
+
+
+# Declared before the tenant in every handler, so the token is checked first.
+CheckedForm = Annotated[FormData, Depends(checked_form)]
 
 
 def _png(data: bytes) -> Response:
@@ -91,6 +132,123 @@ def index(request: Request, session: SessionDep, tenant: Tenant) -> HTMLResponse
                  refresh=REFRESH_SECONDS if active else None)
 
 
+IDEMPOTENCY_FIELD = "idempotency_key"  # one per rendered form: a double submit makes one
+
+
+def _idempotency_key(form: FormData, found: forms.FormErrors) -> str | None:
+    key = forms.text(form, IDEMPOTENCY_FIELD)
+    if len(key) > 200:  # the API's Idempotency-Key header allows as much
+        found.general.append(f"{IDEMPOTENCY_FIELD} must be at most 200 characters. "
+                             f"Received: {len(key)} characters")
+    return key or None
+
+
+def _dataset_names(session: Session, settings: Settings, tenant: str) -> list[str]:
+    return [d["name"] for d in datasets.list_all(session, settings, tenant)]
+
+
+def _model_names(session: Session, settings: Settings, tenant: str) -> list[str]:
+    """Builders by name; uploaded models as `upload:<name>` (forms.model_of reads it back)."""
+    return [forms.UPLOAD_PREFIX + m["name"] if m.get("source") == "upload" else m["name"]
+            for m in models.catalog(session, settings, tenant)]
+
+
+def _study_form(request: Request, session: Session, settings: Settings, tenant: str,
+                values: dict[str, Any], found: forms.FormErrors, status_code: int = 200
+                ) -> HTMLResponse:
+    tests, _ = range_tests.list_tests(session, tenant, 0, 50)
+    return _page(request, "new_study.html", status_code=status_code, tenant=tenant,
+                 values=values, errors=found, families=forms.catalog(),
+                 datasets=_dataset_names(session, settings, tenant),
+                 models=_model_names(session, settings, tenant),
+                 optimizers=[o["name"] for o in optimizers.describe()],
+                 range_tests=[t for t in tests if t.status == "succeeded"],
+                 idempotency_key=secrets.token_urlsafe(16))
+
+
+@router.get("/studies/new", response_class=HTMLResponse)
+def new_study_page(request: Request, session: SessionDep, settings: SettingsDep,
+                   tenant: Tenant, range_test_id: str = "") -> HTMLResponse:
+    """The empty form (`?range_test_id=` fills in the range test whose bounds to use)."""
+    return _study_form(request, session, settings, tenant,
+                       forms.study_defaults(range_test_id[:32]), forms.FormErrors())
+
+
+@router.post("/studies/new", response_class=HTMLResponse)
+def new_study(request: Request, form: CheckedForm, session: SessionDep,
+              settings: SettingsDep, tenant: Tenant) -> Response:
+    """Submit the form as POST /v1/studies would the same body: 303 to the new study, or
+    the form again with the API's messages (and nothing stored)."""
+    families = schedules.names()
+    known = forms.study_fields(families)
+    body, found = forms.study_body(form, families)
+    key = _idempotency_key(form, found)
+    status = 422
+    if not found:
+        try:
+            request_body = StudyCreate.model_validate(body)
+            created = studies_api.create_study(body=request_body, session=session,
+                                               settings=settings, tenant=tenant,
+                                               idempotency_key=key)
+        except ValidationError as e:
+            found = forms.validation_errors(known, e)
+        except APIError as e:
+            found.add(known, e.field, e.detail)
+            status = e.status
+        except LRSearchError as e:
+            found.add(known, e.field, errors.library_detail(settings, e))
+        else:
+            return RedirectResponse(f"/ui/studies/{created.id}", status_code=303)
+        session.rollback()  # nothing of a refused request is kept
+    return _study_form(request, session, settings, tenant, forms.study_values(form), found,
+                       status_code=status)
+
+
+def _range_test_form(request: Request, session: Session, settings: Settings, tenant: str,
+                     values: dict[str, Any], found: forms.FormErrors, status_code: int = 200
+                     ) -> HTMLResponse:
+    return _page(request, "new_range_test.html", status_code=status_code, tenant=tenant,
+                 values=values, errors=found,
+                 datasets=_dataset_names(session, settings, tenant),
+                 models=_model_names(session, settings, tenant),
+                 optimizers=[o["name"] for o in optimizers.describe()],
+                 idempotency_key=secrets.token_urlsafe(16))
+
+
+@router.get("/range-tests/new", response_class=HTMLResponse)
+def new_range_test_page(request: Request, session: SessionDep, settings: SettingsDep,
+                        tenant: Tenant) -> HTMLResponse:
+    return _range_test_form(request, session, settings, tenant, forms.range_test_defaults(),
+                            forms.FormErrors())
+
+
+@router.post("/range-tests/new", response_class=HTMLResponse)
+def new_range_test(request: Request, form: CheckedForm, session: SessionDep,
+                   settings: SettingsDep, tenant: Tenant) -> Response:
+    """Submit the form as POST /v1/range-tests would the same body."""
+    found = forms.FormErrors()
+    key = _idempotency_key(form, found)
+    status = 422
+    if not found:
+        try:
+            request_body = RangeTestCreate.model_validate(forms.range_test_body(form))
+            created = range_tests_api.create_range_test(
+                body=request_body, session=session, settings=settings, tenant=tenant,
+                idempotency_key=key)
+        except ValidationError as e:
+            found = forms.validation_errors(forms.RANGE_TEST_FIELDS, e)
+        except APIError as e:
+            found.add(forms.RANGE_TEST_FIELDS, e.field, e.detail)
+            status = e.status
+        except LRSearchError as e:
+            found.add(forms.RANGE_TEST_FIELDS, e.field, errors.library_detail(settings, e))
+        else:
+            return RedirectResponse(f"/ui/range-tests/{created.id}", status_code=303)
+        session.rollback()
+    return _range_test_form(request, session, settings, tenant, forms.range_test_values(form),
+                            found, status_code=status)
+
+
 @router.get("/studies/{study_id}", response_class=HTMLResponse)
 def study_page(study_id: str, request: Request, session: SessionDep, tenant: Tenant
                ) -> HTMLResponse:
@@ -108,6 +266,7 @@ def study_page(study_id: str, request: Request, session: SessionDep, tenant: Ten
                  history_columns=metric_columns(history),
                  trials=[TrialOut.of(t) for t in trials], n_trials=n_trials,
                  plot_kinds=kinds,
+                 importance=study_importance.of(session, study).as_dict(),
                  refresh=None if study.status in FINISHED else REFRESH_SECONDS)
 
 
@@ -128,6 +287,64 @@ def range_test_page(test_id: str, request: Request, session: SessionDep, tenant:
 @router.get("/range-tests/{test_id}/plot.png")
 def range_test_plot(test_id: str, session: SessionDep, tenant: Tenant) -> Response:
     return _png(render_range_test(range_tests.get(session, tenant, test_id)))
+
+
+# Cancel and delete: the API's own endpoint functions, so the rules (409 when finished, or
+# when not finished yet) and the clean-up (the deleted study's Optuna studies, after the
+# commit) are theirs. An APIError becomes the readable error page (install below).
+
+
+@router.post("/studies/{study_id}/cancel")
+def cancel_study(study_id: str, form: CheckedForm, session: SessionDep, tenant: Tenant
+                 ) -> Response:
+    study = studies_api.cancel_study(study_id=study_id, session=session, tenant=tenant)
+    return RedirectResponse(f"/ui/studies/{study.id}", status_code=303)
+
+
+@router.get("/studies/{study_id}/delete", response_class=HTMLResponse)
+def delete_study_page(study_id: str, request: Request, session: SessionDep, tenant: Tenant
+                      ) -> HTMLResponse:
+    """The confirmation (a page, so no script is needed): deleting cannot be undone."""
+    study = StudyOut.of(studies.get(session, tenant, study_id))
+    return _page(request, "confirm_delete.html", tenant=tenant, kind="study",
+                 label=study.name or study.id, id=study.id, status=study.status,
+                 finished=study.status in FINISHED, back=f"/ui/studies/{study.id}",
+                 action=f"/ui/studies/{study.id}/delete",
+                 what=f"its {study.n_slots} trial slots, their curves and its Optuna studies")
+
+
+@router.post("/studies/{study_id}/delete")
+def delete_study(study_id: str, form: CheckedForm, session: SessionDep, settings: SettingsDep,
+                 tenant: Tenant, background: BackgroundTasks) -> Response:
+    studies_api.delete_study(study_id=study_id, session=session, settings=settings,
+                             tenant=tenant, background=background)
+    return RedirectResponse("/ui", status_code=303)  # the background task runs after it
+
+
+@router.post("/range-tests/{test_id}/cancel")
+def cancel_range_test(test_id: str, form: CheckedForm, session: SessionDep, tenant: Tenant
+                      ) -> Response:
+    test = range_tests_api.cancel_range_test(test_id=test_id, session=session, tenant=tenant)
+    return RedirectResponse(f"/ui/range-tests/{test.id}", status_code=303)
+
+
+@router.get("/range-tests/{test_id}/delete", response_class=HTMLResponse)
+def delete_range_test_page(test_id: str, request: Request, session: SessionDep,
+                           tenant: Tenant) -> HTMLResponse:
+    test = range_tests.get(session, tenant, test_id)
+    return _page(request, "confirm_delete.html", tenant=tenant, kind="range test",
+                 label=test.id, id=test.id, status=test.status,
+                 finished=test.status in range_tests.FINISHED,
+                 back=f"/ui/range-tests/{test.id}", action=f"/ui/range-tests/{test.id}/delete",
+                 what="its curves, suggestions and bounds (studies that used its bounds keep "
+                      "them)")
+
+
+@router.post("/range-tests/{test_id}/delete")
+def delete_range_test(test_id: str, form: CheckedForm, session: SessionDep, tenant: Tenant
+                      ) -> Response:
+    range_tests_api.delete_range_test(test_id=test_id, session=session, tenant=tenant)
+    return RedirectResponse("/ui", status_code=303)
 
 
 def _safe_next(path: str | None) -> str:
@@ -194,6 +411,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, exc: LoginRequired) -> Response:
         return RedirectResponse(f"/ui/login?next={quote(exc.next_path)}", status_code=303)
+
+    @app.exception_handler(csrf.CsrfRefused)
+    async def csrf_refused(request: Request, exc: csrf.CsrfRefused) -> Response:
+        return _page(request, "error.html", status_code=403, heading="Form refused",
+                     error=exc.detail)
 
     previous = app.exception_handlers[APIError]
 

@@ -66,7 +66,14 @@ def test_study_page(browser: Browser, server: Server, finished_study: dict[str, 
     assert "Best schedule" in page and finished_study["best"]["family"] in page
     assert "keras.optimizers.schedules.deserialize(config)" in page or "FamilySchedule" in page
     assert page.count("complete") >= 4  # the trial table
-    assert_plots_render(browser, expected=3)  # lr_curves, history, leaderboard
+    # lr_curves, history, leaderboard, then the parameters section's importance and params:
+    # 4 complete trials over 2 families give one of them at least the 2 an importance needs.
+    assert "Parameters" in page and "fANOVA" in page, page
+    assert_plots_render(browser, expected=5)
+    sources = [i["src"].split("?")[0].rsplit("/", 1)[1] for i in browser.evaluate(IMAGES)]
+    assert sources == ["lr_curves.png", "history.png", "leaderboard.png", "importance.png",
+                       "params.png"], sources
+    assert "Estimated time left" not in page  # a finished study has no ETA
 
 
 def test_study_page_reports_the_baseline_and_the_confirmation(
