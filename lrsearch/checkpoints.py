@@ -10,13 +10,17 @@ is only ever resumed by the same configuration.
 
 Layout, under a trial's own folder (`trial_dir`: <root>/<study id>/slot-<slot>):
 
-    epoch-000003/state.npz   the variables, model's as m0..mN then optimizer's as o0..oM
-    epoch-000003/meta.json   everything else (`Checkpoint`); 3 = epochs completed
+    a000002-e000003/state.npz   the variables, model's as m0..mN then optimizer's as o0..oM
+    a000002-e000003/meta.json   everything else (`Checkpoint`), with state.npz's SHA-256
 
-A checkpoint is written into a temporary folder beside it and renamed into place, so a reader
-(or a worker killed half-way through writing) never sees half of one; older ones are removed
-after the rename. `latest()` reads only meta.json and needs no TensorFlow: the worker's parent
-process decides whether to resume, the child process restores.
+where 2 is the claim attempt that wrote it and 3 the epochs completed. A checkpoint is written
+into a temporary folder beside it and renamed into place, so a reader (or a worker killed
+half-way through writing) never sees half of one. A writer removes only what its own attempt
+wrote before and what earlier attempts wrote: a worker that lost its claim but writes on (a
+frozen VM that wakes up) never deletes the new owner's checkpoints, and readers take the
+newest attempt's newest checkpoint first (`latest`). `latest()` needs no TensorFlow: the
+worker's parent process picks the checkpoint and hands its exact folder to the child, which
+restores that one or fails with CheckpointUnusable.
 """
 
 from __future__ import annotations
@@ -34,9 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-FORMAT = 1
+FORMAT = 2
 STATE, META = "state.npz", "meta.json"
-_EPOCH_DIR = re.compile(r"^epoch-(\d{6})$")
+_NAME = re.compile(r"^a(\d{6,})-e(\d{6,})$")
 # The attributes of an adaptive family's Keras callback that carry state across epochs
 # (keras.callbacks.ReduceLROnPlateau; on_train_begin resets them, so they are restored after).
 CALLBACK_STATE = ("wait", "cooldown_counter", "best")
@@ -79,36 +83,67 @@ class Checkpoint:
         return self.path / STATE
 
 
-def _read(path: Path) -> Checkpoint | None:
-    """The checkpoint in `path`, None when it is incomplete or not one this code wrote."""
+def _digest(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def read(path: str | Path, fingerprint: str | None = None) -> Checkpoint | None:
+    """The checkpoint in folder `path` (with this `fingerprint`, when given); None when it is
+    incomplete, damaged (state.npz not the file meta.json describes), of another run, or not
+    one this code wrote."""
+    path = Path(path)
     try:
         meta = json.loads((path / META).read_text())
-        if meta.get("format") != FORMAT or not (path / STATE).is_file():
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            return None
+        if fingerprint is not None and meta["fingerprint"] != fingerprint:
             return None
         records = list(meta["records"])
         done = int(meta["epochs_done"])
         if done != len(records) or [int(r["epoch"]) for r in records] != list(range(done)):
             return None  # the records must be epochs 0..done-1, each once
+        if _digest(path / STATE) != meta["sha256"]:
+            return None  # truncated, or written over
         return Checkpoint(path, done, str(meta["fingerprint"]), int(meta["seed"]),
                           int(meta["steps_per_epoch"]), records, list(meta["callbacks"]),
-                          int(meta.get("attempt", 0)))
-    except (OSError, ValueError, KeyError, TypeError):
+                          int(meta["attempt"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def _entries(folder: Path) -> list[tuple[int, int, str]]:
+    """(attempt, epochs, name) of the checkpoint folders in `folder`, newest first."""
+    found = []
+    for name in os.listdir(folder):
+        if m := _NAME.match(name):
+            found.append((int(m.group(1)), int(m.group(2)), name))
+    return sorted(found, reverse=True)
 
 
 def latest(folder: str | Path | None, fingerprint: str | None = None) -> Checkpoint | None:
-    """The trial's newest complete checkpoint (with this `fingerprint`, when given), or None."""
+    """The trial's checkpoint to resume from: the newest attempt's newest complete one (with
+    this `fingerprint`, when given), or None."""
     if folder is None:
         return None
     try:
-        names = sorted((n for n in os.listdir(folder) if _EPOCH_DIR.match(n)), reverse=True)
+        entries = _entries(Path(folder))
     except OSError:
         return None
-    for name in names:
-        found = _read(Path(folder) / name)
-        if found is not None and (fingerprint is None or found.fingerprint == fingerprint):
+    for _, _, name in entries:
+        found = read(Path(folder) / name, fingerprint)
+        if found is not None:
             return found
     return None
+
+
+def discard(checkpoint: Checkpoint) -> None:
+    """Delete one checkpoint (one that could not be restored), so that the next attempt takes
+    an older one or starts over."""
+    shutil.rmtree(checkpoint.path, ignore_errors=True)
 
 
 def remove(folder: str | Path | None) -> None:
@@ -118,6 +153,15 @@ def remove(folder: str | Path | None) -> None:
     shutil.rmtree(folder, ignore_errors=True)
     with contextlib.suppress(OSError):
         Path(folder).parent.rmdir()  # only succeeds when no other slot has checkpoints
+
+
+def slots(root: str | Path, study_id: str) -> list[int]:
+    """The slots of a study that have a checkpoint folder."""
+    try:
+        names = os.listdir(Path(root) / study_id)
+    except OSError:
+        return []
+    return sorted(int(n[5:]) for n in names if re.fullmatch(r"slot-\d{1,10}", n))
 
 
 def sweep(root: str | Path, active: Callable[[], set[str]]) -> list[str]:
@@ -157,8 +201,8 @@ def save(folder: str | Path, *, model: Any, callbacks: Sequence[Any],
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     done = len(records)
-    final = folder / f"epoch-{done:06d}"
-    tmp = folder / f".tmp-{uuid.uuid4().hex}"
+    final = folder / f"a{attempt:06d}-e{done:06d}"
+    tmp = folder / f".tmp-a{attempt:06d}-{uuid.uuid4().hex}"
     tmp.mkdir()
     try:
         arrays = {f"m{i}": np.asarray(v) for i, v in enumerate(model.variables)}
@@ -169,6 +213,7 @@ def save(folder: str | Path, *, model: Any, callbacks: Sequence[Any],
             os.fsync(f.fileno())
         meta = {"format": FORMAT, "epochs_done": done, "fingerprint": fingerprint,
                 "seed": seed, "steps_per_epoch": steps_per_epoch, "attempt": attempt,
+                "sha256": _digest(tmp / STATE),
                 "records": [dict(r) for r in records],
                 "callbacks": [{a: _json_number(getattr(c, a)) for a in CALLBACK_STATE
                                if hasattr(c, a)} for c in callbacks]}
@@ -176,14 +221,17 @@ def save(folder: str | Path, *, model: Any, callbacks: Sequence[Any],
             json.dump(meta, f)
             f.flush()
             os.fsync(f.fileno())
-        if final.exists():  # the same epoch again (trained anew after a resume)
+        if final.exists():  # the same epoch again (trained anew after a failed save)
             shutil.rmtree(final, ignore_errors=True)
         os.rename(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    for name in os.listdir(folder):  # the older ones (and any a stopped worker left)
-        if name != final.name and (_EPOCH_DIR.match(name) or name.startswith(".tmp-")):
+    # Older checkpoints of this attempt and everything of earlier attempts (whose writers, if
+    # still running, lost their claim); never a later attempt's.
+    for name in os.listdir(folder):
+        m = _NAME.match(name) or re.match(r"^\.tmp-a(\d{6,})-()", name)
+        if m and name != final.name and int(m.group(1)) <= attempt:
             shutil.rmtree(folder / name, ignore_errors=True)
     return final
 

@@ -76,6 +76,12 @@ class TrainingPaused(LRSearchError):
         self.epoch = epoch
 
 
+class CheckpointUnusable(LRSearchError):
+    """The checkpoint a run was told to resume from cannot be restored (gone, damaged, of
+    another architecture, laid out on other steps per epoch); the worker discards it and the
+    trial is retried (lrsearch.checkpoints)."""
+
+
 class ObjectiveNotLogged(LRSearchError):
     """The objective metric is not among the metrics the compiled model logs (found after its
     first epoch). A study fails fast on it: every trial would fail the same way."""

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import time
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ from lrsearch.datasets.references import KerasDataset
 from lrsearch.datasets.streams import Input, StreamOptions, from_arrays, from_npz, from_source
 from lrsearch.datasets.uploaded import open_npz
 from lrsearch.errors import (
+    CheckpointUnusable,
     DatasetError,
     ObjectiveNotLogged,
     TrainingCancelled,
@@ -56,13 +58,14 @@ from lrsearch.spec import METRIC_NAME, RunSpec
 @dataclass(frozen=True)
 class CheckpointPlan:
     """Where a run keeps its checkpoints (its trial's own folder, shared by every worker) and
-    whether it starts from the newest one there. `fingerprint` (checkpoints.fingerprint of the
-    run's config) is written into each checkpoint and must match to resume; `attempt` is the
-    claim's, kept for the record."""
+    the checkpoint it starts from (`resume_from`: that checkpoint's own folder, as the worker
+    chose it, or None to start at epoch 0). `fingerprint` (checkpoints.fingerprint of the run's
+    config) is written into each checkpoint and must match to resume; `attempt` is the
+    claim's, which names its checkpoints."""
 
     folder: str
     fingerprint: str
-    resume: bool = False
+    resume_from: str | None = None
     attempt: int = 0
 
 
@@ -241,6 +244,7 @@ class _Checkpointer(keras.callbacks.Callback):
         super().__init__()
         self.plan, self.recorder, self.adaptive, self.resumed = plan, recorder, adaptive, resumed
         self.seed, self.spe, self.epochs = seed, spe, epochs
+        self.saved: int | None = None  # the last epoch whose checkpoint was written
 
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
         if self.resumed is not None:
@@ -254,6 +258,7 @@ class _Checkpointer(keras.callbacks.Callback):
                              records=[r.as_dict() for r in self.recorder.records],
                              fingerprint=self.plan.fingerprint, seed=self.seed,
                              steps_per_epoch=self.spe, attempt=self.plan.attempt)
+            self.saved = epoch
         except OSError as e:
             import sys
 
@@ -263,30 +268,37 @@ class _Checkpointer(keras.callbacks.Callback):
 
 class _PauseAfter(keras.callbacks.Callback):
     """Last of all: ends training with TrainingPaused when `pause()` says so at an epoch's end
-    (after the checkpointer has saved it); the last epoch ends the run anyway."""
+    and the checkpointer saved that epoch (a checkpoint that could not be written does not
+    pause: the run trains on, within the worker's grace period); the last epoch ends the run
+    anyway."""
 
-    def __init__(self, pause: Callable[[], bool], epochs: int) -> None:
+    def __init__(self, pause: Callable[[], bool], checkpointer: _Checkpointer | None,
+                 epochs: int) -> None:
         super().__init__()
-        self.pause, self.epochs = pause, epochs
+        self.pause, self.checkpointer, self.epochs = pause, checkpointer, epochs
 
     def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
-        if epoch + 1 < self.epochs and self.pause():
+        saved = self.checkpointer is not None and self.checkpointer.saved == epoch
+        if epoch + 1 < self.epochs and saved and self.pause():
             raise TrainingPaused(epoch)
 
 
 def _resume_point(config: TrainConfig, spe: int) -> checkpoints.Checkpoint | None:
-    """The checkpoint a resumed run starts from: the newest with the run's fingerprint, which
-    must have been laid out on the same steps per epoch (else the data changed under it)."""
+    """The checkpoint the run was told to start from, exactly that one (the worker has already
+    recorded its epochs as the trial's): CheckpointUnusable when it is gone or damaged, of
+    another run, or laid out on other steps per epoch (the data changed under it)."""
     plan = config.checkpoint
-    if plan is None or not plan.resume:
+    if plan is None or plan.resume_from is None:
         return None
-    found = checkpoints.latest(plan.folder, plan.fingerprint)
-    if found is not None and found.steps_per_epoch != spe:
-        raise TrainingError(f"The checkpoint to resume from was trained with "
-                            f"{found.steps_per_epoch} steps per epoch; the data now gives "
-                            f"{spe}.", field="dataset")
-    if found is not None and found.epochs_done >= config.epochs:
-        return None
+    found = checkpoints.read(plan.resume_from, plan.fingerprint)
+    if found is None:
+        raise CheckpointUnusable(f"The checkpoint {Path(plan.resume_from).name} to resume from "
+                                 "is gone, damaged or of another configuration.")
+    if found.steps_per_epoch != spe or found.epochs_done >= config.epochs:
+        raise CheckpointUnusable(f"The checkpoint {found.path.name} was trained with "
+                                 f"{found.steps_per_epoch} steps per epoch and "
+                                 f"{found.epochs_done} epochs; this run has {spe} steps per "
+                                 f"epoch and {config.epochs} epochs.")
     return found
 
 
@@ -328,14 +340,20 @@ def train(config: TrainConfig, *, on_epoch_end: Callable[[EpochRecord], None] | 
     callbacks: list[keras.callbacks.Callback] = [recorder, *adaptive]
     if resumed is not None:
         optimizer.build(model.trainable_variables)
-        checkpoints.restore_variables(resumed, model)
-        recorder.records = [EpochRecord(**{**r, "metrics": dict(r["metrics"])})
-                            for r in resumed.records]
+        try:
+            checkpoints.restore_variables(resumed, model)
+            recorder.records = [EpochRecord(**{**r, "metrics": dict(r["metrics"])})
+                                for r in resumed.records]
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
+            raise CheckpointUnusable(f"The checkpoint {resumed.path.name} could not be "
+                                     f"restored: {e}") from e
+    checkpointer = None
     if config.checkpoint is not None:
-        callbacks.append(_Checkpointer(config.checkpoint, recorder, adaptive, resumed, seed,
-                                       spe, config.epochs))
+        checkpointer = _Checkpointer(config.checkpoint, recorder, adaptive, resumed, seed, spe,
+                                     config.epochs)
+        callbacks.append(checkpointer)
     if pause_after_epoch is not None:
-        callbacks.append(_PauseAfter(pause_after_epoch, config.epochs))
+        callbacks.append(_PauseAfter(pause_after_epoch, checkpointer, config.epochs))
     try:
         model.fit(data.train(spec.batch_size, _data_seed(seed, start)), steps_per_epoch=spe,
                   validation_data=data.val(spec.batch_size),

@@ -9,7 +9,8 @@ Protocol (child -> parent), each as (tag, kind, payload):
                                            "pause": go on to save this epoch's checkpoint,
                                            then stop)
   ("done", payload) | ("pruned", {...}) | ("cancelled", {...}) | ("paused", {"epoch": e})
-  ("failed", {"kind": diverged|objective|oom|invalid|error, "message": ..., "traceback": ...})
+  ("failed", {"kind": diverged|objective|oom|invalid|checkpoint|error, "message": ...,
+              "traceback": ...})
 A "register_dataset" task reads a dataset reference and answers ("done", what registration
 found). A "describe" task imports the operator's plugins and answers ("done",
 lrsearch.plugins.catalog).
@@ -157,6 +158,7 @@ def _failure(exc: BaseException) -> tuple[str, dict[str, Any]]:
     from lrsearch.datasets import path_labels
     from lrsearch.datasets.references import DatasetChanged
     from lrsearch.errors import (
+        CheckpointUnusable,
         LRSearchError,
         ObjectiveNotLogged,
         TrainingDiverged,
@@ -164,7 +166,9 @@ def _failure(exc: BaseException) -> tuple[str, dict[str, Any]]:
     )
 
     kind = "error"
-    if isinstance(exc, TrainingDiverged):
+    if isinstance(exc, CheckpointUnusable):
+        kind = "checkpoint"
+    elif isinstance(exc, TrainingDiverged):
         kind = "diverged"
     elif isinstance(exc, ObjectiveNotLogged):
         kind = "objective"

@@ -393,22 +393,34 @@ def reap(settings: Settings, db: Callable[[Callable[[Session], Any]], Any],
 
 def sweep_checkpoints(settings: Settings, db: Callable[[Callable[[Session], Any]], Any]
                       ) -> list[str]:
-    """Delete the checkpoints of studies that ended or were deleted (a slot that failed for
-    good, or a study deleted while its trial ran, leaves its folder behind); returns their ids.
-    The folder is listed before the active studies are read (checkpoints.sweep), so a study
-    created meanwhile is never among those swept."""
+    """Delete the checkpoints nothing will resume: those of studies that ended or were deleted,
+    and in running studies those of slots whose job has ended (a last attempt lost with its
+    worker, a queued slot cancelled by a budget) -- a worker deletes its own trial's when the
+    trial ends. Returns the study ids whose folders were removed whole. The folders are listed
+    before the database is read (checkpoints.sweep), so work created meanwhile is never among
+    those swept; a job's ended state is final."""
     root = settings.checkpoint_root
     if root is None:
         return []
+    kept: set[str] = set()
 
     def active() -> set[str]:
-        return set(db(lambda s: s.scalars(select(Study.id).where(
+        kept.update(db(lambda s: s.scalars(select(Study.id).where(
             Study.status.not_in(FINISHED))).all()))
+        return kept
 
     try:
         removed = checkpoints.sweep(root, active)
+        listed = {(sid, slot) for sid in kept for slot in checkpoints.slots(root, sid)}
+        if listed:
+            ended = set(db(lambda s: s.execute(
+                select(Job.study_id, Job.slot).where(
+                    Job.study_id.in_({sid for sid, _ in listed}),
+                    Job.state.in_(("done", "failed", "cancelled")))).tuples().all()))
+            for sid, slot in listed & ended:
+                checkpoints.remove(checkpoints.trial_dir(root, sid, slot))
     except Exception as e:  # the database away: the next pass sweeps
-        log.warning("could not sweep the checkpoints of ended studies: %s", e)
+        log.warning("could not sweep the checkpoints of ended work: %s", e)
         return []
     if removed:
         log.info("removed the checkpoints of %s ended or deleted studies", len(removed))

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from lrsearch import checkpoints
-from lrsearch.errors import TrainingError
+from lrsearch.errors import CheckpointUnusable, TrainingPaused
 from lrsearch.schedules import curve
 from lrsearch.spec import RunSpec
 from lrsearch.training import CheckpointPlan, EpochRecord, TrainConfig, steps_per_epoch, train
@@ -25,13 +25,18 @@ class Stop(Exception):
 
 
 def _config(folder: Path, resume: bool, schedule: str, params: dict[str, Any], epochs: int,
-            batch_size: int = 250) -> TrainConfig:
+            batch_size: int = 250, attempt: int = 1) -> TrainConfig:
+    """A run checkpointing into `folder`; with `resume`, from the newest checkpoint there of
+    the same configuration, as the worker picks it (or from epoch 0 when there is none)."""
     spec = RunSpec.builtin("synthetic_argmax", batch_size=batch_size)
     raw = {"spec": spec.stored(), "schedule": schedule, "schedule_params": params,
            "epochs": epochs}
+    fingerprint = checkpoints.fingerprint(raw)
+    found = checkpoints.latest(folder, fingerprint) if resume else None
     return TrainConfig(spec, schedule=schedule, schedule_params=params, epochs=epochs, seed=7,
-                       checkpoint=CheckpointPlan(str(folder), checkpoints.fingerprint(raw),
-                                                 resume=resume))
+                       checkpoint=CheckpointPlan(str(folder), fingerprint,
+                                                 None if found is None else str(found.path),
+                                                 attempt))
 
 
 def _stopped_at(config: TrainConfig, epoch: int) -> list[EpochRecord]:
@@ -54,11 +59,11 @@ def test_a_resumed_run_goes_on_at_the_exact_step_of_its_schedule(tmp_path: Path)
     lrs = curve("exponential", params, steps_per_epoch=spe, epochs=epochs)
     first = _stopped_at(_config(tmp_path, False, "exponential", params, epochs), 3)
     saved = checkpoints.latest(tmp_path)
-    assert saved is not None and saved.epochs_done == 3
-    assert [p.name for p in tmp_path.iterdir()] == ["epoch-000003"]  # older ones removed
+    assert saved is not None and saved.epochs_done == 3 and saved.attempt == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["a000001-e000003"]  # older ones removed
 
     later: list[EpochRecord] = []
-    result = train(_config(tmp_path, True, "exponential", params, epochs),
+    result = train(_config(tmp_path, True, "exponential", params, epochs, attempt=2),
                    on_epoch_end=later.append)
     assert result.resumed_from == 3
     assert [r.epoch for r in later] == [3, 4]  # only the epochs trained now are reported
@@ -67,9 +72,11 @@ def test_a_resumed_run_goes_on_at_the_exact_step_of_its_schedule(tmp_path: Path)
     for e, record in enumerate(result.epochs):  # a restart at step 0 would fail at epoch 3
         assert record.lr_first == pytest.approx(lrs[e * spe], rel=1e-6)
         assert record.lr_last == pytest.approx(lrs[(e + 1) * spe - 1], rel=1e-6)
-    # The last epoch writes no checkpoint (nothing would resume it): epoch 4's is the newest.
+    # The last epoch writes no checkpoint (nothing would resume it): epoch 4's is the newest,
+    # and the second attempt's first save removed the first attempt's.
     newest = checkpoints.latest(tmp_path)
-    assert newest is not None and newest.epochs_done == 4
+    assert newest is not None and newest.epochs_done == 4 and newest.attempt == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["a000002-e000004"]
 
 
 def test_reduce_on_plateau_keeps_its_state_across_a_resume(tmp_path: Path) -> None:
@@ -79,7 +86,7 @@ def test_reduce_on_plateau_keeps_its_state_across_a_resume(tmp_path: Path) -> No
     params = {"lr0": 0.1, "factor": 0.5, "patience": 0, "min_delta": 100.0, "monitor": "loss"}
     uninterrupted = train(_config(tmp_path / "a", False, "reduce_on_plateau", params, 4, 500))
     _stopped_at(_config(tmp_path / "b", False, "reduce_on_plateau", params, 4, 500), 2)
-    resumed = train(_config(tmp_path / "b", True, "reduce_on_plateau", params, 4, 500))
+    resumed = train(_config(tmp_path / "b", True, "reduce_on_plateau", params, 4, 500, 2))
     assert resumed.resumed_from == 2
     expected = [0.1, 0.1, 0.05, 0.025]
     assert [r.lr_first for r in uninterrupted.epochs] == pytest.approx(expected)
@@ -123,32 +130,86 @@ def test_another_configuration_or_a_broken_checkpoint_is_never_resumed(tmp_path:
     params = {"lr": 0.05}
     _stopped_at(_config(tmp_path, False, "constant", params, 4), 2)
     assert checkpoints.latest(tmp_path) is not None
-    # Other parameters: another fingerprint, so the run starts over.
-    fresh = train(_config(tmp_path, True, "constant", {"lr": 0.07}, 3))
+    # Other parameters: another fingerprint, so the worker finds nothing and starts over.
+    fresh = train(_config(tmp_path, True, "constant", {"lr": 0.07}, 3, attempt=2))
     assert fresh.resumed_from == 0 and len(fresh.epochs) == 3
 
     _stopped_at(_config(tmp_path / "x", False, "constant", params, 4), 2)
     (newest,) = (tmp_path / "x").iterdir()
     meta = json.loads((newest / "meta.json").read_text())
-    # A half-written checkpoint (no state file) and records that skip an epoch are ignored.
-    broken = tmp_path / "y" / "epoch-000009"
-    broken.mkdir(parents=True)
-    (broken / "meta.json").write_text(json.dumps({**meta, "epochs_done": 9}))
-    assert checkpoints.latest(tmp_path / "y") is None
-    gap = tmp_path / "z" / "epoch-000002"
-    gap.mkdir(parents=True)
-    (gap / "state.npz").write_bytes((newest / "state.npz").read_bytes())
-    (gap / "meta.json").write_text(json.dumps(
-        {**meta, "records": [meta["records"][0], {**meta["records"][1], "epoch": 5}]}))
-    assert checkpoints.latest(tmp_path / "z") is None
-    (gap / "meta.json").write_text("{not json")
-    assert checkpoints.latest(tmp_path / "z") is None
+    state = (newest / "state.npz").read_bytes()
 
-    # Laid out on other steps per epoch (the data changed): refused with the field named.
+    def planted(name: str, meta_: dict[str, Any], state_: bytes | None) -> Path:
+        folder = tmp_path / name / "a000001-e000002"
+        folder.mkdir(parents=True)
+        (folder / "meta.json").write_text(json.dumps(meta_))
+        if state_ is not None:
+            (folder / "state.npz").write_bytes(state_)
+        return folder.parent
+
+    assert checkpoints.latest(planted("no-state", meta, None)) is None  # half-written
+    assert checkpoints.latest(planted("truncated", meta, state[: len(state) // 2])) is None
+    gap = {**meta, "records": [meta["records"][0], {**meta["records"][1], "epoch": 5}]}
+    assert checkpoints.latest(planted("gap", gap, state)) is None  # an epoch skipped
+    assert checkpoints.latest(planted("bad-json", meta, state)) is not None
+    (tmp_path / "bad-json" / "a000001-e000002" / "meta.json").write_text("{not json")
+    assert checkpoints.latest(tmp_path / "bad-json") is None
+
+    # Laid out on other steps per epoch (the data changed): the run refuses the checkpoint it
+    # was told to resume from, rather than train from another point than the worker recorded.
     (newest / "meta.json").write_text(json.dumps({**meta, "steps_per_epoch": 99}))
-    with pytest.raises(TrainingError, match="99 steps per epoch") as info:
-        train(_config(tmp_path / "x", True, "constant", params, 4))
-    assert info.value.field == "dataset"
+    with pytest.raises(CheckpointUnusable, match="99 steps per epoch"):
+        train(_config(tmp_path / "x", True, "constant", params, 4, attempt=2))
+    # A checkpoint that passes its checks but holds another model's variables: refused too.
+    other = train(TrainConfig(RunSpec.builtin("synthetic_argmax", model_params={"hidden": [7]},
+                                              batch_size=250),
+                              schedule="constant", schedule_params=params, epochs=4, seed=7,
+                              checkpoint=CheckpointPlan(str(tmp_path / "other"), "f")),
+                  on_epoch_end=lambda r: None)
+    assert other.epochs
+    foreign = checkpoints.latest(tmp_path / "other")
+    assert foreign is not None
+    config = _config(tmp_path / "x", False, "constant", params, 4, attempt=3)
+    assert config.checkpoint is not None
+    (newest / "meta.json").write_text(json.dumps(
+        {**json.loads((foreign.path / "meta.json").read_text()),
+         "fingerprint": config.checkpoint.fingerprint}))
+    (newest / "state.npz").write_bytes((foreign.path / "state.npz").read_bytes())
+    plan = CheckpointPlan(config.checkpoint.folder, config.checkpoint.fingerprint,
+                          str(newest), 3)
+    with pytest.raises(CheckpointUnusable, match="could not be restored"):
+        train(TrainConfig(config.spec, schedule="constant", schedule_params=params, epochs=4,
+                          seed=7, checkpoint=plan))
+
+
+def test_a_writer_that_lost_its_claim_never_removes_a_later_attempts_checkpoint(
+        tmp_path: Path) -> None:
+    params = {"lr": 0.05}
+    _stopped_at(_config(tmp_path, False, "constant", params, 6, attempt=1), 2)
+    later = _stopped_at(_config(tmp_path, True, "constant", params, 6, attempt=2), 4)
+    assert [r.epoch for r in later] == [2, 3]
+    assert [p.name for p in tmp_path.iterdir()] == ["a000002-e000004"]
+    # The first attempt's worker, frozen and woken up, writes on into the same folder: each of
+    # its saves removes only its own older ones, and readers still take attempt 2's.
+    _stopped_at(_config(tmp_path, False, "constant", params, 6, attempt=1), 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a000001-e000003", "a000002-e000004"]
+    newest = checkpoints.latest(tmp_path)
+    assert newest is not None and (newest.attempt, newest.epochs_done) == (2, 4)
+
+
+def test_a_pause_waits_for_a_saved_checkpoint(tmp_path: Path) -> None:
+    """A run asked to pause stops only after an epoch whose checkpoint was written: where it
+    cannot be written (here a file stands where the folder should be), it trains on."""
+    params = {"lr": 0.05}
+    with pytest.raises(TrainingPaused) as info:
+        train(_config(tmp_path / "ok", False, "constant", params, 4),
+              pause_after_epoch=lambda: True)
+    assert info.value.epoch == 0
+    assert checkpoints.latest(tmp_path / "ok") is not None
+    (tmp_path / "blocked").write_text("not a folder")
+    result = train(_config(tmp_path / "blocked" / "slot", False, "constant", params, 3),
+                   pause_after_epoch=lambda: True)
+    assert len(result.epochs) == 3
 
 
 def test_folders_are_keyed_by_server_made_ids_only(tmp_path: Path) -> None:

@@ -7,12 +7,15 @@ of epoch 0), Optuna's trial carries the whole curve, and the checkpoints are gon
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from optuna.trial import TrialState
@@ -140,6 +143,34 @@ def test_sigkill_resumes_from_the_last_checkpoint(client: TestClient, engine: En
     _assert_resumed(engine, settings, sid, first, saved.epochs_done)
     [job] = jobs(engine, sid)
     assert job.failures == 1  # the lost lease counts as one failed attempt
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_checkpoint_that_cannot_be_restored_is_discarded_and_the_trial_starts_over(
+        client: TestClient, engine: Engine, workers: Workers, settings: Settings) -> None:
+    sid = submit(client, **STUDY)
+    leaving = workers.start(LRSEARCH_FAULT_EPOCH_PAUSE_SECONDS=PAUSE)
+    _wait_for_checkpoint(settings, sid, 1)
+    leaving.send_signal(signal.SIGTERM)
+    assert leaving.wait(timeout=60) == 0
+    saved = checkpoints.latest(_folder(settings, sid))
+    assert saved is not None
+    # Another model's variables under a digest that matches: only restoring can tell.
+    np.savez(saved.state_file, m0=np.zeros(3), o0=np.zeros(1))
+    meta = json.loads((saved.path / checkpoints.META).read_text())
+    meta["sha256"] = hashlib.sha256(saved.state_file.read_bytes()).hexdigest()
+    (saved.path / checkpoints.META).write_text(json.dumps(meta))
+    workers.start()
+    wait_for(lambda: finished(engine, sid), 240, "another worker to finish the trial")
+    [row] = trials(engine, sid)
+    assert row.state == "complete" and row.resumed_from_epoch is None and row.attempt == 3
+    assert [p.epoch for p in _epochs(engine, row.id)] == list(range(EPOCHS))
+    [job] = jobs(engine, sid)
+    assert job.failures == 1
+    reasons = [t.user_attrs.get("lrsearch_failure", "")
+               for t in optuna_trials(settings, engine, sid) if t.state == TrialState.FAIL]
+    assert any("could not be restored" in r for r in reasons), reasons
+    assert not _folder(settings, sid).exists()
 
 
 def _db(engine: Engine) -> Callable[[Callable[[Session], Any]], Any]:

@@ -8,10 +8,14 @@ the configuration and seed its row was queued with, and Optuna never hears of it
 Checkpoints (lrsearch.checkpoints): the child saves one after each epoch but the last, once this
 process has recorded the epoch, in the slot's own folder under the shared checkpoint root. A
 slot that starts and finds a checkpoint of the same configuration (a released, lost or crashed
-attempt's) resumes from it: the trial row's epochs become the checkpoint's, Optuna's new trial
-is given their values again, and training goes on at the next epoch with the checkpoint's
-seed. Anything else starts from epoch 0 (the folder is emptied first). The folder is deleted
-when the trial ends, whatever its outcome; a released or retried attempt leaves it for the next.
+attempt's) resumes from exactly that one (the child is given its folder): the trial row's
+epochs become the checkpoint's, Optuna's new trial is given their values again, step by step
+with its pruner asked as then, and training goes on at the next epoch with the checkpoint's
+seed. Anything else starts from epoch 0. A checkpoint the child cannot restore is deleted and
+the attempt is retried (one failure counted), so the next takes an older one or starts over.
+The folder is deleted when the slot ends here (any outcome, a last failed attempt, a slot
+cancelled before it ran); a released or retried attempt leaves it for the next. What a lost
+last attempt or a cancelled queued slot leaves, the reaper deletes (worker.loop).
 
 Optuna is told only after our transaction commits: our tables are the truth, and a crash
 between the two leaves an Optuna trial RUNNING that worker/reconcile.py finishes the way our
@@ -133,38 +137,62 @@ def _config(w: TaskContext, spec: dict[str, Any], run: RunSpec, seed: int, famil
             **data_options(w.settings, tenant)}
 
 
+def _folder(w: TaskContext, c: Claim) -> Path | None:
+    """The slot's checkpoint folder; None with checkpoints off."""
+    root = w.settings.checkpoint_root
+    if root is None:
+        return None
+    assert c.slot is not None and c.study_id is not None
+    return checkpoints.trial_dir(root, c.study_id, c.slot)
+
+
 def _checkpoint(w: TaskContext, c: Claim, config: dict[str, Any]
                 ) -> tuple[Path | None, checkpoints.Checkpoint | None]:
     """The slot's checkpoint folder (None with checkpoints off) and the checkpoint this attempt
     resumes from, if a previous attempt of the same configuration left one; `config` gets the
-    child's CheckpointPlan. A folder holding nothing to resume is emptied, so that the child
-    never finds another configuration's checkpoints there."""
-    root = w.settings.checkpoint_root
-    if root is None:
+    child's CheckpointPlan, naming that checkpoint's own folder. Nothing is deleted here: this
+    runs before the claim is checked again (in _start), and the child's first save removes
+    the earlier attempts' checkpoints."""
+    folder = _folder(w, c)
+    if folder is None:
         return None, None
-    assert c.slot is not None and c.study_id is not None
-    folder = checkpoints.trial_dir(root, c.study_id, c.slot)
     fingerprint = checkpoints.fingerprint(config)
     found = checkpoints.latest(folder, fingerprint)
     if found is not None and found.epochs_done >= config["epochs"]:
         found = None
-    if found is None:
-        checkpoints.remove(folder)
     config["checkpoint"] = {"folder": str(folder), "fingerprint": fingerprint,
-                            "resume": found is not None, "attempt": c.attempt}
+                            "resume_from": None if found is None else str(found.path),
+                            "attempt": c.attempt}
     return folder, found
 
 
 def _report_resumed(ot: optuna.Trial | None, resumed: checkpoints.Checkpoint, metric: str
                     ) -> None:
-    """Give the attempt's new Optuna trial the resumed epochs' values, so its pruner judges the
-    trial on its whole curve."""
+    """Give the attempt's new Optuna trial the resumed epochs' values, step by step with its
+    pruner asked after each as it was then, so that pruners that keep state in the trial
+    (successive halving's and Hyperband's rungs) record each rung at its own step with that
+    step's value. Their answer is not acted on here: the first epoch trained asks again."""
     if ot is None:
         return
     for record in resumed.records:
         value = (record.get("metrics") or {}).get(metric)
         if isinstance(value, int | float) and math.isfinite(value):
-            ot.report(float(value), int(record["epoch"]))
+            try:
+                ot.report(float(value), int(record["epoch"]))
+                ot.should_prune()
+            except UpdateFinishedTrialError:
+                return  # finished behind our back: the reconciler sets its state
+
+
+def _retry(w: TaskContext, c: Claim, study: optuna.Study | None, ot: optuna.Trial | None,
+           folder: Path | None, reason: str) -> None:
+    """A retryable failure: the slot goes back to the queue (its checkpoint kept for the next
+    attempt) or, after its last attempt, fails (its checkpoint deleted)."""
+    requeued = w.db(lambda s: jobs.retry_or_fail(s, jobs.fenced(s, c), reason,
+                                                 w.settings.max_attempts))
+    if not requeued:
+        checkpoints.remove(folder)
+    _tell(study, ot, Outcome(TrialState.FAIL, reason=reason))
 
 
 def _sample(plan: Plan, ot: optuna.Trial) -> tuple[str, dict[str, Any]]:
@@ -178,7 +206,8 @@ def _sample(plan: Plan, ot: optuna.Trial) -> tuple[str, dict[str, Any]]:
 
 def run(w: TaskContext, c: Claim, beat: Heartbeat) -> None:
     plan = w.db(lambda s: _plan(s, c))
-    if plan is None:
+    if plan is None:  # cancelled before it ran: nothing will resume it
+        checkpoints.remove(_folder(w, c))
         return
     assert c.slot is not None
     run_spec = RunSpec.from_stored(plan.spec)
@@ -251,10 +280,11 @@ def run(w: TaskContext, c: Claim, beat: Heartbeat) -> None:
         release()
         return
     except Retryable as e:
-        reason = str(e)
-        w.db(lambda s: jobs.retry_or_fail(s, jobs.fenced(s, c), reason,
-                                          w.settings.max_attempts))
-        _tell(study, ot, Outcome(TrialState.FAIL, reason=reason))
+        _retry(w, c, study, ot, folder, str(e))
+        return
+    if kind == "failed" and payload.get("kind") == "checkpoint" and resumed is not None:
+        checkpoints.discard(resumed)  # the next attempt takes an older one, or starts over
+        _retry(w, c, study, ot, folder, str(payload.get("message", "")))
         return
     if kind == "paused":  # after its checkpoint: the next attempt resumes from it
         log.info("job %s (study %s slot %s) paused after epoch %s: released", c.job_id,
