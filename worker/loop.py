@@ -413,10 +413,10 @@ def sweep_checkpoints(settings: Settings, db: Callable[[Callable[[Session], Any]
         removed = checkpoints.sweep(root, active)
         listed = {(sid, slot) for sid in kept for slot in checkpoints.slots(root, sid)}
         if listed:
-            ended = set(db(lambda s: s.execute(
+            ended = {(sid, slot) for sid, slot in db(lambda s: s.execute(
                 select(Job.study_id, Job.slot).where(
                     Job.study_id.in_({sid for sid, _ in listed}),
-                    Job.state.in_(("done", "failed", "cancelled")))).tuples().all()))
+                    Job.state.in_(("done", "failed", "cancelled")))).all())}
             for sid, slot in listed & ended:
                 checkpoints.remove(checkpoints.trial_dir(root, sid, slot))
     except Exception as e:  # the database away: the next pass sweeps

@@ -19,13 +19,14 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from optuna.trial import TrialState
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from lrsearch import checkpoints
 from lrsearch.schedules import curve
 from service.config import Settings
+from service.jobs.models import Job
 from service.studies.models import CurvePoint, Trial
 from tests.worker.conftest import (
     Workers,
@@ -187,9 +188,17 @@ def test_the_reaper_sweeps_the_checkpoints_of_ended_and_deleted_studies(
     live, ended = submit(client), submit(client)
     for sid in (live, ended):
         _folder(settings, sid).mkdir(parents=True)
+    # In the running study, slot 1's job has ended (as a last attempt lost with its worker
+    # leaves it): its folder goes, slot 0's (queued) stays.
+    slot1 = checkpoints.trial_dir(root := settings.checkpoint_root or Path(), live, 1)
+    slot1.mkdir(parents=True)
+    with Session(engine) as s, s.begin():
+        s.execute(update(Job).where(Job.study_id == live, Job.slot == 1)
+                  .values(state="failed"))
     assert client.post(f"/v1/studies/{ended}/cancel").status_code == 200
     assert sweep_checkpoints(settings, _db(engine)) == [ended]
     assert _folder(settings, live).is_dir() and not _folder(settings, ended).parent.exists()
+    assert not slot1.exists() and checkpoints.slots(root, live) == [0]
     # A deleted study's folder (a study ends before it can be deleted) goes too.
     assert client.post(f"/v1/studies/{live}/cancel").status_code == 200
     assert client.delete(f"/v1/studies/{live}").status_code == 204
