@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lrsearch.digests import sha256_file
+
 FORMAT = 2
 STATE, META = "state.npz", "meta.json"
 _NAME = re.compile(r"^a(\d{6,})-e(\d{6,})$")
@@ -83,14 +85,6 @@ class Checkpoint:
         return self.path / STATE
 
 
-def _digest(path: Path) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            sha.update(chunk)
-    return sha.hexdigest()
-
-
 def read(path: str | Path, fingerprint: str | None = None) -> Checkpoint | None:
     """The checkpoint in folder `path` (with this `fingerprint`, when given); None when it is
     incomplete, damaged (state.npz not the file meta.json describes), of another run, or not
@@ -106,7 +100,7 @@ def read(path: str | Path, fingerprint: str | None = None) -> Checkpoint | None:
         done = int(meta["epochs_done"])
         if done != len(records) or [int(r["epoch"]) for r in records] != list(range(done)):
             return None  # the records must be epochs 0..done-1, each once
-        if _digest(path / STATE) != meta["sha256"]:
+        if sha256_file(path / STATE) != meta["sha256"]:
             return None  # truncated, or written over
         return Checkpoint(path, done, str(meta["fingerprint"]), int(meta["seed"]),
                           int(meta["steps_per_epoch"]), records, list(meta["callbacks"]),
@@ -213,7 +207,7 @@ def save(folder: str | Path, *, model: Any, callbacks: Sequence[Any],
             os.fsync(f.fileno())
         meta = {"format": FORMAT, "epochs_done": done, "fingerprint": fingerprint,
                 "seed": seed, "steps_per_epoch": steps_per_epoch, "attempt": attempt,
-                "sha256": _digest(tmp / STATE),
+                "sha256": sha256_file(tmp / STATE),
                 "records": [dict(r) for r in records],
                 "callbacks": [{a: _json_number(getattr(c, a)) for a in CALLBACK_STATE
                                if hasattr(c, a)} for c in callbacks]}

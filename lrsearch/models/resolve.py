@@ -13,7 +13,6 @@ else an upload's own when it was saved compiled, else the dataset head's default
 
 from __future__ import annotations
 
-import hashlib
 import json
 import zipfile
 from collections.abc import Sequence
@@ -23,16 +22,9 @@ from typing import Any
 import keras
 
 from lrsearch import models, plugins
+from lrsearch.digests import sha256_file
 from lrsearch.errors import ModelError
 from lrsearch.spec import BuiltinModel, RunSpec, UploadedModel
-
-
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def upload_file(ref: UploadedModel) -> Path:
@@ -41,7 +33,7 @@ def upload_file(ref: UploadedModel) -> Path:
     if file is None or not Path(file).exists():
         raise ModelError(f"The file of uploaded model `{ref.upload}` is missing; upload it "
                          "again.", field="model.upload")
-    if _digest(Path(file)) != ref.sha256:
+    if sha256_file(file) != ref.sha256:
         raise ModelError(f"The file of uploaded model `{ref.upload}` changed since it was "
                          "uploaded (its SHA-256 differs); upload it again.",
                          field="model.upload")
