@@ -13,8 +13,8 @@ The evaluator is `optuna.importance.FanovaImportanceEvaluator(seed=SEED)`, named
 the numbers are reproducible and do not change with Optuna's default evaluator, normalised so
 that a family's importances sum to 1. fANOVA's cost grows faster than linearly with the trials
 (its random forest), so a family with more than MAX_TRIALS complete trials is evaluated on
-MAX_TRIALS of them, evenly spaced by trial number; and a result is kept per study until another
-trial of it completes.
+MAX_TRIALS of them, evenly spaced by trial number; a process evaluates one study at a time, and
+a result is kept per study until another trial of it completes (`of`).
 """
 
 from __future__ import annotations
@@ -186,21 +186,45 @@ def compute(session: Session, study: Study) -> Importance:
     return result
 
 
-_cache: OrderedDict[tuple[str, int], Importance] = OrderedDict()
-_lock = threading.Lock()
+_cache: OrderedDict[str, tuple[int, Importance]] = OrderedDict()
+_lock = threading.Lock()  # guards _cache
+# One evaluation at a time in a process: a big cross-family study costs seconds of CPU per
+# family, and requests for it must not each start one (nor hold every thread meanwhile).
+_computing = threading.Lock()
 
 
 def of(session: Session, study: Study) -> Importance:
-    """`compute`, kept per study until its count of complete trials changes (a complete
-    trial's parameters and value never change, and only complete trials count)."""
-    key = (study.id, study.n_complete)
-    with _lock:
-        if key in _cache:
-            _cache.move_to_end(key)
-            return _cache[key]
-    result = compute(session, study)
-    with _lock:
-        _cache[key] = result
-        while len(_cache) > CACHED:
-            _cache.popitem(last=False)
-    return result
+    """`compute`, kept per study (the CACHED most recently used) until its count of complete
+    trials changes (a complete trial's parameters and value never change, and only complete
+    trials count). One evaluation runs at a time per process: a request that finds another
+    running answers the study's last result if there is one (its `complete` counts say which
+    trials it describes), and otherwise waits its turn, reusing a result computed meanwhile."""
+    def cached() -> tuple[Importance | None, Importance | None]:
+        """(the kept result if it describes the study's complete trials, the kept result)."""
+        with _lock:
+            entry = _cache.get(study.id)
+            if entry is None:
+                return None, None
+            _cache.move_to_end(study.id)
+            n, result = entry
+            return (result if n == study.n_complete else None), result
+
+    fresh, stale = cached()
+    if fresh is not None:
+        return fresh
+    # With a result to answer, never wait for another evaluation; without, wait.
+    if not _computing.acquire(blocking=stale is None):
+        assert stale is not None
+        return stale
+    try:
+        if (fresh := cached()[0]) is not None:  # computed while this one waited
+            return fresh
+        result = compute(session, study)
+        with _lock:
+            _cache[study.id] = (study.n_complete, result)
+            _cache.move_to_end(study.id)
+            while len(_cache) > CACHED:
+                _cache.popitem(last=False)
+        return result
+    finally:
+        _computing.release()

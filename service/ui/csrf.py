@@ -11,12 +11,21 @@ secret only this browser holds, of a fixed label. The secret is
   random value in a cookie of its own, `lrsearch_csrf` (HttpOnly, SameSite=Strict, path /ui,
   Secure over https), set by the first page that shows such a form: a double-submit token.
 
-A POST is accepted only when the field equals the token of the secret its cookies carry,
-compared in constant time. A page of another origin can make the browser send the cookie
-(a page on another port of the same host is the same site, and the Origin check accepts an
-allowed host's name whatever its port) but can neither read the cookie nor a page of ours
-that holds the token, so it cannot fill the field. Only the HMAC is ever written into a page,
-never the secret itself.
+A POST is accepted only when
+
+1. it comes from this very origin: its `Origin` is this server's scheme, host and port as the
+   browser reached it (without an Origin, a `Sec-Fetch-Site` other than `same-origin` is
+   refused; a client that sends neither is no browser, and cannot be made to send anything);
+   service/origin.py accepts an allowed host's name on any port, but a page on another port of
+   the same host is another origin, which can *write* cookies for this host (cookies are not
+   kept apart by port): it could plant a double-submit secret of its own and compute its
+   token, so it must be refused here;
+2. its cookies name each secret at most once (a planted `lrsearch_csrf` or `lrsearch_session`
+   beside ours would make the parser pick one of them);
+3. its field equals the token of the secret its cookies carry, compared in constant time. A
+   page of another origin can make the browser send the cookie but can neither read it nor a
+   page of ours that holds the token. Only the HMAC is ever written into a page, never the
+   secret itself.
 """
 
 from __future__ import annotations
@@ -85,9 +94,35 @@ def set_cookie(request: Request, response: Response, secure: bool) -> None:
                             secure=secure)
 
 
-def check(request: Request, form: FormData) -> None:
-    """Raise CsrfRefused unless the form's `csrf_token` is the token of this browser's
-    secret. The messages say what was wrong, never echo a token."""
+def _origin_refusal(request: Request, https: bool) -> str | None:
+    """Why the request is not from this very origin (rule 1), or None when it is."""
+    origin = request.headers.get("origin")
+    expected = f"{'https' if https else 'http'}://{request.headers.get('host', '').lower()}"
+    if origin is not None:
+        if origin.strip().lower().rstrip("/") != expected:
+            return (f"it was sent by a page of {origin.strip()[:100]!r}, not of this server "
+                    f"({expected[:100]!r})")
+        return None
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site.strip().lower() != "same-origin":
+        return f"the browser says it was sent from a {site.strip()[:20]!r} page"
+    return None
+
+
+def check(request: Request, form: FormData, https: bool) -> None:
+    """Raise CsrfRefused unless the form comes from this origin, its cookies are ours alone
+    and its `csrf_token` is the token of this browser's secret (`https`: how the browser
+    reached us). The messages say what was wrong, never echo a token."""
+    if (reason := _origin_refusal(request, https)) is not None:
+        raise CsrfRefused(f"This form was refused: {reason}. Forms that change something must "
+                          "come from this server's own pages.")
+    raw = request.headers.get("cookie", "")
+    for name in (SESSION_COOKIE, COOKIE):
+        if sum(part.split("=", 1)[0].strip() == name for part in raw.split(";")) > 1:
+            raise CsrfRefused(
+                f"This form was refused: the browser sent the `{name}` cookie more than once "
+                "(another page on this host set one of its own). Clear this site's cookies, "
+                "reload the page and submit it again.")
     sent = form.get(FIELD)
     secret = _secret(request)
     if secret is None:

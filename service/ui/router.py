@@ -106,7 +106,7 @@ def _page(request: Request, name: str, status_code: int = 200, **context: Any
 async def checked_form(request: Request) -> FormData:
     """The posted form, once its CSRF token is right (CsrfRefused, a 403 page, otherwise)."""
     form = await request.form()
-    csrf.check(request, form)
+    csrf.check(request, form, https=_https(request))
     return form
 
 

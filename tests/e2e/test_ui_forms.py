@@ -258,12 +258,13 @@ def test_form_posts_from_another_site_are_refused(browser: Browser, server: Serv
         assert f"Cross-site request refused: the Origin header names `http://{FOREIGN}:" \
                f"{port}`" in browser.text_of("body")
         # A page on another port of the same host is the same site: its Origin names an
-        # allowed host, and the browser sends our SameSite=Strict cookie along. The token is
-        # what refuses it.
+        # allowed host, and the browser sends our SameSite=Strict cookie along. It is another
+        # origin, though (one that could plant a cookie of its own): the form check refuses it.
         assert browser.load(f"http://127.0.0.1:{port}/") == []
         only_http_error(browser.follow("#go"), 403, target)
         assert "Form refused" in browser.text_of("h1")
-        assert "its `csrf_token` field is missing" in browser.text_of("main")
+        assert f"sent by a page of 'http://127.0.0.1:{port}', not of this server" \
+            in browser.text_of("main")
     # The same post from our own page with the Origin it sends, but without the token; and
     # with our page's token from a foreign Origin.
     with httpx.Client(base_url=server.url, timeout=30) as c:

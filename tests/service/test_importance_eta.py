@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import os
 import subprocess
+import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, get_args
@@ -329,3 +331,30 @@ def test_lrsearch_wait_prints_the_eta(settings: Settings, engine: Engine,
         proc.terminate()
         proc.wait(timeout=30)
     assert "Traceback" not in log.read_text(errors="replace"), log.read_text()[-8000:]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_concurrent_requests_for_one_study_evaluate_it_once(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eight requests at once for a study nobody evaluated yet: one evaluation, the others
+    wait for it and reuse its result (fANOVA on a big cross-family study costs seconds)."""
+    sid = client.post("/v1/studies", json={"families": ["constant"], "dataset": "digits",
+                                           "epochs": 2, "n_trials": 3,
+                                           "baseline": {"enabled": False}}).json()["id"]
+    calls: list[int] = []
+    real = importance.compute
+
+    def slow(session: Session, study: Study) -> Any:
+        calls.append(1)
+        time.sleep(1.0)
+        return real(session, study)
+
+    monkeypatch.setattr(importance, "compute", slow)
+    answers: list[int] = []
+    threads = [threading.Thread(target=lambda: answers.append(
+        client.get(f"/v1/studies/{sid}/importance").status_code)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert answers == [200] * 8 and len(calls) == 1

@@ -160,6 +160,37 @@ def test_a_foreign_origin_is_refused_even_with_the_token(client: TestClient,
     assert r.status_code == 303 and count(engine, Study) == 1
 
 
+PLANTED = "A" * 43  # what a page on 127.0.0.1:9999 sets: document.cookie="lrsearch_csrf=..."
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_secret_planted_by_a_page_on_another_port_is_refused(client: TestClient,
+                                                               engine: Engine) -> None:
+    """Cookies are not kept apart by port: a page on another port of this host can plant its
+    own double-submit secret (beside ours, or alone) and compute its token. Its Origin names
+    that port, and the duplicate cookie shows: both refuse it, whatever the token."""
+    planted = {**FORM, "csrf_token": csrf.token_of(PLANTED)}
+    alone = post_form(client, "/ui/studies/new", planted, Origin="http://testserver:9999",
+                      Cookie=f"lrsearch_csrf={PLANTED}")
+    assert alone.status_code == 403 and "not of this server" in unescape(alone.text)
+    no_origin = post_form(client, "/ui/studies/new", planted, Cookie=f"lrsearch_csrf={PLANTED}",
+                          **{"Sec-Fetch-Site": "same-site"})
+    assert no_origin.status_code == 403 and "same-site" in unescape(no_origin.text)
+    client.get("/ui/studies/new")
+    ours = client.cookies.get("lrsearch_csrf")
+    assert ours
+    client.cookies.clear()
+    both = post_form(client, "/ui/studies/new", planted, Origin="http://testserver",
+                     Cookie=f"lrsearch_csrf={ours}; lrsearch_csrf={PLANTED}")
+    assert both.status_code == 403 and "more than once" in both.text
+    assert count(engine, Study) == 0
+    # The same form from this very origin, with our cookie alone, is accepted.
+    accepted = post_form(client, "/ui/studies/new",
+                         {**FORM, "csrf_token": csrf.token_of(ours)}, Origin="http://testserver",
+                         Cookie=f"lrsearch_csrf={ours}", **{"Sec-Fetch-Site": "same-origin"})
+    assert accepted.status_code == 303 and count(engine, Study) == 1
+
+
 def test_once_logged_in_the_token_is_tied_to_the_session(client: TestClient,
                                                          engine: Engine) -> None:
     anonymous = form_token(client)  # while no key exists: the double-submit cookie
