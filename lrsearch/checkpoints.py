@@ -43,6 +43,7 @@ from lrsearch.digests import sha256_file
 FORMAT = 2
 STATE, META = "state.npz", "meta.json"
 _NAME = re.compile(r"^a(\d{6,})-e(\d{6,})$")
+_STUDY_ID = re.compile(r"[0-9a-f]{1,64}")  # the server's hex ids: a study's folder name
 # The attributes of an adaptive family's Keras callback that carry state across epochs
 # (keras.callbacks.ReduceLROnPlateau; on_train_begin resets them, so they are restored after).
 CALLBACK_STATE = ("wait", "cooldown_counter", "best")
@@ -51,7 +52,7 @@ CALLBACK_STATE = ("wait", "cooldown_counter", "best")
 def trial_dir(root: str | Path, study_id: str, slot: int) -> Path:
     """The folder of one trial slot's checkpoints. `study_id` is a server-made hex id; anything
     else is refused rather than joined into a path."""
-    if not re.fullmatch(r"[0-9a-f]{1,64}", study_id) or not 0 <= int(slot) < 2**31:
+    if not _STUDY_ID.fullmatch(study_id) or not 0 <= int(slot) < 2**31:
         raise ValueError(f"not a study id and slot: {study_id!r}, {slot!r}")
     return Path(root) / study_id / f"slot-{int(slot)}"
 
@@ -164,7 +165,7 @@ def sweep(root: str | Path, active: Callable[[], set[str]]) -> list[str]:
     is listed before `active()` is asked, so that a study created in between (its folder made
     after the listing) is never swept."""
     try:
-        names = [n for n in os.listdir(root) if re.fullmatch(r"[0-9a-f]{1,64}", n)]
+        names = [n for n in os.listdir(root) if _STUDY_ID.fullmatch(n)]
     except OSError:
         return []
     if not names:

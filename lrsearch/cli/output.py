@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -35,6 +34,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
+from lrsearch.durations import duration_text
 from lrsearch.errors import LRSearchError
 from lrsearch.history import metric_columns, metrics_of
 
@@ -445,17 +445,6 @@ def objective_metric(study: Mapping[str, Any]) -> str:
     if isinstance(objective, Mapping) and objective.get("metric"):
         return str(objective["metric"])
     return str(request.get("metric") or "val_accuracy")
-
-
-def duration_text(seconds: float) -> str:
-    """Seconds as people read them, rounded up: "45 s", "3 min 05 s", "2 h 07 min" (the web
-    pages' rule too)."""
-    s = max(0, math.ceil(seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {(s % 3600) // 60:02d} min"
 
 
 def eta_text(study: Mapping[str, Any]) -> str:

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from lrsearch import schedules
 from service import errors
+from service.range_tests.schemas import RangeTestCreate
 
 FIELD_ALIASES = {"family": "families", "objective": "objective.metric",
                  "metric": "objective.metric", "direction": "objective.direction"}
@@ -43,6 +44,12 @@ class FormErrors:
             self.general.append(message)
         else:
             self.fields.setdefault(target, []).append(message)
+
+    def extend(self, other: FormErrors) -> None:
+        """Add another set of messages to these."""
+        for name, messages in other.fields.items():
+            self.fields.setdefault(name, []).extend(messages)
+        self.general.extend(other.general)
 
     def __bool__(self) -> bool:
         return bool(self.fields or self.general)
@@ -209,10 +216,13 @@ def range_test_values(form: Any) -> dict[str, Any]:
 
 
 def range_test_defaults() -> dict[str, Any]:
-    """The API's defaults (RangeTestCreate), on the bundled digits."""
-    return {"dataset": "digits", "model": "mlp", "optimizer": "sgd", "batch_size": "32",
-            "min_lr": "1e-07", "max_lr": "10", "num_iter": "100", "mode": "exp",
-            "diverge_threshold": "4", "repeats": "1", "seed": "0", "validation": False}
+    """The API's defaults (RangeTestCreate's, read from it), on the bundled digits."""
+    fields = RangeTestCreate.model_fields
+    shown = {name: _number(fields[name].default) if name in RANGE_TEST_FLOATS
+             else str(fields[name].default) for name in (*RANGE_TEST_INTS, *RANGE_TEST_FLOATS,
+                                                         "mode")}
+    return {"dataset": "digits", "model": "mlp", "optimizer": "sgd", **shown,
+            "validation": fields["validation"].default}
 
 
 # -- the catalog as the study form shows it ----------------------------------------------------

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import inspect
 import secrets
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -33,6 +34,7 @@ from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 
 from lrsearch import optimizers, schedules
+from lrsearch.durations import duration_text
 from lrsearch.errors import LRSearchError
 from lrsearch.history import metric_columns, metrics_of
 from lrsearch.spec import RunSpec
@@ -65,6 +67,7 @@ router = APIRouter(prefix="/ui", include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 # Which buttons a page offers: the states in which the API's cancel and delete succeed.
 templates.env.globals.update(study_finished=FINISHED, range_test_finished=range_tests.FINISHED)
+templates.env.filters["duration"] = duration_text  # the command line's rule
 
 
 class LoginRequired(Exception):
@@ -153,17 +156,46 @@ def _model_names(session: Session, settings: Settings, tenant: str) -> list[str]
             for m in models.catalog(session, settings, tenant)]
 
 
+def _training_form(request: Request, session: Session, settings: Settings, tenant: str,
+                   name: str, values: dict[str, Any], found: forms.FormErrors,
+                   status_code: int, **context: Any) -> HTMLResponse:
+    """A form that submits training (a study, a range test): the tenant's datasets and models,
+    the optimizers, and a fresh idempotency key, beside the form's own `context`."""
+    return _page(request, name, status_code=status_code, tenant=tenant, values=values,
+                 errors=found, datasets=_dataset_names(session, settings, tenant),
+                 models=_model_names(session, settings, tenant),
+                 optimizers=optimizers.names(), idempotency_key=secrets.token_urlsafe(16),
+                 **context)
+
+
+def _submit(session: Session, settings: Settings, known: Sequence[str],
+            found: forms.FormErrors, create: Callable[[], Any]) -> tuple[str | None, int]:
+    """Run `create` (the API's body validation and endpoint function) unless the form already
+    has errors: (the new id, 201), or (None, the error's status) with the API's messages filed
+    in `found` by field and everything the request wrote rolled back."""
+    if found:
+        return None, 422
+    status = 422
+    try:
+        return str(create().id), 201
+    except ValidationError as e:
+        found.extend(forms.validation_errors(known, e))
+    except APIError as e:
+        found.add(known, e.field, e.detail)
+        status = e.status
+    except LRSearchError as e:
+        found.add(known, e.field, errors.library_detail(settings, e))
+    session.rollback()  # nothing of a refused request is kept
+    return None, status
+
+
 def _study_form(request: Request, session: Session, settings: Settings, tenant: str,
                 values: dict[str, Any], found: forms.FormErrors, status_code: int = 200
                 ) -> HTMLResponse:
     tests, _ = range_tests.list_tests(session, tenant, 0, 50)
-    return _page(request, "new_study.html", status_code=status_code, tenant=tenant,
-                 values=values, errors=found, families=forms.catalog(),
-                 datasets=_dataset_names(session, settings, tenant),
-                 models=_model_names(session, settings, tenant),
-                 optimizers=[o["name"] for o in optimizers.describe()],
-                 range_tests=[t for t in tests if t.status == "succeeded"],
-                 idempotency_key=secrets.token_urlsafe(16))
+    return _training_form(request, session, settings, tenant, "new_study.html", values, found,
+                          status_code, families=forms.catalog(),
+                          range_tests=[t for t in tests if t.status == "succeeded"])
 
 
 @router.get("/studies/new", response_class=HTMLResponse)
@@ -180,26 +212,14 @@ def new_study(request: Request, form: CheckedForm, session: SessionDep,
     """Submit the form as POST /v1/studies would the same body: 303 to the new study, or
     the form again with the API's messages (and nothing stored)."""
     families = schedules.names()
-    known = forms.study_fields(families)
     body, found = forms.study_body(form, families)
     key = _idempotency_key(form, found)
-    status = 422
-    if not found:
-        try:
-            request_body = StudyCreate.model_validate(body)
-            created = studies_api.create_study(body=request_body, session=session,
-                                               settings=settings, tenant=tenant,
-                                               idempotency_key=key)
-        except ValidationError as e:
-            found = forms.validation_errors(known, e)
-        except APIError as e:
-            found.add(known, e.field, e.detail)
-            status = e.status
-        except LRSearchError as e:
-            found.add(known, e.field, errors.library_detail(settings, e))
-        else:
-            return RedirectResponse(f"/ui/studies/{created.id}", status_code=303)
-        session.rollback()  # nothing of a refused request is kept
+    created, status = _submit(session, settings, forms.study_fields(families), found,
+                              lambda: studies_api.create_study(
+                                  body=StudyCreate.model_validate(body), session=session,
+                                  settings=settings, tenant=tenant, idempotency_key=key))
+    if created is not None:
+        return RedirectResponse(f"/ui/studies/{created}", status_code=303)
     return _study_form(request, session, settings, tenant, forms.study_values(form), found,
                        status_code=status)
 
@@ -207,12 +227,8 @@ def new_study(request: Request, form: CheckedForm, session: SessionDep,
 def _range_test_form(request: Request, session: Session, settings: Settings, tenant: str,
                      values: dict[str, Any], found: forms.FormErrors, status_code: int = 200
                      ) -> HTMLResponse:
-    return _page(request, "new_range_test.html", status_code=status_code, tenant=tenant,
-                 values=values, errors=found,
-                 datasets=_dataset_names(session, settings, tenant),
-                 models=_model_names(session, settings, tenant),
-                 optimizers=[o["name"] for o in optimizers.describe()],
-                 idempotency_key=secrets.token_urlsafe(16))
+    return _training_form(request, session, settings, tenant, "new_range_test.html", values,
+                          found, status_code)
 
 
 @router.get("/range-tests/new", response_class=HTMLResponse)
@@ -228,23 +244,14 @@ def new_range_test(request: Request, form: CheckedForm, session: SessionDep,
     """Submit the form as POST /v1/range-tests would the same body."""
     found = forms.FormErrors()
     key = _idempotency_key(form, found)
-    status = 422
-    if not found:
-        try:
-            request_body = RangeTestCreate.model_validate(forms.range_test_body(form))
-            created = range_tests_api.create_range_test(
-                body=request_body, session=session, settings=settings, tenant=tenant,
-                idempotency_key=key)
-        except ValidationError as e:
-            found = forms.validation_errors(forms.RANGE_TEST_FIELDS, e)
-        except APIError as e:
-            found.add(forms.RANGE_TEST_FIELDS, e.field, e.detail)
-            status = e.status
-        except LRSearchError as e:
-            found.add(forms.RANGE_TEST_FIELDS, e.field, errors.library_detail(settings, e))
-        else:
-            return RedirectResponse(f"/ui/range-tests/{created.id}", status_code=303)
-        session.rollback()
+    created, status = _submit(session, settings, forms.RANGE_TEST_FIELDS, found,
+                              lambda: range_tests_api.create_range_test(
+                                  body=RangeTestCreate.model_validate(
+                                      forms.range_test_body(form)),
+                                  session=session, settings=settings, tenant=tenant,
+                                  idempotency_key=key))
+    if created is not None:
+        return RedirectResponse(f"/ui/range-tests/{created}", status_code=303)
     return _range_test_form(request, session, settings, tenant, forms.range_test_values(form),
                             found, status_code=status)
 

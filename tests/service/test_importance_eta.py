@@ -26,8 +26,9 @@ from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from lrsearch.cli.output import duration_text, progress_line
+from lrsearch.cli.output import progress_line
 from lrsearch.client import PLOT_KINDS, Client
+from lrsearch.durations import duration_text
 from service.config import Settings
 from service.db import utcnow
 from service.studies import eta, importance, progress
