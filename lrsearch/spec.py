@@ -127,6 +127,11 @@ class RunSpec(Frozen):
                                                                    direction="maximize"))
     loss: str | None = None
     metrics: tuple[str, ...] | None = None
+    # How it trains (lrsearch.runtime): Keras' mixed precision (mixed_float16 on a GPU,
+    # mixed_bfloat16 without one) and `Model.compile`'s jit_compile (XLA), "auto" for Keras'
+    # own choice. Stored specs from before these options read as float32 and "auto".
+    mixed_precision: bool = False
+    jit_compile: bool | Literal["auto"] = "auto"
 
     @field_validator("metrics")
     @classmethod

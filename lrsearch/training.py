@@ -1,11 +1,13 @@
-"""Train one configuration and return its per-epoch curves (imports TensorFlow).
+"""Train one configuration and return its per-epoch curves (imports Keras; TensorFlow only
+where it is Keras' backend).
 
 `train(config)` opens the dataset (`open_input`: arrays in memory, or a dataset reference
 streamed from its files), builds (or loads) the model and the optimizer with the schedule,
-trains on tf.data batches (shuffled with the run's seed, a new order each epoch; steps per
-epoch from the example count, so every schedule is laid out exactly) and records per epoch:
-the LR the optimizer applied at the first and the last step of the epoch (read from the
-optimizer), the seconds it took, and every metric Keras logged.
+trains on its batches (tf.data with TensorFlow's Keras backend, `keras.utils.PyDataset`s with
+JAX's or PyTorch's: lrsearch.datasets.portable), shuffled with the run's seed, a new order each
+epoch; steps per epoch from the example count, so every schedule is laid out exactly; and
+records per epoch: the LR the optimizer applied at the first and the last step of the epoch
+(read from the optimizer), the seconds it took, and every metric Keras logged.
 
 A caller-supplied `on_epoch_end(record)` runs after each epoch; whatever it raises (e.g.
 optuna.TrialPruned) stops training and propagates. `should_stop()` is checked after each epoch
@@ -28,16 +30,15 @@ import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from lrsearch import checkpoints, datasets, optimizers
+from lrsearch import checkpoints, datasets, optimizers, runtime
 from lrsearch.datasets import portable
+from lrsearch.datasets.options import StreamOptions
 from lrsearch.datasets.references import KerasDataset
-from lrsearch.datasets.streams import Input, StreamOptions, from_arrays, from_npz, from_source
 from lrsearch.datasets.uploaded import open_npz
 from lrsearch.errors import (
     CheckpointUnusable,
@@ -53,6 +54,11 @@ from lrsearch.models.resolve import compiled_model
 from lrsearch.schedules import validate
 from lrsearch.schedules.keras import keras_callbacks, learning_rate_for, momentum_schedule
 from lrsearch.spec import METRIC_NAME, RunSpec
+
+if TYPE_CHECKING:  # TensorFlow is imported only where it is Keras' backend
+    import tensorflow as tf
+
+    from lrsearch.datasets.streams import Input
 
 
 @dataclass(frozen=True)
@@ -118,11 +124,13 @@ class EpochRecord:
 
 @dataclass
 class TrainResult:
-    """The run's epochs, those restored from a checkpoint first (`resumed_from` of them)."""
+    """The run's epochs, those restored from a checkpoint first (`resumed_from` of them), and
+    what it ran on (`provenance`, lrsearch.runtime.Runtime.provenance)."""
 
     steps_per_epoch: int
     epochs: list[EpochRecord]
     resumed_from: int = 0
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 def steps_per_epoch(n_samples: int, batch_size: int) -> int:
@@ -147,6 +155,8 @@ def open_input(spec: RunSpec, *, data_dir: str | None, val_fraction: float = 0.2
             raise DatasetError(f"Dataset `{data.name}` is not registered yet.", field="dataset")
         if neutral:
             return portable.from_source(data.name, data.source, data.registered, tuple(roots))
+        from lrsearch.datasets.streams import from_source
+
         return from_source(data.name, data.source, data.registered, tuple(roots),
                            stream or StreamOptions())
     if data.file is not None:  # an .npz upload: memory-mapped, read a batch at a time
@@ -155,14 +165,25 @@ def open_input(spec: RunSpec, *, data_dir: str | None, val_fraction: float = 0.2
                                "again.", field="dataset")
         mapped = open_npz(Path(data.file), task=data.task,
                           data_dir=None if data_dir is None else Path(data_dir))
-        return portable.from_npz(mapped) if neutral else from_npz(mapped)
+        if neutral:
+            return portable.from_npz(mapped)
+        from lrsearch.datasets.streams import from_npz
+
+        return from_npz(mapped)
     name = data.source.dataset if isinstance(data.source, KerasDataset) else data.name
     arrays = datasets.load(name, data_dir=data_dir, val_fraction=val_fraction, seed=spec.seed)
-    return portable.from_arrays(arrays) if neutral else from_arrays(arrays)
+    if neutral:
+        return portable.from_arrays(arrays)
+    from lrsearch.datasets.streams import from_arrays
+
+    return from_arrays(arrays)
 
 
 def pipeline(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None) -> tf.data.Dataset:
-    """Batches of (x, y); shuffled with `seed` (a new order each epoch) when seed is not None."""
+    """Batches of (x, y); shuffled with `seed` (a new order each epoch) when seed is not None.
+    tf.data: for TensorFlow's Keras backend only."""
+    import tensorflow as tf
+
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if seed is not None:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
@@ -313,27 +334,30 @@ def _data_seed(seed: int, start_epoch: int) -> int:
 
 def train(config: TrainConfig, *, on_epoch_end: Callable[[EpochRecord], None] | None = None,
           should_stop: Callable[[], bool] | None = None,
-          on_start: Callable[[int], None] | None = None,
+          on_start: Callable[[int, dict[str, Any]], None] | None = None,
           pause_after_epoch: Callable[[], bool] | None = None) -> TrainResult:
     """Train `config` and return its curves (see the module docstring for the contract).
-    `on_start(steps_per_epoch)` runs once the data is loaded, before the first step."""
+    `on_start(steps_per_epoch, provenance)` runs once the data is loaded and the model
+    compiled, before the first step."""
     spec = config.spec
     data = open_input(spec, data_dir=config.data_dir, val_fraction=config.val_fraction,
                       roots=config.roots, stream=config.stream)
     spe = steps_per_epoch(data.train_examples, spec.batch_size)
-    if on_start is not None:
-        on_start(spe)
     family, timeline = validate(config.schedule, config.schedule_params, steps_per_epoch=spe,
                                 epochs=config.epochs)
     resumed = _resume_point(config, spe)
     start = 0 if resumed is None else resumed.epochs_done
     seed = config.run_seed if resumed is None else resumed.seed
     keras.utils.set_random_seed(seed)
+    ran = runtime.prepare(spec)
     lr = learning_rate_for(family, timeline)
     optimizer = optimizers.build(spec.optimizer.name, spec.optimizer.params, lr,
                                  momentum_schedule(family, timeline))
     model = compiled_model(spec, data.input_shape, data.head, optimizer,
-                           max_params=config.max_params)
+                           max_params=config.max_params, jit_compile=ran.jit_compile)
+    provenance = ran.provenance(model)
+    if on_start is not None:
+        on_start(spe, provenance)
     recorder = _Recorder(None if family.adaptive else lr, on_epoch_end, should_stop,
                          spec.objective.metric)
     adaptive = keras_callbacks(family)
@@ -363,4 +387,4 @@ def train(config: TrainConfig, *, on_epoch_end: Callable[[EpochRecord], None] | 
                   callbacks=callbacks)
     finally:
         data.close()  # a disk cache goes with the run
-    return TrainResult(spe, recorder.records, start)
+    return TrainResult(spe, recorder.records, start, provenance)

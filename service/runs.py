@@ -90,7 +90,8 @@ def run_spec(session: Session, settings: Settings, tenant: str, req: Training, *
     return RunSpec(model=model, data=found.data,
                    optimizer=optimizer, batch_size=batch_size, seed=seed, objective=goal,
                    loss=req.loss, metrics=tuple(req.metrics) if req.metrics is not None
-                   else None)
+                   else None, mixed_precision=req.mixed_precision,
+                   jit_compile=req.jit_compile)
 
 
 def complete(session: Session, settings: Settings, tenant: str, run: RunSpec,

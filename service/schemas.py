@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 
 def check_finite(value: Any, where: str = "body") -> None:
@@ -73,6 +73,35 @@ class Training(Strict):
         "cross-entropy for class ids, mse for float targets)"))
     metrics: list[str] | None = Field(default=None, max_length=16, description=(
         "Keras metric identifiers to log. Default: as for `loss` (accuracy, or mae)"))
+    mixed_precision: StrictBool = Field(default=False, description=(
+        "Train under Keras' mixed precision: mixed_float16 with loss scaling on a GPU, "
+        "mixed_bfloat16 on a worker without one. Each trial records the policy it ran"))
+    jit_compile: StrictBool | Literal["auto"] = Field(default="auto", description=(
+        "XLA compilation (Keras' `jit_compile`): true, false, or auto for Keras' choice (on "
+        "with JAX, on TensorFlow only on a GPU, off with PyTorch). Each trial records "
+        "whether it ran compiled"))
+
+
+class ProvenanceOut(BaseModel):
+    """What a trial or range test trained on (lrsearch.runtime), as its worker's child
+    reported it once the model was compiled."""
+
+    backend: str = Field(description="Keras' backend: tensorflow, jax or torch")
+    backend_version: str
+    keras_version: str
+    device: str = Field(description="cpu or gpu")
+    device_name: str = Field(description="the GPU's model, or the CPU's name")
+    precision_policy: str = Field(description="the Keras dtype policy it trained under: "
+                                  "float32, mixed_float16 or mixed_bfloat16 (mixed precision "
+                                  "without a GPU)")
+    mixed_precision_requested: bool
+    jit_compile_requested: bool | Literal["auto"]
+    xla: bool | None = Field(description="whether Keras compiled the step with XLA "
+                             "(`jit_compile` as Keras resolved it)")
+
+    @classmethod
+    def of(cls, stored: dict[str, Any] | None) -> ProvenanceOut | None:
+        return None if not stored else cls.model_validate(stored)
 
 
 class Page(BaseModel):

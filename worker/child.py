@@ -3,8 +3,10 @@
 It receives tasks over a pipe, trains, and answers with messages; the parent owns the
 database, the lease and Optuna. Every message carries the task's tag, (job id, attempt).
 Protocol (child -> parent), each as (tag, kind, payload):
-  ("started", {"steps_per_epoch": n})      once the data is loaded (a resumed trial's
-                                           epoch messages start after its checkpoint)
+  ("started", {"steps_per_epoch": n,       once the data is loaded and the model compiled
+              "provenance": {...}})        (what it runs on: lrsearch.training.train); a
+                                           resumed trial's epoch messages start after its
+                                           checkpoint
   ("epoch", record)                        then waits for (tag, "go" | "prune" | "cancel" |
                                            "pause": go on to save this epoch's checkpoint,
                                            then stop)
@@ -86,8 +88,9 @@ def _train(conn: Connection, task: dict[str, Any]) -> tuple[str, dict[str, Any]]
                          checkpoint=None if plan is None else CheckpointPlan(**plan))
     try:
         result = train(config, on_epoch_end=on_epoch,
-                       on_start=lambda spe: conn.send((tag, "started",
-                                                       {"steps_per_epoch": spe})),
+                       on_start=lambda spe, provenance: conn.send(
+                           (tag, "started", {"steps_per_epoch": spe,
+                                             "provenance": provenance})),
                        pause_after_epoch=lambda: pause[0])
     except TrainingPaused as paused:
         return "paused", {"epoch": paused.epoch}

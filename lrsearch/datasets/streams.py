@@ -23,13 +23,13 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
 from lrsearch.datasets.base import Dataset
+from lrsearch.datasets.options import StreamOptions
 from lrsearch.datasets.references import (
     MAX_IMAGE_PIXELS,
     Csv,
@@ -70,28 +70,6 @@ AUTOTUNE = tf.data.AUTOTUNE
 # What a row shuffle buffer may hold, whatever LRSEARCH_SHUFFLE_BUFFER says: 10,000 rows of
 # 224x224x3 float features would be 6 GB in every trial's child.
 SHUFFLE_BYTES = 256 << 20
-
-
-@dataclass(frozen=True)
-class StreamOptions:
-    """How file streams are read. `shuffle_buffer`: the rows (CSV/TFRecord) or cached
-    elements held for shuffling; path lists and npy row indices are shuffled whole.
-    `cache`: "memory" or "disk" keeps decoded elements after their first pass (then shuffled
-    through `shuffle_buffer`); "disk" writes under `cache_dir`, which it requires. npy
-    arrays are memory-mapped and never cached."""
-
-    shuffle_buffer: int = 10_000
-    cache: Literal["none", "memory", "disk"] = "none"
-    cache_dir: str | None = None
-
-    def __post_init__(self) -> None:
-        require_int("shuffle_buffer", self.shuffle_buffer, 1, DatasetError)
-        if self.cache not in ("none", "memory", "disk"):
-            raise DatasetError(f"Argument `cache` must be one of none, memory, disk. "
-                               f"Received: cache={self.cache!r}", field="cache")
-        if self.cache == "disk" and not self.cache_dir:
-            raise DatasetError("Argument `cache_dir` is required with cache='disk'. "
-                               f"Received: cache_dir={self.cache_dir!r}", field="cache_dir")
 
 
 # --- images ------------------------------------------------------------------------------
@@ -559,10 +537,11 @@ def from_npz(upload: MappedNpz) -> Input:
 
 
 def from_source(name: str, source: Source, registered: Registered, roots: Sequence[str],
-                options: StreamOptions = StreamOptions()) -> Input:
+                options: StreamOptions | None = None) -> Input:
     """The registered data reference `source` as an Input, read in place. First lists the
     files again: a fingerprint other than the registered one raises DatasetChanged (the
     dataset must be registered again). A Keras dataset is not a file source: DatasetError."""
+    options = options or StreamOptions()
     if isinstance(source, KerasDataset):
         raise DatasetError(f"Dataset `{name}` is a Keras dataset ({source.dataset}); it is "
                            "loaded as arrays, not streamed from files", field="dataset")

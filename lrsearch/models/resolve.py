@@ -94,9 +94,12 @@ def compile_args(spec: RunSpec, head: models.Head, saved: dict[str, Any] | None
 
 
 def compiled_model(spec: RunSpec, input_shape: Sequence[int], head: models.Head,
-                   optimizer: Any, *, max_params: int | None = None) -> keras.Model:
-    """The spec's model, compiled with `optimizer` (see the module docstring). The caller sets
-    the random seed first: it decides a built or `fresh` model's initial weights."""
+                   optimizer: Any, *, max_params: int | None = None,
+                   jit_compile: bool | str = "auto") -> keras.Model:
+    """The spec's model, compiled with `optimizer` (see the module docstring) and
+    `jit_compile` (Keras' argument: True, False or "auto"). The caller sets the random seed
+    and the dtype policy first: they decide a built or `fresh` model's initial weights and
+    its layers' dtypes."""
     ref = spec.model
     if isinstance(ref, UploadedModel):
         path = upload_file(ref)  # its digest checked once, before anything is loaded
@@ -107,7 +110,8 @@ def compiled_model(spec: RunSpec, input_shape: Sequence[int], head: models.Head,
         raise ModelError(f"Model `{_label(ref)}` must have at most {max_params:,} parameters "
                          f"(the server's max_model_params). Received: {net.count_params():,}",
                          field="model")
-    net.compile(optimizer=optimizer, **compile_args(spec, head, saved))
+    net.compile(optimizer=optimizer, jit_compile=jit_compile,
+                **compile_args(spec, head, saved))
     return net
 
 

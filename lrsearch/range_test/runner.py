@@ -1,4 +1,5 @@
-"""Run the LR range test on a Keras model (imports TensorFlow).
+"""Run the LR range test on a Keras model (imports Keras; TensorFlow only where it is Keras'
+backend).
 
 `lr_find(model, x, y, settings)` works on any compiled Keras model whose optimizer has a float
 learning rate: one optimizer step per ladder LR, recording the raw loss of each batch (the
@@ -6,7 +7,10 @@ metrics are reset before every step, because Keras 3 otherwise reports the runni
 epoch). The training-loss sweep is one `model.fit` over the ladder's steps with a callback that
 sets each step's LR and reads its loss (per-step `train_on_batch` calls cost about 3x as much;
 see BENCHMARKS.md, B3); the validation-loss sweep steps with `train_on_batch` and
-`test_on_batch`. Afterwards every model and optimizer variable is restored bit for bit.
+`test_on_batch`. With JAX's or PyTorch's Keras backend both sweeps step with `train_on_batch`
+(the fit-with-callback path writes TensorFlow variables directly; under JAX a callback's write
+would not reach the compiled step's state). Afterwards every model and optimizer variable is
+restored bit for bit.
 `run(config)` builds the dataset, model and optimizer from the RunSpec and adds repeats and
 suggestions.
 """
@@ -19,10 +23,10 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from lrsearch import optimizers
-from lrsearch.datasets.streams import Input, StreamOptions
+from lrsearch import optimizers, runtime
+from lrsearch.datasets.options import StreamOptions
+from lrsearch.datasets.portable import Batches
 from lrsearch.errors import RangeTestError, require_int
 from lrsearch.models.resolve import compiled_model
 from lrsearch.range_test.suggest import Suggestions, combine, family_bounds, suggest
@@ -74,24 +78,39 @@ def lr_find(model: keras.Model, x: np.ndarray, y: np.ndarray, settings: SweepSet
     if opt is None or isinstance(opt._learning_rate, schedule_type):
         raise RangeTestError("The range test needs a compiled model whose optimizer has a float "
                              "learning rate, not a schedule.", field="optimizer")
-    return sweep_batches(model, pipeline(x, y, batch_size, seed).repeat(), settings,
-                         validation=validation)
+    if keras.backend.backend() == "tensorflow":
+        return sweep_batches(model, pipeline(x, y, batch_size, seed).repeat(), settings,
+                             validation=validation)
+    rows = (np.asarray(x), np.asarray(y))
+    return sweep_batches(model, Batches(lambda i: (rows[0][i], rows[1][i]), len(rows[0]),
+                                        batch_size, seed), settings, validation=validation)
 
 
-def sweep_batches(model: keras.Model, batches: tf.data.Dataset, settings: SweepSettings, *,
+def sweep_batches(model: keras.Model, batches: Any, settings: SweepSettings, *,
                   validation: tuple[np.ndarray, np.ndarray] | None = None) -> Sweep:
-    """`lr_find` on any endless stream of training batches (a streamed dataset's); weights
-    are restored afterwards."""
+    """`lr_find` on any endless stream of training batches: a tf.data.Dataset (TensorFlow's
+    backend) or a portable `Batches` (any backend; passes repeat, a new order each);
+    weights are restored afterwards."""
     opt = model.optimizer
     if not opt.built:
         opt.build(model.trainable_variables)
     saved = snapshot(model)
     try:
+        if isinstance(batches, Batches):
+            return _sweep(model, _endless(batches), settings, validation)
         if validation is None:
             return _fit_sweep(model, batches, settings)
         return _sweep(model, iter(batches.as_numpy_iterator()), settings, validation)
     finally:
         restore(model, saved)
+
+
+def _endless(batches: Batches) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Every batch of every pass, for ever (a new order each pass, as Keras' fit would)."""
+    while True:
+        for i in range(len(batches)):
+            yield batches[i]
+        batches.on_epoch_end()
 
 
 class _Ladder(keras.callbacks.Callback):
@@ -110,6 +129,8 @@ class _Ladder(keras.callbacks.Callback):
         # Keras' own Variable.assign costs 2-3x as much, and with it the LR write was most of
         # the sweep's cost over plain training (BENCHMARKS.md, B3). Only the loss's running
         # mean is reset; the other metrics (accuracy) are not read.
+        import tensorflow as tf  # this path runs on TensorFlow's backend only
+
         lr = self.model.optimizer.learning_rate
         self.lr_variable = getattr(lr, "value", lr)
         self.lr_values = [tf.constant(v, self.lr_variable.dtype) for v in self.lrs]
@@ -184,19 +205,22 @@ def run(config: RangeTestConfig) -> dict[str, Any]:
     """Repeats with seeds seed, seed+1, ... (batch order and model initialisation), then the
     median suggestions, their log10 spread, and search bounds per family."""
     spec = config.spec
-    # tf.data batches: the sweep writes TensorFlow variables directly (see _Ladder).
+    # tf.data batches on TensorFlow's backend (the training-loss sweep writes its variables
+    # directly, see _Ladder), portable ones on the others.
     data = open_input(spec, data_dir=config.data_dir, roots=config.roots,
-                      stream=config.stream, backend_neutral=False)
-    assert isinstance(data, Input)
+                      stream=config.stream)
+    provenance: dict[str, Any] = {}
     try:
         val = data.val_arrays(config.val_samples)
         sweeps = []
         for r in range(config.repeats):
             keras.utils.set_random_seed(spec.seed + r)
+            ran = runtime.prepare(spec)
             opt = optimizers.build(spec.optimizer.name, spec.optimizer.params,
                                    config.settings.min_lr)
             model = compiled_model(spec, data.input_shape, data.head, opt,
-                                   max_params=config.max_params)
+                                   max_params=config.max_params, jit_compile=ran.jit_compile)
+            provenance = ran.provenance(model)
             sweeps.append(sweep_batches(model, data.train(spec.batch_size, spec.seed + r),
                                         config.settings,
                                         validation=val if config.validation else None))
@@ -206,4 +230,4 @@ def run(config: RangeTestConfig) -> dict[str, Any]:
     combined = combine([s.suggestions for s in sweeps])
     medians = Suggestions(**{k: v["median"] for k, v in combined.items()})
     return {"sweeps": [s.as_dict() for s in sweeps], "suggestions": combined,
-            "family_bounds": family_bounds(medians)}
+            "family_bounds": family_bounds(medians), "provenance": provenance}

@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from lrsearch.errors import redact_paths
-from service.schemas import Training
+from service.schemas import ProvenanceOut, Training
 
 
 class RangeTestCreate(Training):
@@ -53,10 +53,15 @@ class RangeTestOut(RangeTestSummary):
     """Everything about one range test, with each sweep's raw and smoothed curves."""
 
     sweeps: list[dict[str, Any]] | None
+    provenance: ProvenanceOut | None = Field(
+        default=None, description="what it trained on: Keras backend and version, Keras "
+        "version, device, precision policy, XLA (null until it finished, and for range tests "
+        "run before provenance was kept)")
 
     @classmethod
     def of(cls, t: Any) -> RangeTestOut:
         result = t.result or {}
         head = RangeTestSummary.summary(t, result.get("suggestions"),
                                         result.get("family_bounds"))
-        return cls(**head.model_dump(), sweeps=result.get("sweeps"))
+        return cls(**head.model_dump(), sweeps=result.get("sweeps"),
+                   provenance=ProvenanceOut.of(result.get("provenance")))

@@ -100,6 +100,9 @@ class Trial(Base):
     # checkpoint its previous attempt left (lrsearch.checkpoints); None when it ran from the
     # start.
     resumed_from_epoch: Mapped[int | None] = mapped_column(Integer)
+    # What its last attempt trained on (lrsearch.runtime.Runtime.provenance): Keras backend
+    # and version, Keras version, device, precision policy, XLA; None until it starts.
+    provenance: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
     study: Mapped[Study] = relationship(back_populates="trials")
     points: Mapped[list[CurvePoint]] = relationship(back_populates="trial",

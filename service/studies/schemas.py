@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, computed_field, field_validator
 from lrsearch.errors import redact_paths
 from lrsearch.spec import RunSpec
 from service.notifications.urls import MAX_URL, check_syntax
-from service.schemas import ObjectiveIn, Strict, Training, finite_or_none
+from service.schemas import ObjectiveIn, ProvenanceOut, Strict, Training, finite_or_none
 from service.studies import eta
 
 
@@ -272,6 +272,10 @@ class TrialOut(BaseModel):
         default=None, description="when its last attempt resumed from a checkpoint another "
         "attempt left (its worker stopped or died): the epoch it resumed at; the epochs before "
         "it are the earlier attempts'")
+    provenance: ProvenanceOut | None = Field(
+        default=None, description="what its last attempt trained on: Keras backend and "
+        "version, Keras version, device, precision policy, XLA (null before it started, and "
+        "for trials recorded before provenance was kept)")
     history: list[EpochOut] | None = None
 
     @classmethod
@@ -283,4 +287,5 @@ class TrialOut(BaseModel):
                    finished_at=t.finished_at, duration_s=finite_or_none(t.duration_s),
                    steps_per_epoch=t.steps_per_epoch, seed=t.seed, role=t.role or "search",
                    confirms=t.confirms, resumed_from_epoch=t.resumed_from_epoch,
+                   provenance=ProvenanceOut.of(t.provenance),
                    history=[EpochOut.of(p) for p in t.points] if with_history else None)

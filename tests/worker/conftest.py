@@ -40,10 +40,12 @@ class Workers:
     def __init__(self, env: dict[str, str], logs: Path) -> None:
         self.env, self.logs, self.procs = env, logs, []  # type: ignore[var-annotated]
 
-    def start(self, **extra_env: str) -> subprocess.Popen[bytes]:
+    def start(self, command: list[str] | None = None, **extra_env: str
+              ) -> subprocess.Popen[bytes]:
+        """A worker: `python -m worker`, or `command`, with the harness's environment."""
         log = open(self.logs / f"worker{len(self.procs)}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen([sys.executable, "-m", "worker"], stdout=log, stderr=log,
-                                env={**self.env, **extra_env})
+        proc = subprocess.Popen(command or [sys.executable, "-m", "worker"], stdout=log,
+                                stderr=log, env={**self.env, **extra_env})
         self.procs.append(proc)
         return proc
 

@@ -245,7 +245,8 @@ def run(w: TaskContext, c: Claim, beat: Heartbeat) -> None:
 
     def on_message(kind: str, payload: dict[str, Any]) -> str | None:
         if kind == "started":
-            w.db(lambda s: _set_spe(s, c, payload["steps_per_epoch"]))
+            w.db(lambda s: _started(s, c, payload["steps_per_epoch"],
+                                    payload.get("provenance")))
             return None
         if w.settings.fault_epoch_pause_seconds:
             time.sleep(w.settings.fault_epoch_pause_seconds)
@@ -341,10 +342,13 @@ def _record_unrunnable(s: Session, c: Claim, number: int, reason: str) -> None:
     jobs.finish(s, c, "failed", reason)
 
 
-def _set_spe(s: Session, c: Claim, spe: int) -> None:
+def _started(s: Session, c: Claim, spe: int, provenance: dict[str, Any] | None) -> None:
+    """The child loaded the data and compiled the model: the trial's steps per epoch and
+    what it trains on (lrsearch.runtime: backend, versions, device, precision, XLA)."""
     jobs.fenced(s, c)
     _, trial = _trial(s, c)
     trial.steps_per_epoch = spe
+    trial.provenance = provenance
 
 
 def _epoch(s: Session, c: Claim, w: TaskContext, record: dict[str, Any]
