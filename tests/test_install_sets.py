@@ -30,8 +30,9 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 RESOLVE_TIMEOUT_S = 420
 
 # Development and benchmark tools that must never reach a `make run` install.
-DEV_ONLY = {"torch", "schemathesis", "pytest", "pytest-timeout", "pytest-rerunfailures",
-            "hypothesis", "py-spy", "optuna-dashboard", "keras-tuner", "mypy", "ruff"}
+DEV_ONLY = {"torch", "jax", "jaxlib", "schemathesis", "pytest", "pytest-timeout",
+            "pytest-rerunfailures", "hypothesis", "py-spy", "optuna-dashboard", "keras-tuner",
+            "mypy", "ruff"}
 # What serving, the workers and their training cannot do without.
 SERVICE = {"lrsearch", "tensorflow", "keras", "numpy", "fastapi", "uvicorn", "optuna",
            "sqlalchemy", "alembic", "psycopg", "pydantic", "pydantic-settings", "click"}
