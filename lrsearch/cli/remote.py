@@ -122,9 +122,21 @@ def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--loss", help="a Keras loss [default: the model's own, or the "
                      "dataset's]"),
         click.option("--metrics", help="comma-separated Keras metrics to log"),
+        click.option("--mixed-precision/--no-mixed-precision", default=None,
+                     help="Keras mixed precision (mixed_float16 on a GPU, mixed_bfloat16 "
+                     "without one) [default: off]"),
+        click.option("--jit-compile", type=click.Choice(["true", "false", "auto"]),
+                     callback=_jit_compile,
+                     help="XLA compilation [default: auto, Keras' choice]"),
     ]):
         f = option(f)
     return f
+
+
+def _jit_compile(ctx: click.Context, param: click.Parameter, value: str | None
+                 ) -> bool | str | None:
+    """--jit-compile as the API's `jit_compile`: true, false or "auto" (None: not given)."""
+    return None if value is None else {"true": True, "false": False}.get(value, value)
 
 
 def _objective(spec: dict[str, Any], metric: str | None, direction: str | None

@@ -189,3 +189,28 @@ def test_best_prints_the_gain_over_the_constant_and_the_confirmation(
     assert "Paired gain over the constant:" in text and "95 % interval" in text
     data = json.loads(run_cli(server, "best", confirmed_study["id"], "--json").stdout)
     assert data["answer"] == "confirmed" and len(data["confirmation"]["configurations"]) == 2
+
+
+def test_training_options_reach_the_stored_request(server: Server) -> None:
+    """--mixed-precision and --jit-compile become the body's mixed_precision and jit_compile
+    (what the API validates and stores) for a study and a range test."""
+    out = run_cli(server, "submit", "--family", "constant", "--dataset", "digits",
+                  "--epochs", "1", "--n-trials", "1", "--mixed-precision", "--jit-compile",
+                  "false", "--json")
+    assert out.returncode == 0, out.stderr
+    study = json.loads(out.stdout)
+    assert study["request"]["mixed_precision"] is True
+    assert study["request"]["jit_compile"] is False
+    run_cli(server, "cancel", study["id"])  # unless the shared worker already ran it
+    assert run_cli(server, "delete", study["id"]).returncode == 0
+    out = run_cli(server, "range-test", "--dataset", "digits", "--num-iter", "10",
+                  "--jit-compile", "auto", "--no-mixed-precision", "--json")
+    assert out.returncode == 0, out.stderr
+    test = json.loads(out.stdout)
+    assert test["request"]["jit_compile"] == "auto"
+    assert test["request"]["mixed_precision"] is False
+    run_cli(server, "range-test", "cancel", test["id"])
+    assert run_cli(server, "range-test", "delete", test["id"]).returncode == 0
+    bad = run_cli(server, "submit", "--family", "constant", "--dataset", "digits",
+                  "--jit-compile", "sometimes")
+    assert bad.returncode == 2 and "--jit-compile" in bad.stderr
