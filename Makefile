@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck clean bench bench-smoke
+.PHONY: run test lint typecheck clean bench bench-smoke bench-gpu
 
 $(RUN_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ bench: $(STAMP)
 
 bench-smoke: $(STAMP)
 	LRSEARCH_BENCH_RESULTS=$$(mktemp -d) $(BIN)/python -m bench.run --smoke
+
+# The GPU tier (BENCHMARKS.md): under 8 minutes on one GPU, on KERAS_BACKEND (JAX on a lent
+# machine, installed there from the wheels `python -m bench.gpu_wheels` fetches). Installs
+# nothing: the machine it is meant for has no package registry.
+bench-gpu:
+	$(BIN)/python -m bench.run --gpu
 
 lint: $(STAMP)
 	$(BIN)/ruff check lrsearch service worker tests bench

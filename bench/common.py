@@ -8,6 +8,7 @@ A benchmark never asserts a timing: it reports. `--smoke` runs the same code on 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -53,8 +54,13 @@ def machine() -> dict[str, Any]:
         info["gpus"] = []
     import importlib.metadata as md
 
-    info["versions"] = {p: md.version(p) for p in ("tensorflow", "keras", "optuna", "fastapi",
-                                                    "sqlalchemy")}
+    # The GPU tier's machine has JAX or PyTorch and no TensorFlow: what is not installed is
+    # left out.
+    info["versions"] = {}
+    for p in ("tensorflow", "jax", "torch", "keras", "optuna", "fastapi", "sqlalchemy"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            info["versions"][p] = md.version(p)
+    info["keras_backend"] = os.environ.get("KERAS_BACKEND") or "tensorflow"
     return info
 
 

@@ -7,11 +7,12 @@ entry-point group (pyproject.toml), so that neither package imports the other's 
     lrsearch keys webhook-secret --tenant T [--rotate]
                                        the secret signing T's study-end notifications
                                        (printed once)
-    lrsearch serve --host --port --workers N
+    lrsearch serve --host --port --workers N | --per-gpu N  [--backend B]
                                        the one-machine default: migrate, then the API, N
-                                       workers (one per GPU where there are GPUs) and a
-                                       reaper; SQLite under ./.lrsearch/ unless
-                                       LRSEARCH_DATABASE_URL says otherwise; Ctrl-C stops all
+                                       workers (one per GPU where there are GPUs; --per-gpu:
+                                       N on each GPU) and a reaper; SQLite under ./.lrsearch/
+                                       unless LRSEARCH_DATABASE_URL says otherwise; Ctrl-C
+                                       stops all
 
 `lrsearch worker` and `lrsearch reaper` are the worker package's (worker/cli.py); `serve` runs
 them as processes by command name. Heavy imports (SQLAlchemy, FastAPI) happen inside the
@@ -23,6 +24,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     from service.config import Settings
 
 WORKER_COMMANDS = ("worker", "reaper")  # what `serve` runs, by name (worker/cli.py)
+KERAS_BACKENDS = ("tensorflow", "jax", "torch")  # what `lrsearch worker --backend` takes
 
 
 @contextmanager
@@ -136,15 +139,22 @@ def server_options(f: Any) -> Any:
     return f
 
 
+MAX_API_PROCESSES = 64
+
+
 @click.command("api", cls=ServerCommand)
 @server_options
-def cmd_api(host: str, port: int, log_level: str, insecure: bool) -> None:
+@click.option("--processes", type=click.IntRange(1, MAX_API_PROCESSES), default=1,
+              show_default=True,
+              help="API processes sharing the port (each with its own database pool: "
+                   "LRSEARCH_DB_POOL_SIZE connections)")
+def cmd_api(host: str, port: int, log_level: str, insecure: bool, processes: int = 1) -> None:
     """Run the HTTP API (and the web page at /ui)."""
     import uvicorn
 
     from service.auth import ops as auth
     from service.config import Settings
-    from service.main import create_app
+    from service.main import APP_FACTORY, api_environment
 
     loopback = is_loopback(host)
     if not loopback and not insecure and not _with_session(auth.any_key_ever):
@@ -153,8 +163,12 @@ def cmd_api(host: str, port: int, log_level: str, insecure: bool) -> None:
             "it could submit work and read results. Create a key with `lrsearch keys create "
             "--tenant NAME`, bind to 127.0.0.1, or pass --insecure to accept anonymous "
             "requests anyway.")
-    app = create_app(with_bind_host(Settings(), host), anonymous=loopback or insecure)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    # What this command decided reaches each process's app through the environment: with
+    # --processes N, uvicorn starts N processes that each import the app factory.
+    settings = with_bind_host(Settings(), host)
+    os.environ.update(api_environment(settings, anonymous=loopback or insecure))
+    uvicorn.run(APP_FACTORY, factory=True, host=host, port=port, log_level=log_level,
+                workers=processes)
 
 
 def with_bind_host(settings: Settings, host: str) -> Settings:
@@ -233,41 +247,94 @@ def keys_webhook_secret(tenant: str, rotate: bool) -> None:
     click.echo(_with_session(make))
 
 
-def gpu_count() -> int:
-    """GPUs visible to this machine, without starting TensorFlow (0 without nvidia-smi)."""
+def visible_gpus() -> list[int]:
+    """The GPUs this machine shows, as the device ids a worker's `--gpu` takes, without
+    starting any framework: the entries of CUDA_VISIBLE_DEVICES when it is set (none when it
+    is empty or -1; positions 0..n-1 when its entries are not numbers, such as UUIDs), else
+    the indices `nvidia-smi -L` lists ("GPU 0: ..." lines; none without nvidia-smi). The only
+    place GPUs are enumerated."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
-        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+        entries = [d.strip() for d in visible.split(",") if d.strip()]
+        entries = entries[:entries.index("-1")] if "-1" in entries else entries  # CUDA's rule
+        if all(e.isdigit() for e in entries):
+            return [int(e) for e in entries]
+        return list(range(len(entries)))
     try:
         out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
-        return 0
-    return len([line for line in out.stdout.splitlines() if line.startswith("GPU ")])
+        return []
+    found = (re.match(r"GPU (\d+):", line) for line in out.stdout.splitlines())
+    return [int(m.group(1)) for m in found if m]
+
+
+def gpu_count() -> int:
+    """How many GPUs this machine shows (`visible_gpus`)."""
+    return len(visible_gpus())
 
 
 @click.command("serve", cls=ServerCommand)
 @server_options
 @click.option("--workers", type=int, default=None,
               help="worker processes [default: one per GPU, or 1]")
+@click.option("--per-gpu", type=int, default=None,
+              help="start this many workers on each GPU, sharing it (`lrsearch worker "
+                   "--per-gpu`); not with --workers")
+@click.option("--backend", default=None,
+              help="the workers' Keras backend, tensorflow, jax or torch (`lrsearch worker "
+                   "--backend`) [default: KERAS_BACKEND, else tensorflow]")
 @click.pass_context
 def cmd_serve(ctx: click.Context, host: str, port: int, log_level: str, insecure: bool,
-              workers: int | None) -> None:
+              workers: int | None, per_gpu: int | None, backend: str | None) -> None:
     """One machine: migrate, then the API, workers and a reaper; Ctrl-C stops all."""
     from service.config import Settings
 
     _require_worker_commands()
+    gpus = visible_gpus()
+    commands = worker_commands(gpus, workers, per_gpu, backend)
     setup_logging()
     ctx.invoke(cmd_migrate)
-    gpus = gpu_count()
-    n = workers if workers is not None else max(1, gpus)
     # The workers reap too; the reaper recovers lost leases even when no worker is alive.
-    procs = [_lrsearch("worker", *(["--gpu", str(i % gpus)] if gpus else []))
-             for i in range(n)]
+    # SIGTERM stops serve as Ctrl-C does: the API shuts down and then the workers are stopped
+    # (uvicorn re-raises the signal it caught once it has shut down; by default SIGTERM would
+    # then end this process at once, leaving its workers running).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    procs = [_lrsearch(*args) for args in commands]
     procs.append(_lrsearch("reaper"))
     try:
         ctx.invoke(cmd_api, host=host, port=port, log_level=log_level, insecure=insecure)
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one: the workers' grace holds
         _stop(procs, Settings().grace_seconds + 10)
+
+
+def worker_commands(gpus: list[int], workers: int | None, per_gpu: int | None,
+                    backend: str | None) -> list[list[str]]:
+    """The `lrsearch worker` argument lists `serve` starts on a machine with these GPUs:
+    `--workers N` spread over the GPUs in turn (default one per GPU, or 1 without GPUs), or
+    `--per-gpu N`: N on each GPU, each told it shares its GPU with N-1 others. `--backend`
+    is passed on (each worker checks it). Usage errors name the option and its value."""
+    if per_gpu is not None:
+        if workers is not None:
+            raise click.UsageError(f"--per-gpu {per_gpu} and --workers {workers}: give one")
+        if per_gpu < 1:
+            raise click.UsageError(f"--per-gpu must be at least 1, not {per_gpu}")
+        if not gpus:
+            raise click.UsageError(f"--per-gpu {per_gpu}: this machine shows no GPU "
+                                   "(nvidia-smi -L lists none, or CUDA_VISIBLE_DEVICES is "
+                                   "empty); use --workers N")
+    elif workers is not None and workers < 1:
+        raise click.UsageError(f"--workers must be at least 1, not {workers}")
+    if backend is not None and backend not in KERAS_BACKENDS:
+        raise click.UsageError(f"--backend {backend!r} is not a Keras backend a worker can "
+                               f"train on; choose one of {', '.join(KERAS_BACKENDS)}")
+    extra = ["--backend", backend] if backend is not None else []
+    if per_gpu is not None:
+        return [["worker", "--gpu", str(g), "--per-gpu", str(per_gpu), *extra]
+                for g in gpus for _ in range(per_gpu)]
+    n = workers if workers is not None else max(1, len(gpus))
+    return [["worker", *(["--gpu", str(gpus[i % len(gpus)])] if gpus else []), *extra]
+            for i in range(n)]
 
 
 def _require_worker_commands() -> None:

@@ -70,6 +70,19 @@ class Settings(BaseSettings):
     # Database connections of one API process; as many requests are let in at once, and its
     # thread pool gets the same size (service/main.py, DatabaseSlots, says why).
     db_pool_size: int = 20
+    # Connections an API process may open beyond its pool, for work outside the requests let
+    # in (none by default: the requests let in are as many as the pool). One API process uses
+    # at most db_pool_size + db_max_overflow connections; the README's connection budget adds
+    # up every process's.
+    db_max_overflow: int = Field(default=0, ge=0, le=1000)
+
+    # API key checks remembered per API process (service/auth/cache.py). A key revoked with
+    # `lrsearch keys revoke` keeps working for at most this many seconds in each API process
+    # (in a process that revokes it itself, it stops at once); a new key works at once
+    # everywhere, since refused keys are never remembered. "No key exists yet" (anonymous
+    # access) is also believed this long: a key created by another process ends anonymous
+    # access within it. 0: every request checks the database.
+    key_cache_seconds: float = Field(default=5.0, ge=0, le=3600)
     # Prometheus metrics at /metrics: off with LRSEARCH_METRICS_ENABLED=false; with a token
     # set, scrapers must send `Authorization: Bearer <token>`.
     metrics_enabled: bool = True

@@ -3,7 +3,6 @@ never at import time."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -60,15 +59,21 @@ def db_now(session: Session) -> datetime:
 
 
 def make_engine(url: str, *, immediate: bool = False, pool_size: int = 5,
-                max_overflow: int = 10, idle_timeout: float | None = None) -> Engine:
+                max_overflow: int = 10, idle_timeout: float | None = None,
+                application_name: str = "lrsearch") -> Engine:
     """SQLite: WAL, a busy timeout and foreign keys on (its folder is created); with
     `immediate`, every transaction starts with BEGIN IMMEDIATE, so a read-then-write (a job
     claim) holds the write lock from its first statement. PostgreSQL: pre-ping, so a dropped
     connection is replaced instead of failing the next statement; with `idle_timeout`, the
-    server ends a transaction left idle that long (a stalled process releases its locks)."""
+    server ends a transaction left idle that long (a stalled process releases its locks).
+
+    At most `pool_size + max_overflow` connections at once. On PostgreSQL each carries
+    `application_name` (pg_stat_activity shows it): "lrsearch-api" for the API's, "lrsearch-
+    worker" for a worker's, "lrsearch" otherwise, so the connections of each role can be
+    counted against the budget in the README."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        args = {}
+        args = postgres_connect_args(application_name)
         if idle_timeout is not None:
             ms = int(idle_timeout * 1000)
             args["options"] = f"-c idle_in_transaction_session_timeout={ms}"
@@ -98,16 +103,10 @@ def make_engine(url: str, *, immediate: bool = False, pool_size: int = 5,
     return engine
 
 
+def postgres_connect_args(application_name: str) -> dict[str, Any]:
+    """The driver arguments naming a PostgreSQL connection's role (its application_name)."""
+    return {"application_name": application_name}
+
+
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
-
-
-def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """One session per request: committed when the handler returns, rolled back on error."""
-    with factory() as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,6 +17,7 @@ from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import errors, metrics, migrations
+from service.auth.cache import KeyCache
 from service.catalog.router import router as catalog_router
 from service.config import Settings
 from service.datasets.router import roots_router
@@ -44,11 +46,12 @@ class BodyLimit:
             return
         # Only a multipart upload gets the upload limit: a JSON body to the same path (a
         # dataset reference) is held whole while parsed, so it gets the ordinary one.
-        ctype = dict(scope.get("headers", [])).get(b"content-type", b"")
+        headers = dict(scope.get("headers", []))  # built once: this runs for every request
+        ctype = headers.get(b"content-type", b"")
         upload = scope["path"].rstrip("/") in ("/v1/datasets", "/v1/models") \
             and ctype.lower().startswith(b"multipart/form-data")
         limit = self.settings.max_upload_bytes + 65_536 if upload else self.settings.max_body_bytes
-        length = dict(scope.get("headers", [])).get(b"content-length")
+        length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             await self._reject(send, limit)
             return
@@ -114,7 +117,8 @@ def create_app(settings: Settings | None = None, *, anonymous: bool = True) -> F
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url, pool_size=settings.db_pool_size,
-                             max_overflow=0)
+                             max_overflow=settings.db_max_overflow,
+                             application_name="lrsearch-api")
         # As many threads as connections (and DatabaseSlots lets in as many requests).
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.db_pool_size
         app.state.engine = engine
@@ -129,6 +133,9 @@ def create_app(settings: Settings | None = None, *, anonymous: bool = True) -> F
                   description="Learning-rate schedule search for Keras models.")
     app.state.settings = settings
     app.state.anonymous = anonymous
+    # This app's memory of API key checks (service/auth/cache.py): per process, since each
+    # process builds its own app.
+    app.state.key_cache = KeyCache(settings.key_cache_seconds, settings.database_url)
     registry, latency = metrics.make_registry()
     app.state.metrics_registry = registry
     errors.install(app)
@@ -173,3 +180,24 @@ def create_app(settings: Settings | None = None, *, anonymous: bool = True) -> F
     app.add_middleware(BodyLimit, settings=settings)
     app.add_middleware(RequestOrigin, settings=settings)  # outermost: before any body is read
     return app
+
+
+# `lrsearch api` (service/cli.py) runs the app through this factory, so that uvicorn can start
+# it in each of --processes N processes; what the command decided travels in the environment.
+APP_FACTORY = "service.main:app_from_env"
+ANONYMOUS_ENV = "LRSEARCH_API_ANONYMOUS"
+
+
+def api_environment(settings: Settings, *, anonymous: bool) -> dict[str, str]:
+    """The variables `app_from_env` reads to build the app `create_app(settings,
+    anonymous=anonymous)` would be: the allowed hosts (the one setting `lrsearch api` changes,
+    adding the address it binds to) and whether requests without a key are the local tenant."""
+    return {"LRSEARCH_ALLOWED_HOSTS": ",".join(settings.allowed_hosts),
+            ANONYMOUS_ENV: "1" if anonymous else "0"}
+
+
+def app_from_env() -> FastAPI:
+    """The app of one API process: settings from the environment, and anonymous access only
+    when LRSEARCH_API_ANONYMOUS is "1" (`lrsearch api` sets it on loopback or with --insecure,
+    having checked the rule; absent, requests need a key)."""
+    return create_app(Settings(), anonymous=os.environ.get(ANONYMOUS_ENV) == "1")

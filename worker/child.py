@@ -1,4 +1,5 @@
-"""The spawned child process: the only place a worker initialises TensorFlow.
+"""The spawned child process: the only place a worker initialises Keras and its backend
+(TensorFlow, JAX or PyTorch, `lrsearch worker --backend`).
 
 It receives tasks over a pipe, trains, and answers with messages; the parent owns the
 database, the lease and Optuna. Every message carries the task's tag, (job id, attempt).
@@ -40,12 +41,55 @@ class _Stop(Exception):
         self.kind, self.epoch = kind, epoch
 
 
-def _prepare_tensorflow(gpu: int | None) -> None:
-    """Pin the GPU and enable memory growth before TensorFlow starts."""
+# Of a GPU shared by N workers, each JAX worker may take this much over N: the rest is left to
+# the N CUDA contexts, which the allocator's limit does not count.
+JAX_SHARE_OF_GPU = 0.95
+# What _prepare_backend may set, as `describe` reports it (the worker's published settings).
+DEVICE_VARIABLES = ("KERAS_BACKEND", "CUDA_VISIBLE_DEVICES", "TF_FORCE_GPU_ALLOW_GROWTH",
+                    "XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION",
+                    "PYTORCH_CUDA_ALLOC_CONF")
+
+
+def _prepare_backend(gpu: int | None, backend: str, per_gpu: int = 1) -> None:
+    """Before Keras is imported: choose its backend (KERAS_BACKEND is read once, at Keras'
+    import), pin the GPU, and take this worker's share of it when `per_gpu` workers share one.
+
+    TensorFlow allocates as it grows (TF_FORCE_GPU_ALLOW_GROWTH), so workers sharing a GPU
+    split it by use. JAX would preallocate 75% of the GPU: it allocates on demand instead,
+    and with N workers on the GPU each is capped at JAX_SHARE_OF_GPU / N of it. PyTorch
+    allocates on demand already (expandable segments keep its cache from fragmenting); its
+    per-process cap of 1/N is set once torch is imported (`_limit_torch`)."""
+    os.environ["KERAS_BACKEND"] = backend
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if backend == "tensorflow":
+        os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    elif backend == "jax":
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+        if per_gpu > 1:
+            os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{JAX_SHARE_OF_GPU / per_gpu:.3f}"
+    elif backend == "torch":
+        os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+
+
+def _limit_torch(per_gpu: int) -> float | None:
+    """PyTorch's cap on this process's share of its GPU, 1/per_gpu (None without a GPU or when
+    the GPU is not shared). Its CUDA context is not counted, as JAX's is not."""
+    if per_gpu <= 1:
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    fraction = 1.0 / per_gpu
+    torch.cuda.set_per_process_memory_fraction(fraction)
+    return fraction
+
+
+def device_settings() -> dict[str, str]:
+    """The variables that decide this process's backend and GPU share, as set."""
+    return {k: os.environ[k] for k in DEVICE_VARIABLES if k in os.environ}
 
 
 def _await_reply(conn: Connection, tag: Any) -> str:
@@ -75,7 +119,7 @@ def _train(conn: Connection, task: dict[str, Any]) -> tuple[str, dict[str, Any]]
             raise _Stop(reply, record.epoch)
         pause[0] = reply == "pause"
 
-    from lrsearch.datasets.streams import StreamOptions
+    from lrsearch.datasets.options import StreamOptions
     from lrsearch.spec import RunSpec
 
     c = task["config"]
@@ -102,7 +146,7 @@ def _train(conn: Connection, task: dict[str, Any]) -> tuple[str, dict[str, Any]]
 
 
 def _range_test(task: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    from lrsearch.datasets.streams import StreamOptions
+    from lrsearch.datasets.options import StreamOptions
     from lrsearch.range_test import SweepSettings
     from lrsearch.range_test.runner import RangeTestConfig, run
     from lrsearch.spec import RunSpec
@@ -133,10 +177,15 @@ def _register_dataset(task: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 def _describe(task: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """Import the operator's plugins; answer what this process can load."""
+    """Import the operator's plugins; answer what this process can load (its Keras backend
+    included) and, under "device", the backend and GPU settings it runs with."""
     from lrsearch import plugins
 
-    return "done", plugins.catalog(plugins.load(task["plugins"]))
+    catalog = plugins.catalog(plugins.load(task["plugins"]))
+    device: dict[str, Any] = {"variables": device_settings()}
+    if _TORCH_FRACTION[0] is not None:
+        device["torch_memory_fraction"] = _TORCH_FRACTION[0]
+    return "done", {**catalog, "device": device}
 
 
 TASKS = {"range_test": _range_test, "register_dataset": _register_dataset,
@@ -205,15 +254,22 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def main(conn: Connection, gpu: int | None, parent: int | None = None) -> None:
-    """Serve tasks until the parent sends None or closes the pipe."""
+_TORCH_FRACTION: list[float | None] = [None]  # the cap _limit_torch set, for `describe`
+
+
+def main(conn: Connection, gpu: int | None, parent: int | None = None,
+         backend: str = "tensorflow", per_gpu: int = 1) -> None:
+    """Serve tasks until the parent sends None or closes the pipe. `backend` is Keras' (set
+    here, before anything imports Keras); `per_gpu` is how many workers share this GPU."""
     if parent is not None:
         _die_with_parent(parent)
     # The parent decides when a child stops: a signal sent to the whole process group (Ctrl-C
     # in a terminal, systemd's stop) must let the worker hand its trial on at an epoch's end.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _prepare_tensorflow(gpu)
+    _prepare_backend(gpu, backend, per_gpu)
+    if backend == "torch":
+        _TORCH_FRACTION[0] = _limit_torch(per_gpu)
     while True:
         try:
             task = conn.recv()

@@ -1,7 +1,9 @@
 """The worker's commands, added to the `lrsearch` command line through the `lrsearch.commands`
 entry-point group (pyproject.toml):
 
-    lrsearch worker [--gpu N]          one worker process (run many, on many machines)
+    lrsearch worker [--gpu N] [--backend tensorflow|jax|torch] [--per-gpu N]
+                                       one worker process (run many, on many machines);
+                                       --per-gpu N: one of N workers sharing its GPU
     lrsearch reaper                    recover lost leases, reconcile Optuna and send study-end
                                        notifications, running no jobs (`lrsearch serve` runs
                                        one beside its workers)
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from service.cli import KERAS_BACKENDS as BACKENDS
 from service.cli import ServerCommand, setup_logging
 
 if TYPE_CHECKING:
@@ -33,17 +36,55 @@ log = logging.getLogger("lrsearch.reaper")
 
 @click.command("worker", cls=ServerCommand)
 @click.option("--gpu", type=int, default=None, help="pin this worker to one GPU")
+@click.option("--backend", default=None, metavar="|".join(BACKENDS),
+              help="Keras' backend for training [default: KERAS_BACKEND, else tensorflow]")
+@click.option("--per-gpu", type=int, default=1, show_default=True,
+              help="workers sharing this worker's GPU: each takes its share of the memory "
+                   "(TensorFlow: memory growth; JAX: no preallocation, at most 0.95/N; "
+                   "PyTorch: at most 1/N). `lrsearch serve --per-gpu N` starts N per GPU")
 @click.option("--max-jobs", type=int, default=None, help="exit after this many jobs")
-def cmd_worker(gpu: int | None, max_jobs: int | None) -> None:
+def cmd_worker(gpu: int | None, backend: str | None, per_gpu: int, max_jobs: int | None
+               ) -> None:
     """Run one worker: claims queued trials and range tests and runs them."""
+    chosen = worker_backend(backend)
+    if per_gpu < 1:
+        raise click.BadParameter(f"must be at least 1, not {per_gpu}", param_hint="--per-gpu")
+    # The worker's own process and its children agree on the backend: a child is spawned with
+    # this environment, and sets it again before it imports Keras (worker/child.py).
+    import os
+
+    os.environ["KERAS_BACKEND"] = chosen
+
     from service.config import Settings
     from worker.loop import Worker
 
     setup_logging()
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1`: dump stacks
-    w = Worker(Settings(), gpu=gpu)
+    w = Worker(Settings(), gpu=gpu, backend=chosen, per_gpu=per_gpu)
     w.install_signals()
     w.run(max_jobs=max_jobs)
+
+
+# The package each Keras backend runs on (what must be importable for --backend NAME).
+BACKEND_PACKAGES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+
+
+def worker_backend(option: str | None) -> str:
+    """The Keras backend a worker trains on: `--backend`, else KERAS_BACKEND, else tensorflow.
+    A name Keras does not know, or one whose package is not installed, is a usage error
+    naming where the name came from."""
+    import importlib.util
+    import os
+
+    name = option if option is not None else os.environ.get("KERAS_BACKEND") or "tensorflow"
+    source = "--backend" if option is not None else "KERAS_BACKEND"
+    if name not in BACKENDS:
+        raise click.UsageError(f"{source} {name!r} is not a Keras backend a worker can train "
+                               f"on; choose one of {', '.join(BACKENDS)}")
+    if importlib.util.find_spec(BACKEND_PACKAGES[name]) is None:
+        raise click.UsageError(f"{source} {name!r}: the {BACKEND_PACKAGES[name]} package is "
+                               "not installed here")
+    return name
 
 
 @click.command("reaper", cls=ServerCommand)

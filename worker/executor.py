@@ -1,7 +1,7 @@
 """A spawned child process that runs jobs, reused for up to `max_jobs` jobs.
 
-TensorFlow is never initialised in the worker process itself; a segfault, an OOM kill or a
-memory leak dies with the child, and the next job gets a fresh one.
+Keras and its backend are never initialised in the worker process itself; a segfault, an OOM
+kill or a memory leak dies with the child, and the next job gets a fresh one.
 
 Every message on the pipe carries the tag of the job it is about, `(job id, attempt)`: the
 parent sends `task` dicts with a "tag" and replies as `(tag, reply)`; the child answers
@@ -28,9 +28,12 @@ class ChildDied(Exception):
 
 
 class Executor:
-    def __init__(self, gpu: int | None, max_jobs: int, plugins: list[str] | None = None
-                 ) -> None:
+    def __init__(self, gpu: int | None, max_jobs: int, plugins: list[str] | None = None,
+                 backend: str = "tensorflow", per_gpu: int = 1) -> None:
+        """`backend` is the children's Keras backend; `per_gpu` how many workers share their
+        GPU (each child takes its share: worker/child.py `_prepare_backend`)."""
         self.gpu, self.max_jobs = gpu, max_jobs
+        self.backend, self.per_gpu = backend, per_gpu
         self.plugins = list(plugins or [])  # imported by the child before any task
         self._proc: Any = None
         self._conn: Any = None
@@ -43,7 +46,9 @@ class Executor:
         self.stop()
         ctx = multiprocessing.get_context("spawn")
         parent, child_end = ctx.Pipe()
-        self._proc = ctx.Process(target=child.main, args=(child_end, self.gpu, os.getpid()),
+        self._proc = ctx.Process(target=child.main,
+                                 args=(child_end, self.gpu, os.getpid(), self.backend,
+                                       self.per_gpu),
                                  daemon=True, name="lrsearch-child")
         self._proc.start()
         child_end.close()

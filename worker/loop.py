@@ -57,6 +57,16 @@ DESCRIBE_TAG = (0, 0)  # no job has id 0: the startup "what can you load" task
 # submitted meanwhile waits at most this many attempts. The reaper makes more.
 WORKER_NOTIFY_LIMIT = 2
 SCHEMA_LOG_SECONDS = 60.0  # while the schema is not ours, the reason is logged this often
+# A worker's database connections (pool size, overflow) per engine, fixed: its loop runs on one
+# thread, one transaction at a time (a second pooled connection, and one overflow, should a
+# call nest); the heartbeat and presence threads hold one each. With Optuna's storage
+# (search.OPTUNA_POOL_SIZE + OPTUNA_MAX_OVERFLOW), at most WORKER_CONNECTIONS per worker, all
+# named APPLICATION_NAME on PostgreSQL (the README's connection budget).
+WORKER_POOL = (2, 1)
+HEARTBEAT_POOL = (2, 0)
+WORKER_CONNECTIONS = sum(WORKER_POOL) + sum(HEARTBEAT_POOL) + search.OPTUNA_POOL_SIZE \
+    + search.OPTUNA_MAX_OVERFLOW
+APPLICATION_NAME = "lrsearch-worker"
 
 
 __all__ = ["Cancelled", "Released", "Retryable", "SchemaGate", "Worker", "notify", "reap"]
@@ -98,21 +108,26 @@ class SchemaGate:
 
 
 class Worker:
-    def __init__(self, settings: Settings, *, gpu: int | None = None, name: str | None = None
-                 ) -> None:
+    def __init__(self, settings: Settings, *, gpu: int | None = None, name: str | None = None,
+                 backend: str = "tensorflow", per_gpu: int = 1) -> None:
         self.settings = settings
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         # A stalled worker (SIGSTOP, a frozen VM) must not hold row locks for ever: PostgreSQL
         # ends its open transaction once it idles longer than a lease.
         idle = settings.lease_seconds
-        self.engine = make_engine(settings.database_url, immediate=True, idle_timeout=idle)
+        # The loop and its jobs run on this thread, one transaction at a time (WORKER_POOL).
+        self.engine = make_engine(settings.database_url, immediate=True, idle_timeout=idle,
+                                  pool_size=WORKER_POOL[0], max_overflow=WORKER_POOL[1],
+                                  application_name=APPLICATION_NAME)
         # One connection for the lease heartbeat, one for the presence row.
-        self.heartbeat_engine = make_engine(settings.database_url, pool_size=2,
-                                            idle_timeout=idle)
-        self.optuna = search.storage(settings.optuna_url())
+        self.heartbeat_engine = make_engine(settings.database_url, pool_size=HEARTBEAT_POOL[0],
+                                            max_overflow=HEARTBEAT_POOL[1], idle_timeout=idle,
+                                            application_name=APPLICATION_NAME)
+        self.optuna = search.storage(settings.optuna_url(), APPLICATION_NAME)
         self.gpu = gpu
         self.plugins = plugins.modules(settings.plugins)
-        self.executor = Executor(gpu, settings.trials_per_child, self.plugins)
+        self.backend, self.per_gpu = backend, per_gpu  # Keras' backend; workers on the GPU
+        self.executor = Executor(gpu, settings.trials_per_child, self.plugins, backend, per_gpu)
         self.stop_requested = threading.Event()
         self.hard_stop = threading.Event()
         self.grace_deadline = float("inf")
@@ -246,6 +261,9 @@ class Worker:
             if kind != "done":
                 raise SystemExit(f"error: the worker's plugins {self.plugins} could not be "
                                  f"loaded: {payload.get('message')}")
+            if payload.get("backend") != self.backend:  # Keras imported before KERAS_BACKEND
+                raise SystemExit(f"error: --backend {self.backend}: the worker's child runs "
+                                 f"Keras on {payload.get('backend')!r}")
             log.info("worker %s can load: %s custom objects, builders %s", self.name,
                      len(payload["custom_objects"]),
                      [b["name"] for b in payload["builders"]] or "none")

@@ -145,10 +145,24 @@ def pruner(spec: dict[str, Any]) -> optuna.pruners.BasePruner:
     return PRUNERS.get(spec["pruner"]["name"])(spec)
 
 
-def storage(url: str) -> optuna.storages.RDBStorage:
+# Optuna's storage is used by one thread (the worker's or the reaper's loop), one call at a
+# time: one pooled connection, and one more should a call nest. At most 2 per process.
+OPTUNA_POOL_SIZE, OPTUNA_MAX_OVERFLOW = 1, 1
+
+
+def storage(url: str, application_name: str = "lrsearch") -> optuna.storages.RDBStorage:
     """Optuna's storage; pre-ping replaces connections the server dropped (a restart, a
-    terminated backend) instead of failing the next call."""
-    return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+    terminated backend) instead of failing the next call. At most OPTUNA_POOL_SIZE +
+    OPTUNA_MAX_OVERFLOW connections, named `application_name` on PostgreSQL."""
+    from sqlalchemy.engine import make_url
+
+    from service.db import postgres_connect_args
+
+    kwargs: dict[str, Any] = {"pool_pre_ping": True, "pool_size": OPTUNA_POOL_SIZE,
+                              "max_overflow": OPTUNA_MAX_OVERFLOW}
+    if make_url(url).get_backend_name() == "postgresql":
+        kwargs["connect_args"] = postgres_connect_args(application_name)
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
 
 
 def load(spec: dict[str, Any], name: str, rdb: optuna.storages.RDBStorage, slot: int
