@@ -57,13 +57,23 @@ def trial_dir(root: str | Path, study_id: str, slot: int) -> Path:
     return Path(root) / study_id / f"slot-{int(slot)}"
 
 
+# RunSpec options added after checkpoints existed, at their default values.
+SPEC_DEFAULTS_LEFT_OUT: dict[str, Any] = {"mixed_precision": False, "jit_compile": "auto"}
+
+
 def fingerprint(config: Mapping[str, Any]) -> str:
     """What a run trains, hashed: the RunSpec (data, model, optimizer, objective, batch size),
     the schedule family and its parameters, and the number of epochs (a trial's config as the
     worker hands it to its child). The seed is not part of it: a resumed trial continues with
     the checkpoint's."""
     keys = ("spec", "schedule", "schedule_params", "epochs")
-    text = json.dumps({k: config.get(k) for k in keys}, sort_keys=True, default=str)
+    hashed = {k: config.get(k) for k in keys}
+    if isinstance(hashed["spec"], Mapping):
+        # Options at their defaults are left out, so a checkpoint written before an option
+        # existed still matches the same run.
+        hashed["spec"] = {k: v for k, v in hashed["spec"].items()
+                          if not (k in SPEC_DEFAULTS_LEFT_OUT and SPEC_DEFAULTS_LEFT_OUT[k] == v)}
+    text = json.dumps(hashed, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 

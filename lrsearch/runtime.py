@@ -100,13 +100,36 @@ class Runtime:
 
     def provenance(self, model: keras.Model | None = None) -> dict[str, Any]:
         """The record a trial or range test keeps of what it ran on. `xla` is what Keras
-        resolved `jit_compile` to on the compiled `model` (None before there is one)."""
-        xla = None if model is None else bool(getattr(model, "jit_compile", False))
+        resolved `jit_compile` to on the compiled `model` (None before there is one; on
+        PyTorch that is torch.compile, which `compiler` says). `precision_policy` is the
+        policy the model's layers compute in when they all share one (an uploaded model
+        keeps the policies it was saved with, whatever was asked), else the one set."""
+        compiled = None if model is None else bool(getattr(model, "jit_compile", False))
+        layers = None if model is None else layer_policies(model)
+        policy = self.policy
+        if layers and len(layers) == 1 and layers[0] != policy:
+            policy = layers[0]  # an uploaded model keeps the policy it was saved with
         return {"backend": self.backend, "backend_version": self.backend_version,
                 "keras_version": self.keras_version, "device": self.device,
-                "device_name": self.device_name, "precision_policy": self.policy,
+                "device_name": self.device_name, "precision_policy": policy,
+                "layer_policies": layers,
                 "mixed_precision_requested": self.mixed_precision,
-                "jit_compile_requested": self.jit_compile, "xla": xla}
+                "jit_compile_requested": self.jit_compile, "xla": compiled,
+                # PyTorch's jit_compile is torch.compile, not XLA
+                "compiler": None if not compiled else
+                ("torch.compile" if self.backend == "torch" else "xla")}
+
+
+def layer_policies(model: keras.Model) -> list[str]:
+    """The dtype policies of the model's layers that hold weights, each once."""
+    def walk(layer: Any) -> Any:
+        for inner in getattr(layer, "layers", None) or ():
+            yield inner
+            yield from walk(inner)
+
+    names = {layer.dtype_policy.name for layer in walk(model)
+             if layer.weights and getattr(layer, "dtype_policy", None) is not None}
+    return sorted(names)
 
 
 def prepare(spec: RunSpec) -> Runtime:

@@ -363,7 +363,9 @@ def train(config: TrainConfig, *, on_epoch_end: Callable[[EpochRecord], None] | 
     adaptive = keras_callbacks(family)
     callbacks: list[keras.callbacks.Callback] = [recorder, *adaptive]
     if resumed is not None:
-        optimizer.build(model.trainable_variables)
+        # model.optimizer, not `optimizer`: under mixed_float16 Keras wraps it in a
+        # LossScaleOptimizer, whose own variables (the loss scale) the checkpoint holds too.
+        model.optimizer.build(model.trainable_variables)
         try:
             checkpoints.restore_variables(resumed, model)
             recorder.records = [EpochRecord(**{**r, "metrics": dict(r["metrics"])})

@@ -21,6 +21,7 @@ commands: every `lrsearch` invocation loads this module.
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import logging
 import os
@@ -299,9 +300,10 @@ def cmd_serve(ctx: click.Context, host: str, port: int, log_level: str, insecure
     # (uvicorn re-raises the signal it caught once it has shut down; by default SIGTERM would
     # then end this process at once, leaving its workers running).
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    procs = [_lrsearch(*args) for args in commands]
-    procs.append(_lrsearch("reaper"))
-    try:
+    procs: list[subprocess.Popen[bytes]] = []
+    try:  # a signal while they start still stops those already started
+        for args in [*commands, ["reaper"]]:
+            procs.append(_lrsearch(*args))
         ctx.invoke(cmd_api, host=host, port=port, log_level=log_level, insecure=insecure)
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one: the workers' grace holds
@@ -328,6 +330,11 @@ def worker_commands(gpus: list[int], workers: int | None, per_gpu: int | None,
     if backend is not None and backend not in KERAS_BACKENDS:
         raise click.UsageError(f"--backend {backend!r} is not a Keras backend a worker can "
                                f"train on; choose one of {', '.join(KERAS_BACKENDS)}")
+    chosen = backend or os.environ.get("KERAS_BACKEND") or "tensorflow"
+    if chosen in KERAS_BACKENDS and importlib.util.find_spec(chosen) is None:
+        # Each worker would refuse to start; say it once, before anything starts.
+        raise click.UsageError(f"{'--backend' if backend else 'KERAS_BACKEND'} {chosen!r}: "
+                               f"the {chosen} package is not installed here")
     extra = ["--backend", backend] if backend is not None else []
     if per_gpu is not None:
         return [["worker", "--gpu", str(g), "--per-gpu", str(per_gpu), *extra]
@@ -349,7 +356,8 @@ def _require_worker_commands() -> None:
 
 
 def _lrsearch(*args: str) -> subprocess.Popen[bytes]:
-    """`lrsearch ARGS` as a child process, with this interpreter."""
+    """`lrsearch ARGS` as a child process, with this interpreter (in serve's process group, so
+    that killing the group stops everything)."""
     return subprocess.Popen([sys.executable, "-m", "lrsearch.cli", *args])
 
 

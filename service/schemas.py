@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 
 
 def check_finite(value: Any, where: str = "body") -> None:
@@ -99,9 +99,23 @@ class ProvenanceOut(BaseModel):
     xla: bool | None = Field(description="whether Keras compiled the step with XLA "
                              "(`jit_compile` as Keras resolved it)")
 
+    compiler: str | None = Field(default=None, description="what compiled the train step: "
+                                 "xla (TensorFlow, JAX), torch.compile (PyTorch's "
+                                 "jit_compile), or null")
+    layer_policies: list[str] | None = Field(default=None, description="the dtype policies "
+                                             "of the model's layers (an uploaded model keeps "
+                                             "the ones it was saved with)")
+
     @classmethod
     def of(cls, stored: dict[str, Any] | None) -> ProvenanceOut | None:
-        return None if not stored else cls.model_validate(stored)
+        """The stored record, or None (a record this version cannot read, written by a
+        worker of another version, is left out rather than failing the whole list)."""
+        if not stored:
+            return None
+        try:
+            return cls.model_validate(stored)
+        except ValidationError:
+            return None
 
 
 class Page(BaseModel):

@@ -92,6 +92,16 @@ def device_settings() -> dict[str, str]:
     return {k: os.environ[k] for k in DEVICE_VARIABLES if k in os.environ}
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    """An allocation failure, whatever the backend: TensorFlow's ResourceExhaustedError,
+    PyTorch's OutOfMemoryError, JAX's XlaRuntimeError saying RESOURCE_EXHAUSTED, Python's
+    MemoryError."""
+    name = type(exc).__name__
+    return (name in ("ResourceExhaustedError", "OutOfMemoryError")
+            or isinstance(exc, MemoryError)
+            or (name == "XlaRuntimeError" and "RESOURCE_EXHAUSTED" in str(exc)))
+
+
 def _await_reply(conn: Connection, tag: Any) -> str:
     """The parent's reply to this task's last message; replies for other tags are dropped."""
     while True:
@@ -226,7 +236,7 @@ def _failure(exc: BaseException) -> tuple[str, dict[str, Any]]:
         kind = "objective"
     elif isinstance(exc, DatasetChanged):
         kind = "dataset_changed"
-    elif type(exc).__name__ == "ResourceExhaustedError" or isinstance(exc, MemoryError):
+    elif _out_of_memory(exc):
         kind = "oom"
     elif isinstance(exc, LRSearchError):
         kind = "invalid"

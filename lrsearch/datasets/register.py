@@ -129,8 +129,22 @@ def _images(source: ImageFolder, listing: Listing, fingerprint: str) -> Register
 
 
 def _decode_all(source: ImageFolder, files: Sequence[FileEntry], field: str) -> None:
-    """Decode every image as training will; an unreadable one raises, named."""
+    """Decode every image as training will; an unreadable one raises, named. A worker whose
+    Keras backend is not TensorFlow decodes them as it trains on them, with Pillow
+    (lrsearch.datasets.portable), and needs no TensorFlow."""
     if not files:
+        return
+    if os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+        from lrsearch.datasets.portable import read_image
+
+        for f in files:
+            try:
+                read_image(f.path, source.image_size, source.channels)
+            except DatasetError as bad:
+                # its message names the file by its full path: by the uri's relative one here
+                reason = str(bad).replace(f"`{f.path}`", "it").replace(f.path, f.rel)
+                raise DatasetError(f"`{f.rel}` ({field}) cannot be read as an image: "
+                                   f"{reason}. Replace or remove it", field=field) from None
         return
     import tensorflow as tf
 

@@ -6,7 +6,8 @@ loss and metrics. The registry is plain data (the API lists it without TensorFlo
 architecture's module holds its rules beside its builder: `check(**params)` (types and
 ranges) and `count_params(input_shape, head, **params)` are pure Python, so `validate()`
 refuses a bad or oversized model at submission without TensorFlow; only `build()` imports
-Keras. Every built-in model ends in Dense(head.units, activation=head.activation).
+Keras. Every built-in model ends in Dense(head.units, activation=head.activation), computed in
+float32 under any dtype policy.
 """
 
 from __future__ import annotations

@@ -66,5 +66,6 @@ def build(input_shape: tuple[int, ...], head: Head, *, hidden: Any, activation: 
         layers.append(keras.layers.Dense(units, activation=activation))
         if dropout:
             layers.append(keras.layers.Dropout(dropout))
-    layers.append(keras.layers.Dense(head.units, activation=head.activation))
+    # float32 whatever the policy: the softmax and the loss stay precise under mixed precision
+    layers.append(keras.layers.Dense(head.units, activation=head.activation, dtype="float32"))
     return keras.Sequential(layers, name="mlp")

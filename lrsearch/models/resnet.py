@@ -71,5 +71,6 @@ def build(input_shape: tuple[int, ...], head: Head, *, weight_decay: float) -> k
     for _, filters, stride in _plan():
         x = block(x, filters, stride)
     x = layers.GlobalAveragePooling2D()(x)
-    outputs = layers.Dense(head.units, activation=head.activation)(x)
+    # float32 whatever the policy: the softmax and the loss stay precise under mixed precision
+    outputs = layers.Dense(head.units, activation=head.activation, dtype="float32")(x)
     return keras.Model(inputs, outputs, name="resnet20")

@@ -43,5 +43,6 @@ def build(input_shape: tuple[int, ...], head: Head, *, dropout_conv: float,
         keras.layers.Flatten(),
         keras.layers.Dense(16, activation="relu"),
         keras.layers.Dropout(dropout_dense),
-        keras.layers.Dense(head.units, activation=head.activation),
+        keras.layers.Dense(head.units, activation=head.activation,
+                           dtype="float32"),  # precise softmax and loss under mixed precision
     ], name="small_cnn")

@@ -62,6 +62,7 @@ def start_trial(session: Session, study: Study, *, slot: int, number: int | None
     trial.steps_per_epoch, trial.worker, trial.attempt = steps_per_epoch, worker, attempt
     trial.state, trial.value, trial.failure_reason = "running", None, None
     trial.started_at, trial.finished_at = utcnow(), None
+    trial.provenance = None  # this attempt's child reports its own once the model is compiled
     study.n_running += 1
     if study.status == "queued":
         study.status, study.started_at = "running", utcnow()

@@ -162,3 +162,44 @@ def test_a_16_bit_png_reads_as_tensorflow_reads_it(tmp_path: Path) -> None:
         assert mine.shape == theirs.shape == (8, 8, channels)
         np.testing.assert_allclose(mine, theirs, atol=1 / 255 + 1e-6)
         assert mine.max() > 0.9  # scaled by 65535, not clipped at 255
+
+
+REGISTER_WITHOUT_TENSORFLOW = """
+import json, sys
+from lrsearch.datasets.references import ImageFolder
+from lrsearch.datasets.register import register
+from lrsearch.errors import DatasetError
+
+roots = json.loads(sys.argv[2])
+out = {"tensorflow": "tensorflow" in sys.modules}
+facts = register(ImageFolder(uri=sys.argv[1] + "/good", image_size=(6, 6)), roots)
+out["train"] = facts.train_examples
+try:
+    register(ImageFolder(uri=sys.argv[1] + "/broken", image_size=(6, 6)), roots)
+except DatasetError as e:
+    out["error"] = str(e)
+out["tensorflow_after"] = "tensorflow" in sys.modules
+print(json.dumps(out))
+"""
+
+
+def test_a_worker_without_tensorflow_registers_an_image_folder(root: Path,
+                                                               tmp_path: Path) -> None:
+    """A JAX worker on a machine without TensorFlow checks every image with Pillow when it
+    registers an image folder, and names an unreadable one as a TensorFlow worker does."""
+    folder = root / "no-tf"
+    write_image_folder(folder / "good", {"cat": 4, "dog": 4}, size=(6, 6))
+    broken = write_image_folder(folder / "broken", {"cat": 3, "dog": 3}, size=(6, 6))
+    (broken / "cat" / "2.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (tmp_path / "_register_script.py").write_text(REGISTER_WITHOUT_TENSORFLOW)
+    launcher = Path(__file__).resolve().parents[1] / "without_tensorflow.py"
+    out = subprocess.run([sys.executable, str(launcher), "-m", "_register_script", str(folder),
+                          json.dumps([str(root)])], capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "KERAS_BACKEND": "jax",
+                                           "PYTHONPATH": str(tmp_path)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["train"] > 0
+    assert "`cat/2.png`" in result["error"] and "cannot be read as an image" in result["error"]
+    assert str(folder) not in result["error"]  # no server path
+    assert not result["tensorflow_after"]

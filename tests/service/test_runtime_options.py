@@ -78,16 +78,20 @@ def test_the_policy_follows_the_option_and_the_device_and_is_reset_for_the_next_
         assert mixed.policy == "mixed_bfloat16" and mixed.device == "cpu"  # no GPU here
         model = compiled_model(base, (64,), _head(), keras.optimizers.SGD(0.1),
                                jit_compile=mixed.jit_compile)
-        # The layers compute in bfloat16 and keep float32 variables: the policy was applied
-        assert model.layers[-1].compute_dtype == "bfloat16"
+        # The hidden layers compute in bfloat16 and keep float32 variables: the policy was
+        # applied; the output layer computes in float32 (a precise softmax and loss)
+        assert model.layers[0].compute_dtype == "bfloat16"
+        assert model.layers[-1].compute_dtype == "float32"
         assert all(v.dtype == "float32" for v in model.trainable_variables)
         record = mixed.provenance(model)
         assert record["precision_policy"] == "mixed_bfloat16" and record["xla"] is True
+        assert record["layer_policies"] == ["float32", "mixed_bfloat16"]
+        assert record["compiler"] == "xla"
         # A run without the option after it trains in float32 again, in the same process
         plain = runtime.prepare(base)
         model = compiled_model(base, (64,), _head(), keras.optimizers.SGD(0.1),
                                jit_compile=plain.jit_compile)
-        assert model.layers[-1].compute_dtype == "float32"
+        assert model.layers[0].compute_dtype == "float32"
         assert plain.provenance(model)["precision_policy"] == "float32"
     finally:
         keras.config.set_dtype_policy("float32")

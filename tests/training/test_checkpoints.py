@@ -222,3 +222,57 @@ def test_folders_are_keyed_by_server_made_ids_only(tmp_path: Path) -> None:
     (tmp_path / "not-a-study").mkdir()
     assert sorted(checkpoints.sweep(tmp_path, lambda: {"bb"})) == ["aa", "cc"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bb", "not-a-study"]
+
+
+def test_a_mixed_float16_run_resumes_with_its_loss_scale(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under mixed_float16 (what a GPU worker runs for mixed_precision, forced here on the CPU)
+    Keras wraps the optimizer in a LossScaleOptimizer, whose loss scale is part of the
+    checkpoint: the resumed run restores it and goes on at the exact step."""
+    from lrsearch import runtime
+
+    monkeypatch.setattr(runtime, "precision_policy", lambda mixed, device: "mixed_float16"
+                        if mixed else "float32")
+    params = {"lr0": 0.2, "k": 0.5, "per_epoch": False}
+    spe, epochs = steps_per_epoch(1000, 250), 3
+    lrs = curve("exponential", params, steps_per_epoch=spe, epochs=epochs)
+
+    def config(resume: bool, attempt: int) -> TrainConfig:
+        plain = _config(tmp_path, resume, "exponential", params, epochs, attempt=attempt)
+        spec = plain.spec.model_copy(update={"mixed_precision": True})
+        raw = {"spec": spec.stored(), "schedule": "exponential", "schedule_params": params,
+               "epochs": epochs}
+        fingerprint = checkpoints.fingerprint(raw)
+        found = checkpoints.latest(tmp_path, fingerprint) if resume else None
+        assert plain.checkpoint is not None
+        return TrainConfig(spec, schedule="exponential", schedule_params=params,
+                           epochs=epochs, seed=7,
+                           checkpoint=CheckpointPlan(str(tmp_path), fingerprint,
+                                                     None if found is None else
+                                                     str(found.path), attempt))
+
+    try:
+        _stopped_at(config(False, 1), 2)
+        saved = checkpoints.latest(tmp_path)
+        assert saved is not None and saved.epochs_done == 2
+        result = train(config(True, 2))
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert result.resumed_from == 2 and result.provenance["precision_policy"] == \
+        "mixed_float16"
+    for e, record in enumerate(result.epochs):
+        assert record.lr_first == pytest.approx(lrs[e * spe], rel=1e-6)
+        assert record.lr_last == pytest.approx(lrs[(e + 1) * spe - 1], rel=1e-6)
+
+
+def test_options_at_their_defaults_leave_the_fingerprint_as_it_was() -> None:
+    """A checkpoint written before mixed_precision and jit_compile existed still matches the
+    same run; setting either option makes it another run."""
+    spec = RunSpec.builtin("digits").stored()
+    raw = {"spec": spec, "schedule": "constant", "schedule_params": {"lr": 0.1}, "epochs": 2}
+    before = {**raw, "spec": {k: v for k, v in spec.items()
+                              if k not in ("mixed_precision", "jit_compile")}}
+    assert checkpoints.fingerprint(raw) == checkpoints.fingerprint(before)
+    for option in ({"mixed_precision": True}, {"jit_compile": True}, {"jit_compile": False}):
+        assert checkpoints.fingerprint({**raw, "spec": {**spec, **option}}) != \
+            checkpoints.fingerprint(raw)
