@@ -38,9 +38,11 @@ bench-smoke: $(STAMP)
 
 # The GPU tier (BENCHMARKS.md): under 8 minutes on one GPU, on KERAS_BACKEND (JAX on a lent
 # machine, installed there from the wheels `python -m bench.gpu_wheels` fetches). Installs
-# nothing: the machine it is meant for has no package registry.
+# nothing: the machine it is meant for has no package registry. Runs with .venv's Python where
+# there is one, else the machine's own (`make bench-gpu BENCH_PYTHON=python3.12` to choose).
+BENCH_PYTHON ?= $(shell test -x $(BIN)/python && echo $(BIN)/python || echo python3)
 bench-gpu:
-	$(BIN)/python -m bench.run --gpu
+	$(BENCH_PYTHON) -m bench.run --gpu
 
 lint: $(STAMP)
 	$(BIN)/ruff check lrsearch service worker tests bench
