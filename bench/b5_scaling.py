@@ -27,7 +27,7 @@ def trials_per_minute(svc: Service, workers: int, n: int, epochs: int, batch_siz
                       gpus: int) -> float:
     for i in range(workers):
         if gpus:
-            svc.start_worker(None, CUDA_VISIBLE_DEVICES=str(i % gpus))
+            svc.start_worker(CUDA_VISIBLE_DEVICES=str(i % gpus))
         else:
             svc.start_worker(cpu=i)
     try:

@@ -146,10 +146,11 @@ class Service:
     def http(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=120)
 
-    def start_worker(self, cpu: int | None = None, **env: str) -> subprocess.Popen[bytes]:
-        """One `lrsearch worker`; `cpu` pins it (and its child) to one core with taskset and
-        one TensorFlow thread pool thread each."""
-        cmd = [LRSEARCH, "worker"]
+    def start_worker(self, *args: str, cpu: int | None = None, **env: str
+                     ) -> subprocess.Popen[bytes]:
+        """One `lrsearch worker ARGS`; `cpu` pins it (and its child) to one core with taskset
+        and one TensorFlow thread pool thread each."""
+        cmd = [LRSEARCH, "worker", *args]
         extra = dict(env)
         if cpu is not None:
             cmd = ["taskset", "-c", str(cpu), *cmd]

@@ -36,13 +36,6 @@ def backend() -> str:
     return os.environ.get("KERAS_BACKEND") or "tensorflow"
 
 
-def gpu_ids() -> list[int]:
-    """The GPUs a worker may be pinned to (`lrsearch serve`'s enumeration)."""
-    from service.cli import visible_gpus
-
-    return visible_gpus()
-
-
 def write_problem(folder: Path, train: int, val: int, seed: int = 0) -> Path:
     """A 10-class problem of 32x32x3 images as an .npz upload (x_train, y_train, x_val,
     y_val): each class a fixed random template, each image its class's template plus noise, so

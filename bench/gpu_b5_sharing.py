@@ -16,7 +16,6 @@ as in any study, so sharing overlaps one worker's compiling with another's train
 from __future__ import annotations
 
 import os
-import subprocess
 import tempfile
 import time
 from datetime import datetime
@@ -24,18 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from bench import gpu
-from bench.common import LRSEARCH, Ratio, Service, command_line, service, write_result
+from bench.common import Ratio, Service, command_line, service, write_result
+from service.cli import visible_gpus
 
 
 def start_workers(svc: Service, n: int) -> None:
     """`n` workers sharing the first GPU (unpinned without a GPU: the smoke run on a CPU)."""
-    ids = gpu.gpu_ids()
+    ids = visible_gpus()
     pin = ["--gpu", str(ids[0])] if ids else []
     for _ in range(n):
-        log = open(svc.folder / f"worker{len(svc.workers)}.log", "wb")  # noqa: SIM115
-        svc.workers.append(subprocess.Popen(
-            [LRSEARCH, "worker", *pin, "--per-gpu", str(n), "--backend", gpu.backend()],
-            env=svc.env, stdout=log, stderr=log, start_new_session=True))
+        svc.start_worker(*pin, "--per-gpu", str(n), "--backend", gpu.backend())
 
 
 def wait_registered(svc: Service, n: int, timeout: float = 300) -> None:

@@ -31,9 +31,7 @@ JitCompile = bool | Literal["auto"]
 
 def backend_version(backend: str) -> str:
     """The installed version of Keras' backend library."""
-    module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch",
-              "numpy": "numpy"}.get(backend, backend)
-    imported = __import__(module)
+    imported = __import__(backend)  # each backend's library is named as the backend
     return str(getattr(imported, "__version__", "unknown"))
 
 

@@ -327,14 +327,7 @@ def worker_commands(gpus: list[int], workers: int | None, per_gpu: int | None,
                                    "empty); use --workers N")
     elif workers is not None and workers < 1:
         raise click.UsageError(f"--workers must be at least 1, not {workers}")
-    if backend is not None and backend not in KERAS_BACKENDS:
-        raise click.UsageError(f"--backend {backend!r} is not a Keras backend a worker can "
-                               f"train on; choose one of {', '.join(KERAS_BACKENDS)}")
-    chosen = backend or os.environ.get("KERAS_BACKEND") or "tensorflow"
-    if chosen in KERAS_BACKENDS and importlib.util.find_spec(chosen) is None:
-        # Each worker would refuse to start; say it once, before anything starts.
-        raise click.UsageError(f"{'--backend' if backend else 'KERAS_BACKEND'} {chosen!r}: "
-                               f"the {chosen} package is not installed here")
+    keras_backend(backend)  # each worker would refuse it: say so once, before anything starts
     extra = ["--backend", backend] if backend is not None else []
     if per_gpu is not None:
         return [["worker", "--gpu", str(g), "--per-gpu", str(per_gpu), *extra]
@@ -342,6 +335,20 @@ def worker_commands(gpus: list[int], workers: int | None, per_gpu: int | None,
     n = workers if workers is not None else max(1, len(gpus))
     return [["worker", *(["--gpu", str(gpus[i % len(gpus)])] if gpus else []), *extra]
             for i in range(n)]
+
+
+def keras_backend(option: str | None) -> str:
+    """The Keras backend a worker trains on: `--backend`, else KERAS_BACKEND, else tensorflow.
+    A name Keras does not know, or one whose package (named as the backend) is not installed,
+    is a usage error naming where the name came from."""
+    name = option if option is not None else os.environ.get("KERAS_BACKEND") or "tensorflow"
+    source = "--backend" if option is not None else "KERAS_BACKEND"
+    if name not in KERAS_BACKENDS:
+        raise click.UsageError(f"{source} {name!r} is not a Keras backend a worker can train "
+                               f"on; choose one of {', '.join(KERAS_BACKENDS)}")
+    if importlib.util.find_spec(name) is None:
+        raise click.UsageError(f"{source} {name!r}: the {name} package is not installed here")
+    return name
 
 
 def _require_worker_commands() -> None:

@@ -92,13 +92,17 @@ def _from_cache(request: Request) -> str | None:
     cache: KeyCache = request.app.state.key_cache
     header = request.headers.get("authorization")
     if header is not None:
-        scheme, _, key = header.partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
-            return None
-        return auth.cached_tenant(cache, key.strip())
+        key = _bearer_key(header)
+        return None if key is None else auth.cached_tenant(cache, key)
     if request.app.state.anonymous and cache.keys_exist() is False:
         return LOCAL_TENANT
     return None
+
+
+def _bearer_key(header: str) -> str | None:
+    """The key of an `Authorization: Bearer <key>` header; None when it is not one."""
+    scheme, _, key = header.partition(" ")
+    return key.strip() if scheme.lower() == "bearer" and key.strip() else None
 
 
 def resolve_tenant(request: Request, session: Session, web_session: str | None = None) -> str:
@@ -106,11 +110,11 @@ def resolve_tenant(request: Request, session: Session, web_session: str | None =
     (a Bearer header, when sent, wins)."""
     header = request.headers.get("authorization")
     if header is not None:
-        scheme, _, key = header.partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
+        key = _bearer_key(header)
+        if key is None:
             raise Unauthorized("The Authorization header must be `Bearer <key>`.",
                                field="Authorization")
-        tenant = auth.authenticate(session, key.strip(), request.app.state.key_cache)
+        tenant = auth.authenticate(session, key, request.app.state.key_cache)
         if tenant is None:
             raise Unauthorized("Invalid or revoked API key.", field="Authorization")
         return tenant

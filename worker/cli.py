@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from service.cli import KERAS_BACKENDS as BACKENDS
-from service.cli import ServerCommand, setup_logging
+from service.cli import ServerCommand, keras_backend, setup_logging
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -46,7 +46,7 @@ log = logging.getLogger("lrsearch.reaper")
 def cmd_worker(gpu: int | None, backend: str | None, per_gpu: int, max_jobs: int | None
                ) -> None:
     """Run one worker: claims queued trials and range tests and runs them."""
-    chosen = worker_backend(backend)
+    chosen = keras_backend(backend)
     if per_gpu < 1:
         raise click.BadParameter(f"must be at least 1, not {per_gpu}", param_hint="--per-gpu")
     # The worker's own process and its children agree on the backend: a child is spawned with
@@ -63,28 +63,6 @@ def cmd_worker(gpu: int | None, backend: str | None, per_gpu: int, max_jobs: int
     w = Worker(Settings(), gpu=gpu, backend=chosen, per_gpu=per_gpu)
     w.install_signals()
     w.run(max_jobs=max_jobs)
-
-
-# The package each Keras backend runs on (what must be importable for --backend NAME).
-BACKEND_PACKAGES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
-
-
-def worker_backend(option: str | None) -> str:
-    """The Keras backend a worker trains on: `--backend`, else KERAS_BACKEND, else tensorflow.
-    A name Keras does not know, or one whose package is not installed, is a usage error
-    naming where the name came from."""
-    import importlib.util
-    import os
-
-    name = option if option is not None else os.environ.get("KERAS_BACKEND") or "tensorflow"
-    source = "--backend" if option is not None else "KERAS_BACKEND"
-    if name not in BACKENDS:
-        raise click.UsageError(f"{source} {name!r} is not a Keras backend a worker can train "
-                               f"on; choose one of {', '.join(BACKENDS)}")
-    if importlib.util.find_spec(BACKEND_PACKAGES[name]) is None:
-        raise click.UsageError(f"{source} {name!r}: the {BACKEND_PACKAGES[name]} package is "
-                               "not installed here")
-    return name
 
 
 @click.command("reaper", cls=ServerCommand)
